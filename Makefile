@@ -1,0 +1,107 @@
+# forksafe - a uWSGI plugin that delivers fork lifecycle events to handlers.
+#
+#   make          build forksafe_plugin.so against the installed uWSGI
+#   make run      serve the example app with forksafe on 127.0.0.1:8080
+#   make check    every test suite; ends with "N passed, N failed"
+
+PYTHON   ?= /usr/bin/python3
+UWSGI    ?= uwsgi
+CC       ?= gcc
+BUILD    := build
+
+WARNINGS := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes
+BASE_CFLAGS := -std=gnu11 -g -O2 -fPIC $(WARNINGS) -Iinclude -Ilib
+JANSSON_CFLAGS = $(shell pkg-config --cflags jansson 2>/dev/null)
+JANSSON_LIBS   = $(shell pkg-config --libs jansson 2>/dev/null || echo -ljansson)
+CHECK_LIBS     = $(shell pkg-config --libs check 2>/dev/null || echo -lcheck)
+SANITIZE := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+
+LIB_SRC   := $(sort $(wildcard lib/*.c))
+LIB_HDR   := include/forksafe.h lib/forksafe_internal.h
+LIB_OBJ   := $(LIB_SRC:%.c=$(BUILD)/%.o)
+ASAN_OBJ  := $(LIB_SRC:%.c=$(BUILD)/asan/%.o)
+UNIT_SRC  := $(sort $(wildcard tests/unit/test_*.c))
+UNIT_BIN  := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+ASAN_BIN  := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/asan/tests/%)
+FIXTURE_SRC := $(sort $(wildcard tests/fixtures/*.c))
+FIXTURE_SO  := $(FIXTURE_SRC:tests/fixtures/%.c=$(BUILD)/fixtures/%.so)
+
+# uWSGI's header and flags come from the installed binary, so the plugin is
+# always built for exactly the uWSGI that will load it.
+UWSGI_H  := $(BUILD)/uwsgi/uwsgi.h
+PLUGIN   := forksafe_plugin.so
+
+.PHONY: all deps run check unit asan integration python fixtures clean format-check
+
+all: $(PLUGIN)
+
+deps:
+	@PYTHON=$(PYTHON) scripts/deps.sh
+
+$(UWSGI_H):
+	@mkdir -p $(dir $@)
+	$(UWSGI) --dot-h > $@.tmp && mv $@.tmp $@
+
+$(BUILD)/uwsgi/cflags:
+	@mkdir -p $(dir $@)
+	$(UWSGI) --cflags | sed 's/-Wformat //; s/-O2//g' > $@.tmp && mv $@.tmp $@
+
+$(BUILD)/%.o: %.c $(LIB_HDR)
+	@mkdir -p $(dir $@)
+	$(CC) $(BASE_CFLAGS) $(JANSSON_CFLAGS) -fvisibility=hidden -c $< -o $@
+
+$(BUILD)/asan/%.o: %.c $(LIB_HDR)
+	@mkdir -p $(dir $@)
+	$(CC) $(BASE_CFLAGS) $(JANSSON_CFLAGS) $(SANITIZE) -O1 -c $< -o $@
+
+$(BUILD)/plugin/forksafe_plugin.o: forksafe_plugin.c $(LIB_HDR) $(UWSGI_H) $(BUILD)/uwsgi/cflags
+	@mkdir -p $(dir $@)
+	$(CC) $$(cat $(BUILD)/uwsgi/cflags) -I$(BUILD)/uwsgi $(BASE_CFLAGS) -Wno-strict-prototypes \
+	    -Wno-missing-prototypes -Wno-unused-parameter -Wno-shadow $(JANSSON_CFLAGS) \
+	    -fvisibility=hidden -c $< -o $@
+
+$(PLUGIN): $(BUILD)/plugin/forksafe_plugin.o $(LIB_OBJ)
+	$(CC) -shared -o $@ $^ $(JANSSON_LIBS) -ldl
+
+$(BUILD)/tests/%: tests/unit/%.c $(LIB_OBJ) tests/unit/unit.h
+	@mkdir -p $(dir $@)
+	$(CC) $(BASE_CFLAGS) $(JANSSON_CFLAGS) -Wno-missing-prototypes -rdynamic $< $(LIB_OBJ) \
+	    -o $@ $(CHECK_LIBS) $(JANSSON_LIBS) -ldl -lm
+
+$(BUILD)/asan/tests/%: tests/unit/%.c $(ASAN_OBJ) tests/unit/unit.h
+	@mkdir -p $(dir $@)
+	$(CC) $(BASE_CFLAGS) $(JANSSON_CFLAGS) $(SANITIZE) -O1 -Wno-missing-prototypes -rdynamic $< \
+	    $(ASAN_OBJ) -o $@ $(CHECK_LIBS) $(JANSSON_LIBS) -ldl -lm
+
+$(BUILD)/fixtures/%.so: tests/fixtures/%.c include/forksafe.h
+	@mkdir -p $(dir $@)
+	$(CC) $(BASE_CFLAGS) -shared -o $@ $<
+
+fixtures: $(FIXTURE_SO)
+
+run: deps $(PLUGIN)
+	$(MAKE) -C examples/pyramid_app run PYTHON=$(PYTHON) UWSGI=$(UWSGI)
+
+unit: $(UNIT_BIN) fixtures
+	@PYTHON=$(PYTHON) tests/run_suite.sh unit $(UNIT_BIN)
+
+asan: $(ASAN_BIN) fixtures
+	@PYTHON=$(PYTHON) tests/run_suite.sh asan $(ASAN_BIN)
+
+integration: $(PLUGIN) fixtures
+	@PYTHON=$(PYTHON) tests/run_suite.sh integration tests/integration
+
+check: deps
+	@$(MAKE) --no-print-directory all fixtures $(UNIT_BIN) $(ASAN_BIN)
+	@rm -f $(BUILD)/results.txt
+	@PYTHON=$(PYTHON) tests/run_suite.sh unit $(UNIT_BIN) || true
+	@PYTHON=$(PYTHON) tests/run_suite.sh asan $(ASAN_BIN) || true
+	@PYTHON=$(PYTHON) tests/run_suite.sh differential tests/differential || true
+	@PYTHON=$(PYTHON) tests/run_suite.sh integration tests/integration || true
+	@tests/summarize.sh $(BUILD)/results.txt
+
+format-check:
+	clang-format --dry-run --Werror include/*.h lib/*.c lib/*.h forksafe_plugin.c
+
+clean:
+	rm -rf $(BUILD) $(PLUGIN)

@@ -1,0 +1,416 @@
+/*
+ * forksafe_internal.h - the private API shared by lib/ and the uWSGI glue.
+ *
+ * Nothing here knows uWSGI.  Everything reports through return codes, a
+ * caller-owned forksafe__error, and the context's log callback; nothing here
+ * calls exit().  Names: forksafe__ = internal but shared between files,
+ * `static` for everything else.
+ *
+ * Return codes: 0 on success, a negative FORKSAFE__E* on failure.
+ */
+#ifndef FORKSAFE_INTERNAL_H
+#define FORKSAFE_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include <jansson.h>
+
+#include "forksafe.h"
+
+#define FORKSAFE__PRINTF(fmt_index, args_index) \
+    __attribute__((format(printf, fmt_index, args_index)))
+
+/* ------------------------------------------------------------------ errors */
+
+#define FORKSAFE__ERRORS(X)                              \
+    X(FORKSAFE__ENOMEM, -1, "out of memory")             \
+    X(FORKSAFE__EIO, -2, "input/output error")           \
+    X(FORKSAFE__ESYNTAX, -3, "syntax error")             \
+    X(FORKSAFE__ENOTFOUND, -4, "not found")              \
+    X(FORKSAFE__EINVAL, -5, "invalid value")             \
+    X(FORKSAFE__EHANDLER, -6, "handler failed")          \
+    X(FORKSAFE__ETIMEDOUT, -7, "handler timed out")
+
+enum forksafe__error_code {
+#define FORKSAFE__ERROR_ENUM(id, value, text) id = value,
+    FORKSAFE__ERRORS(FORKSAFE__ERROR_ENUM)
+#undef FORKSAFE__ERROR_ENUM
+};
+
+/* Returns a static description of a FORKSAFE__E* code. */
+const char *forksafe__strerror(int code);
+
+/* Where and what went wrong.  The first error recorded wins: later calls to
+ * forksafe__error_set on an already set error do nothing, so the root cause
+ * survives the unwinding. */
+typedef struct forksafe__error {
+    int set;
+    char source[512]; /* file name, or a label such as "forksafe-subscribe" */
+    int line;         /* 1-based; 0 when there is no line */
+    char text[512];
+} forksafe__error;
+
+/* Records an error if none is recorded yet.  ERR may be NULL. */
+void forksafe__error_set(forksafe__error *err, const char *source, int line, const char *fmt, ...)
+    FORKSAFE__PRINTF(4, 5);
+
+/* Formats "SOURCE:LINE: TEXT" (or "SOURCE: TEXT" without a line) into BUF. */
+void forksafe__error_format(const forksafe__error *err, char *buf, size_t size);
+
+/* -------------------------------------------------------------- allocation */
+
+/* Every allocation of lib/ (and of jansson, see forksafe__alloc_install_json)
+ * goes through these so that a test can make the Nth allocation fail. */
+void *forksafe__malloc(size_t size);
+void *forksafe__calloc(size_t count, size_t size);
+void *forksafe__realloc(void *ptr, size_t size);
+char *forksafe__strdup(const char *s);
+char *forksafe__strndup(const char *s, size_t n);
+void forksafe__free(void *ptr);
+
+/* Test hook: after N more successful allocations every allocation fails;
+ * N < 0 turns failure injection off (the default). */
+void forksafe__alloc_fail_after(long n);
+
+/* Test hook: how many allocations were attempted since the process started. */
+unsigned long forksafe__alloc_attempts(void);
+
+/* Routes jansson's allocations through forksafe__malloc/free. */
+void forksafe__alloc_install_json(void);
+
+/* ------------------------------------------------------------- string map */
+
+/* An ordered map of strings: insertion order is kept, a put on an existing
+ * key replaces the value in place.  Lookups are linear; settings maps are
+ * small and read rarely (per event, never per request). */
+typedef struct forksafe__entry {
+    char *key;
+    char *value;
+    int line; /* where it was defined, 0 if not from a file */
+} forksafe__entry;
+
+typedef struct forksafe__map {
+    forksafe__entry *entries;
+    size_t count;
+    size_t capacity;
+} forksafe__map;
+
+/* Sets KEY to VALUE (both copied).  Returns 0 or FORKSAFE__ENOMEM; on failure
+ * the map is unchanged. */
+int forksafe__map_put(forksafe__map *map, const char *key, const char *value, int line);
+
+/* Returns the entry for KEY, or NULL. Borrowed. */
+const forksafe__entry *forksafe__map_find(const forksafe__map *map, const char *key);
+
+/* Returns the value for KEY, or NULL. Borrowed. */
+const char *forksafe__map_get(const forksafe__map *map, const char *key);
+
+/* Removes KEY if present, keeping the order of the rest. */
+void forksafe__map_remove(forksafe__map *map, const char *key);
+
+/* Frees everything the map owns and leaves it empty and reusable. */
+void forksafe__map_clear(forksafe__map *map);
+
+/* Returns a new JSON object {key: value} in map order, or NULL on ENOMEM. */
+json_t *forksafe__map_to_json(const forksafe__map *map);
+
+/* ---------------------------------------------------------------- ini file */
+
+/* A problem ConfigParser (and so PasteDeploy) would refuse the whole file
+ * for.  The raw parser records them instead of failing, because uWSGI's own
+ * sections in the same file may legitimately break ConfigParser's rules; the
+ * settings layer decides which problems matter. */
+typedef struct forksafe__ini_problem {
+    int line;
+    char *section; /* NULL: before any section header */
+    char *text;
+} forksafe__ini_problem;
+
+typedef struct forksafe__ini_section {
+    char *name; /* "DEFAULT" for [DEFAULT] */
+    int line;
+    /* Raw values, not interpolated: continuation lines joined with "\n",
+     * comment lines inside a value dropped, blank lines kept and trailing
+     * blank lines stripped, as ConfigParser does. */
+    forksafe__map entries;
+} forksafe__ini_section;
+
+typedef struct forksafe__ini {
+    char *path;
+    forksafe__ini_section *sections; /* in file order; a repeated section is
+                                        merged into the first and recorded as
+                                        a problem */
+    size_t count;
+    forksafe__ini_problem *problems; /* in line order */
+    size_t problem_count;
+} forksafe__ini;
+
+/* Reads and parses PATH.  Returns 0 (problems, if any, are recorded in INI),
+ * FORKSAFE__EIO if the file cannot be read (ERR says why, with the path),
+ * FORKSAFE__ENOMEM.  On failure INI is left empty. */
+int forksafe__ini_load(forksafe__ini *ini, const char *path, forksafe__error *err);
+
+/* The same from memory; NAME is used as the path in messages and for here
+ * and __file__. */
+int forksafe__ini_parse(forksafe__ini *ini, const char *name, const char *text, size_t length,
+                        forksafe__error *err);
+
+/* Returns the section called NAME, or NULL. Borrowed. */
+const forksafe__ini_section *forksafe__ini_find(const forksafe__ini *ini, const char *name);
+
+/* Records in ERR the first problem of INI that lies in one of the NULL-
+ * terminated SECTIONS (or, if SECTIONS is NULL, anywhere) and returns
+ * FORKSAFE__ESYNTAX; returns 0 if there is none. */
+int forksafe__ini_check(const forksafe__ini *ini, const char *const *sections, forksafe__error *err);
+
+void forksafe__ini_free(forksafe__ini *ini);
+
+/* --------------------------------------------------------------- settings */
+
+/* What Pyramid would see as registry.settings, and PasteDeploy's global_conf. */
+typedef struct forksafe__settings {
+    char *path;             /* the settings file, absolute */
+    char *section;          /* "app:main"; NULL for a JSON file */
+    forksafe__map local;    /* PasteDeploy local_conf */
+    forksafe__map global;   /* [DEFAULT] + here + __file__ + set additions */
+} forksafe__settings;
+
+/* Computes the settings of SECTION of an already parsed INI exactly as
+ * paste.deploy.appconfig('config:PATH', name=...).local_conf would: problems
+ * in [DEFAULT] and SECTION are errors, interpolation of %(here)s,
+ * %(__file__)s, %(key)s and %% with ConfigParser's depth limit, `set` and
+ * `get` keys, `use` removed.  SECTION is a full section name ("app:main").
+ * Returns 0, FORKSAFE__ENOTFOUND (no such section), FORKSAFE__ESYNTAX
+ * (problems, interpolation errors; ERR has file and line), FORKSAFE__ENOMEM. */
+int forksafe__settings_from_ini(forksafe__settings *settings, const forksafe__ini *ini,
+                                const char *section, forksafe__error *err);
+
+/* Loads SPEC = PATH[#NAME].  NAME "main" means section "app:main" as in
+ * PasteDeploy; a NAME containing ':' is a section name as written.  Default
+ * "app:main".  A PATH ending in ".json" is read as a flat JSON object of
+ * strings (numbers and booleans are converted to their JSON text).
+ * Returns as forksafe__settings_from_ini, plus FORKSAFE__EIO. */
+int forksafe__settings_load(forksafe__settings *settings, const char *spec, forksafe__error *err);
+
+/* Applies an override "KEY=VALUE" to the local settings.  SOURCE and LINE
+ * are for the error message.  Returns 0, FORKSAFE__EINVAL (no '=' or empty
+ * key), FORKSAFE__ENOMEM. */
+int forksafe__settings_override(forksafe__settings *settings, const char *assignment,
+                                const char *source, int line, forksafe__error *err);
+
+/* Interpolates VALUE with ConfigParser's BasicInterpolation rules against
+ * SECTION of INI (falling back to [DEFAULT], plus here and __file__).  Used
+ * for the [forksafe] section.  Returns a new string in *OUT, or an error as
+ * forksafe__settings_from_ini. */
+int forksafe__settings_interpolate(const forksafe__ini *ini, const char *section, const char *key,
+                                   int line, char **out, forksafe__error *err);
+
+void forksafe__settings_free(forksafe__settings *settings);
+
+/* True if KEY looks like it holds a secret (password, secret, token, key,
+ * credential; case-insensitive). */
+int forksafe__is_secret_key(const char *key);
+
+/* Returns a new copy of VALUE fit to print: the whole value replaced by
+ * "***" if KEY is secret-looking, otherwise only URL userinfo passwords
+ * (scheme://user:PASSWORD@host) replaced.  NULL on ENOMEM. */
+char *forksafe__redact(const char *key, const char *value);
+
+/* ----------------------------------------------------------------- logging */
+
+enum forksafe__log_level { FORKSAFE__LOG_ERROR, FORKSAFE__LOG_WARNING, FORKSAFE__LOG_INFO, FORKSAFE__LOG_DEBUG };
+
+/* The host's logger.  MESSAGE has no prefix and no trailing newline. */
+typedef void (*forksafe__log_fn)(void *userdata, int level, const char *message);
+
+/* ---------------------------------------------------------------- process */
+
+enum forksafe__process_kind {
+    FORKSAFE__MASTER,
+    FORKSAFE__WORKER,
+    FORKSAFE__MULE,
+    FORKSAFE__SPOOLER,
+    FORKSAFE__PROCESS_KIND_COUNT
+};
+
+/* Returns "master", "worker", "mule", "spooler". */
+const char *forksafe__process_kind_name(int kind);
+
+/* Returns the kind for a name, or -1. */
+int forksafe__process_kind_from_name(const char *name);
+
+typedef struct forksafe__process {
+    int kind;      /* enum forksafe__process_kind */
+    int id;        /* 0 for the master */
+    pid_t pid;     /* 0 if not known yet (pre-fork) */
+    pid_t ppid;
+    int respawn;   /* times this slot was respawned */
+} forksafe__process;
+
+/* What the host knows about one delivery. */
+typedef struct forksafe__occurrence {
+    forksafe_event_type type;
+    forksafe__process self;      /* the process running the handlers */
+    const forksafe__process *child; /* pre-fork, post-fork-parent, child-death */
+    int child_status_known;      /* child-death: waitpid status known */
+    int child_status;            /* raw waitpid status */
+    const char *child_cause;     /* child-death: "signal", "exit", "harakiri", ... */
+    const char *reason;          /* worker-exit, master-exit */
+    int generation;
+} forksafe__occurrence;
+
+/* -------------------------------------------------------------- backends */
+
+typedef struct forksafe__context forksafe__context;
+typedef struct forksafe__backend forksafe__backend;
+
+/* How one handler kind ("exec", "dl", "symbol", "hook", "python") is
+ * resolved at start-up and invoked per event.  lib/ provides exec, dl and
+ * symbol; the host registers the rest (hook, python). */
+struct forksafe__backend {
+    const char *kind;
+    /* Checks and prepares SPEC (the text after "kind:").  On success stores
+     * a handle in *HANDLE (may be NULL) and returns 0; otherwise records a
+     * human sentence in ERR (the caller adds file and line) and returns a
+     * negative code. Runs once, in the master, before any fork. */
+    int (*resolve)(forksafe__context *ctx, void *data, const char *spec, void **handle,
+                   forksafe__error *err);
+    /* Runs the handler for EV.  Returns 0 on success, negative on failure,
+     * with a short reason in WHY. */
+    int (*invoke)(forksafe__context *ctx, void *data, void *handle, const forksafe_event *ev,
+                  char *why, size_t why_size);
+    /* Frees HANDLE (may be NULL). */
+    void (*release)(void *data, void *handle);
+    void *data;
+};
+
+/* ----------------------------------------------------------- subscriptions */
+
+enum forksafe__on_error { FORKSAFE__ON_ERROR_INHERIT = -1, FORKSAFE__ON_ERROR_LOG, FORKSAFE__ON_ERROR_EXIT, FORKSAFE__ON_ERROR_FATAL };
+
+/* Returns the policy for "log", "exit", "fatal", or -1. */
+int forksafe__on_error_from_name(const char *name);
+const char *forksafe__on_error_name(int policy);
+
+typedef struct forksafe__subscription {
+    uint32_t events;      /* bit (1u << forksafe_event_type) per event */
+    uint32_t kinds;       /* bit per process kind; 0 = any */
+    int id;               /* process id filter; 0 = any */
+    int once;             /* run in the first process that reaches it only */
+    int on_error;         /* enum forksafe__on_error */
+    char *spec;           /* "exec:/usr/bin/true", as written */
+    char *name;           /* short label for logs: the spec, truncated */
+    const forksafe__backend *backend;
+    void *handle;
+    char *source;         /* file or "forksafe-subscribe" */
+    int line;
+    unsigned index;       /* position in the table, for the once flags */
+} forksafe__subscription;
+
+/* ---------------------------------------------------------------- context */
+
+/* One instance's configuration: settings, subscriptions, policy, backends.
+ * Built once in the master at start-up (and again after a reload), then
+ * inherited by every child copy-on-write; never re-parsed per fork. */
+struct forksafe__context {
+    forksafe__settings settings;
+    int has_settings;
+    json_t *settings_json;        /* built once; shared by every payload */
+    json_t *global_settings_json;
+
+    forksafe__subscription *subscriptions;
+    size_t subscription_count;
+
+    forksafe__backend **backends;
+    size_t backend_count;
+
+    int on_error;                 /* default policy */
+    double timeout;               /* seconds, exec handlers; warning threshold otherwise */
+    int verbose;
+    const char *container;        /* "uwsgi" */
+
+    forksafe__log_fn log;
+    void *log_data;
+
+    /* Shared (MAP_SHARED) memory for `once` flags, one byte per
+     * subscription; created by forksafe__context_seal in the master. */
+    volatile unsigned char *once_flags;
+    size_t once_flags_size;
+};
+
+/* Initialises CTX with defaults: on-error log, timeout 30 s, the built-in
+ * backends (exec, dl, symbol) registered. Returns 0 or FORKSAFE__ENOMEM. */
+int forksafe__context_init(forksafe__context *ctx, forksafe__log_fn log, void *log_data);
+
+/* Registers a backend (borrowed; must outlive CTX).  A kind registered
+ * twice replaces the earlier one. Returns 0 or FORKSAFE__ENOMEM. */
+int forksafe__context_add_backend(forksafe__context *ctx, forksafe__backend *backend);
+
+/* Returns the backend for KIND, or NULL. */
+const forksafe__backend *forksafe__context_backend(const forksafe__context *ctx, const char *kind);
+
+/* Logs through CTX's callback. */
+void forksafe__log(const forksafe__context *ctx, int level, const char *fmt, ...)
+    FORKSAFE__PRINTF(3, 4);
+
+/* Parses a `forksafe-subscribe` value "EVENT[,EVENT...] [OPTION...] HANDLER"
+ * and appends it (not yet resolved).  OPTION is kind=worker|mule|spooler|
+ * master[,...], id=N, once, on-error=log|exit|fatal.  SOURCE/LINE locate it
+ * for errors.  Returns 0, FORKSAFE__ESYNTAX, FORKSAFE__ENOMEM. */
+int forksafe__subscribe(forksafe__context *ctx, const char *text, const char *source, int line,
+                        forksafe__error *err);
+
+/* Appends the subscriptions of the [forksafe] section of INI (if present):
+ * one key per event (or "*"), each line of the value "[OPTION...] HANDLER";
+ * values interpolated like settings.  Returns as forksafe__subscribe. */
+int forksafe__subscribe_ini(forksafe__context *ctx, const forksafe__ini *ini, forksafe__error *err);
+
+/* Resolves every subscription's handler through its backend, builds the
+ * settings JSON, and maps the shared memory for once flags.  Must run in the
+ * master before any fork.  Returns 0 or the first error (with file:line). */
+int forksafe__context_seal(forksafe__context *ctx, forksafe__error *err);
+
+/* Delivers OCC to every matching subscription, in declaration order.
+ * Returns 0 if all succeeded (or none matched); otherwise the strongest
+ * policy among the failed subscriptions as a positive enum forksafe__on_error
+ * value + 1 (so 1 = log, 2 = exit, 3 = fatal) - the host acts on it. */
+int forksafe__dispatch(forksafe__context *ctx, const forksafe__occurrence *occ);
+
+/* Returns 1 if any subscription would receive events of TYPE. */
+int forksafe__wants(const forksafe__context *ctx, forksafe_event_type type);
+
+/* Writes the resolved subscription table and the settings (secrets
+ * redacted) through the log callback, for forksafe-check. */
+void forksafe__context_describe(const forksafe__context *ctx);
+
+/* Frees everything; CTX can be initialised again. */
+void forksafe__context_free(forksafe__context *ctx);
+
+/* ------------------------------------------------------------ event object */
+
+/* The concrete forksafe_event handed to handlers. */
+struct forksafe_event {
+    const forksafe__context *ctx;
+    const forksafe__occurrence *occ;
+    const forksafe__subscription *subscription;
+    json_t *payload;        /* built once per dispatch, shared by handlers */
+    char *payload_json;     /* serialised lazily, once per dispatch */
+};
+
+/* Builds the payload object for OCC. Returns a new reference or NULL. */
+json_t *forksafe__payload_new(const forksafe__context *ctx, const forksafe__occurrence *occ);
+
+/* ---------------------------------------------------------- exec backend */
+
+/* Exposed for tests and for the host's exec-like needs: runs COMMAND with
+ * /bin/sh -c, INPUT on its stdin, ENV extra "NAME=VALUE" entries (NULL-
+ * terminated), in its own process group; kills the group after TIMEOUT
+ * seconds.  Always reaps.  Stores the waitpid status in *STATUS.  Returns 0
+ * if it ran to the end, FORKSAFE__ETIMEDOUT, FORKSAFE__EIO (could not
+ * start). */
+int forksafe__run_command(const char *command, const char *input, size_t input_length,
+                          const char *const *env, double timeout, int *status);
+
+#endif /* FORKSAFE_INTERNAL_H */

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs what building and testing forksafe needs, from Debian only.
+# Idempotent and quick when everything is already there.
+set -eu
+packages=(
+    build-essential pkg-config libjansson-dev check
+    uwsgi-core uwsgi-plugin-python3 uwsgi-dev
+    python3-pastedeploy python3-pyramid python3-sqlalchemy python3-psycopg2
+    postgresql wrk valgrind clang-format
+)
+missing=()
+for package in "${packages[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed'; then
+        missing+=("$package")
+    fi
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "deps: installing ${missing[*]}"
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "deps: missing packages and not root; run: sudo apt-get install ${missing[*]}" >&2
+        exit 1
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi

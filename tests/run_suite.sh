@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Runs one test suite and appends "SUITE PASSED FAILED" to build/results.txt.
+#   run_suite.sh unit|asan BINARY...     Check binaries
+#   run_suite.sh NAME DIRECTORY          Python unittest files test_*.py in DIRECTORY
+# A suite that cannot run at all counts as one failure, never as zero tests.
+set -u
+suite=$1
+shift
+PYTHON=${PYTHON:-/usr/bin/python3}
+results=build/results.txt
+mkdir -p build
+passed=0
+failed=0
+
+run_check_binary() {
+    local binary=$1 log
+    log=$(mktemp)
+    CK_FORK=yes "$binary" >"$log" 2>&1
+    local status=$?
+    cat "$log"
+    local line
+    line=$(grep -E '^[0-9]+%: Checks: [0-9]+, Failures: [0-9]+, Errors: [0-9]+' "$log" | tail -n 1)
+    rm -f "$log"
+    if [ -z "$line" ]; then
+        echo "!! $binary printed no Check summary (exit $status)"
+        failed=$((failed + 1))
+        return
+    fi
+    local checks failures errors
+    checks=$(sed -E 's/.*Checks: ([0-9]+).*/\1/' <<<"$line")
+    failures=$(sed -E 's/.*Failures: ([0-9]+).*/\1/' <<<"$line")
+    errors=$(sed -E 's/.*Errors: ([0-9]+).*/\1/' <<<"$line")
+    passed=$((passed + checks - failures - errors))
+    failed=$((failed + failures + errors))
+}
+
+run_python_dir() {
+    local dir=$1 log
+    log=$(mktemp)
+    if ! ls "$dir"/test_*.py >/dev/null 2>&1; then
+        echo "!! $dir has no test_*.py"
+        failed=$((failed + 1))
+        return
+    fi
+    (cd "$dir" && "$PYTHON" -m unittest discover -v -p 'test_*.py') >"$log" 2>&1
+    cat "$log"
+    local ran fails errors skipped
+    ran=$(grep -E '^Ran [0-9]+ tests?' "$log" | tail -n 1 | sed -E 's/^Ran ([0-9]+).*/\1/')
+    if [ -z "$ran" ]; then
+        echo "!! $dir: unittest printed no result"
+        failed=$((failed + 1))
+        rm -f "$log"
+        return
+    fi
+    fails=$(grep -oE 'failures=[0-9]+' "$log" | tail -n 1 | cut -d= -f2)
+    errors=$(grep -oE 'errors=[0-9]+' "$log" | tail -n 1 | cut -d= -f2)
+    skipped=$(grep -oE 'skipped=[0-9]+' "$log" | tail -n 1 | cut -d= -f2)
+    fails=${fails:-0}
+    errors=${errors:-0}
+    skipped=${skipped:-0}
+    passed=$((passed + ran - fails - errors - skipped))
+    failed=$((failed + fails + errors))
+    rm -f "$log"
+}
+
+echo "=== suite: $suite"
+if [ "$suite" = unit ] || [ "$suite" = asan ]; then
+    for binary in "$@"; do
+        run_check_binary "$binary"
+    done
+else
+    run_python_dir "$1"
+fi
+echo "=== $suite: $passed passed, $failed failed"
+echo "$suite $passed $failed" >>"$results"
+[ "$failed" -eq 0 ]
