@@ -23,6 +23,8 @@ ASAN_OBJ  := $(LIB_SRC:%.c=$(BUILD)/asan/%.o)
 UNIT_SRC  := $(sort $(wildcard tests/unit/test_*.c))
 UNIT_BIN  := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 ASAN_BIN  := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/asan/tests/%)
+TOOL_SRC  := $(sort $(wildcard tests/tools/*.c))
+TOOL_BIN  := $(TOOL_SRC:tests/tools/%.c=$(BUILD)/tools/%)
 FIXTURE_SRC := $(sort $(wildcard tests/fixtures/*.c))
 FIXTURE_SO  := $(FIXTURE_SRC:tests/fixtures/%.c=$(BUILD)/fixtures/%.so)
 
@@ -31,7 +33,7 @@ FIXTURE_SO  := $(FIXTURE_SRC:tests/fixtures/%.c=$(BUILD)/fixtures/%.so)
 UWSGI_H  := $(BUILD)/uwsgi/uwsgi.h
 PLUGIN   := forksafe_plugin.so
 
-.PHONY: all deps run check unit asan integration python fixtures clean format-check
+.PHONY: all deps run check unit asan integration differential python fixtures tools clean format-check
 
 all: $(PLUGIN)
 
@@ -79,6 +81,15 @@ $(BUILD)/fixtures/%.so: tests/fixtures/%.c include/forksafe.h
 
 fixtures: $(FIXTURE_SO)
 
+# Small programs the Python-driven tests call (e.g. the settings dumper that
+# the PasteDeploy differential test compares against).
+$(BUILD)/tools/%: tests/tools/%.c $(LIB_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(BASE_CFLAGS) $(JANSSON_CFLAGS) -Wno-missing-prototypes -rdynamic $< $(LIB_OBJ) \
+	    -o $@ $(JANSSON_LIBS) -ldl -lm
+
+tools: $(TOOL_BIN)
+
 run: deps $(PLUGIN)
 	$(MAKE) -C examples/pyramid_app run PYTHON=$(PYTHON) UWSGI=$(UWSGI)
 
@@ -88,11 +99,14 @@ unit: $(UNIT_BIN) fixtures
 asan: $(ASAN_BIN) fixtures
 	@PYTHON=$(PYTHON) tests/run_suite.sh asan $(ASAN_BIN)
 
+differential: tools
+	@PYTHON=$(PYTHON) tests/run_suite.sh differential tests/differential
+
 integration: $(PLUGIN) fixtures
 	@PYTHON=$(PYTHON) tests/run_suite.sh integration tests/integration
 
 check: deps
-	@$(MAKE) --no-print-directory all fixtures $(UNIT_BIN) $(ASAN_BIN)
+	@$(MAKE) --no-print-directory all fixtures tools $(UNIT_BIN) $(ASAN_BIN)
 	@rm -f $(BUILD)/results.txt
 	@PYTHON=$(PYTHON) tests/run_suite.sh unit $(UNIT_BIN) || true
 	@PYTHON=$(PYTHON) tests/run_suite.sh asan $(ASAN_BIN) || true
