@@ -286,6 +286,13 @@ struct forksafe__backend {
     void *data;
 };
 
+/* The built-in backends that forksafe__context_init registers: exec (exec.c),
+ * dl and symbol (native.c).  Static objects that live as long as the
+ * process; never freed. */
+forksafe__backend *forksafe__exec_backend(void);
+forksafe__backend *forksafe__dl_backend(void);
+forksafe__backend *forksafe__symbol_backend(void);
+
 /* ----------------------------------------------------------- subscriptions */
 
 enum forksafe__on_error { FORKSAFE__ON_ERROR_INHERIT = -1, FORKSAFE__ON_ERROR_LOG, FORKSAFE__ON_ERROR_EXIT, FORKSAFE__ON_ERROR_FATAL };
@@ -338,6 +345,10 @@ struct forksafe__context {
      * subscription; created by forksafe__context_seal in the master. */
     volatile unsigned char *once_flags;
     size_t once_flags_size;
+
+    /* Set by a successful forksafe__context_seal: handlers resolved, no
+     * more subscriptions may be added. */
+    int sealed;
 };
 
 /* Initialises CTX with defaults: on-error log, timeout 30 s, the built-in
@@ -407,9 +418,9 @@ json_t *forksafe__payload_new(const forksafe__context *ctx, const forksafe__occu
 /* Exposed for tests and for the host's exec-like needs: runs COMMAND with
  * /bin/sh -c, INPUT on its stdin, ENV extra "NAME=VALUE" entries (NULL-
  * terminated), in its own process group; kills the group after TIMEOUT
- * seconds.  Always reaps.  Stores the waitpid status in *STATUS.  Returns 0
- * if it ran to the end, FORKSAFE__ETIMEDOUT, FORKSAFE__EIO (could not
- * start). */
+ * seconds (TIMEOUT <= 0: no limit).  Always reaps.  Stores the waitpid
+ * status in *STATUS.  Returns 0 if it ran to the end, FORKSAFE__ETIMEDOUT,
+ * FORKSAFE__EIO (could not start; errno says why), FORKSAFE__ENOMEM. */
 int forksafe__run_command(const char *command, const char *input, size_t input_length,
                           const char *const *env, double timeout, int *status);
 
