@@ -25,6 +25,7 @@ UNIT_BIN  := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 ASAN_BIN  := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/asan/tests/%)
 TOOL_SRC  := $(sort $(wildcard tests/tools/*.c))
 TOOL_BIN  := $(TOOL_SRC:tests/tools/%.c=$(BUILD)/tools/%)
+EXAMPLE_SO := $(patsubst examples/native_handler/%.c,$(BUILD)/examples/%.so,$(wildcard examples/native_handler/*.c))
 FIXTURE_SRC := $(sort $(wildcard tests/fixtures/*.c))
 FIXTURE_SO  := $(FIXTURE_SRC:tests/fixtures/%.c=$(BUILD)/fixtures/%.so)
 
@@ -35,7 +36,7 @@ PLUGIN   := forksafe_plugin.so
 
 .PHONY: all deps run check unit asan integration differential python fixtures tools clean format-check
 
-all: $(PLUGIN)
+all: $(PLUGIN) $(EXAMPLE_SO)
 
 deps:
 	@PYTHON=$(PYTHON) scripts/deps.sh
@@ -79,7 +80,11 @@ $(BUILD)/fixtures/%.so: tests/fixtures/%.c include/forksafe.h
 	@mkdir -p $(dir $@)
 	$(CC) $(BASE_CFLAGS) -shared -o $@ $<
 
-fixtures: $(FIXTURE_SO)
+$(BUILD)/examples/%.so: examples/native_handler/%.c include/forksafe.h
+	@mkdir -p $(dir $@)
+	$(CC) $(BASE_CFLAGS) -shared -o $@ $<
+
+fixtures: $(FIXTURE_SO) $(EXAMPLE_SO)
 
 # Small programs the Python-driven tests call (e.g. the settings dumper that
 # the PasteDeploy differential test compares against).

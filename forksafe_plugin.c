@@ -1,0 +1,1093 @@
+/*
+ * forksafe_plugin.c - the uWSGI glue: the only file that knows uWSGI.
+ *
+ * It turns uWSGI's scattered hooks into the eight forksafe events and hands
+ * them to lib/ for dispatch.  How each event is caught (uWSGI 2.0.21):
+ *
+ *   master-start      master_fixup(0): in the master, config loaded, apps
+ *                     preloaded, before the first spooler/worker/mule fork.
+ *   pre-fork          workers: pre_uwsgi_fork; mules and spoolers: a
+ *                     pthread_atfork prepare handler in the master that works
+ *                     out which slot is about to be forked (see
+ *                     identify_unforked_child).
+ *   post-fork         post_fork (workers before lazy app loading, mules and
+ *                     spoolers).
+ *   post-fork-parent  a scan of worker/mule/spooler pids, run on every master
+ *                     cycle and before every pre-fork: uWSGI stores a child's
+ *                     pid only after its post_uwsgi_fork hooks ran.
+ *   worker-ready      hijack_worker: after apps are loaded, before the first
+ *                     request.
+ *   worker-exit       atexit in workers, mules and spoolers.
+ *   child-death       the same scan peeks at zombies with waitid(WNOWAIT)
+ *                     before the master reaps them, so the status is known;
+ *                     fired when a child ended without completing worker-exit.
+ *   master-exit       master_cleanup (shutdown, and before a reload's exec).
+ *
+ * The hooks pre_uwsgi_fork, post_uwsgi_fork, master_fixup, hijack_worker and
+ * the mule/spooler post_fork are only called for request plugins in
+ * uwsgi.p[].  forksafe stays a generic plugin for its options and also
+ * registers a private struct uwsgi_plugin in a free uwsgi.p[] slot (one still
+ * pointing at uWSGI's unconfigured default), choosing from 249 down to 200 and
+ * never taking a used slot.
+ */
+#include <dlfcn.h>
+#include <errno.h>
+#include <limits.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <uwsgi.h>
+
+#include "forksafe_internal.h"
+
+extern struct uwsgi_server uwsgi;
+
+/* ------------------------------------------------------------------ types */
+
+/* Written by a child, read by the master: lives in MAP_SHARED memory. */
+struct forksafe_child_shared {
+    volatile pid_t pid;
+    volatile int exit_state; /* 0: none, 1: worker-exit running, 2: done */
+};
+
+/* What the master remembers of one child slot. */
+struct forksafe_child_slot {
+    int kind;
+    int id;
+    pid_t known_pid;
+    int forks_seen;
+    int death_reported;
+    const char *pending_cause; /* "harakiri" when the master killed it */
+};
+
+/* The master's view of why the instance is going down, shared with children
+ * so that worker-exit can say "reload" or "shutdown". */
+enum forksafe_instance_state { INSTANCE_RUNNING, INSTANCE_RELOADING, INSTANCE_STOPPING };
+
+struct forksafe_shared_state {
+    volatile int instance_state;
+    volatile long long state_changed_ns;
+};
+
+/* -------------------------------------------------------------- prototypes */
+
+static void forksafe_on_load(void);
+static int forksafe_init(void);
+static void forksafe_post_init(void);
+static void forksafe_master_fixup(int);
+static void forksafe_master_cycle(void);
+static void forksafe_pre_uwsgi_fork(void);
+static void forksafe_post_fork(void);
+static void forksafe_hijack_worker(void);
+static void forksafe_atexit(void);
+static void forksafe_harakiri(int);
+static void forksafe_master_cleanup(void);
+static void forksafe_atfork_prepare(void);
+
+/* ---------------------------------------------------------------- options */
+
+static struct forksafe_options {
+    struct uwsgi_string_list *subscribe;
+    struct uwsgi_string_list *set;
+    char *settings;
+    char *on_error;
+    char *timeout;
+    int check;
+    int verbose;
+} options;
+
+static struct uwsgi_option forksafe_options_table[] = {
+    {"forksafe-subscribe", required_argument, 0,
+     "subscribe a handler to events: EVENT[,EVENT...] [OPTION...] HANDLER",
+     uwsgi_opt_add_string_list, &options.subscribe, 0},
+    {"forksafe-settings", required_argument, 0,
+     "settings file for the event payload: PATH[#SECTION] (default: the paste file's app:main)",
+     uwsgi_opt_set_str, &options.settings, 0},
+    {"forksafe-set", required_argument, 0, "override one setting: KEY=VALUE",
+     uwsgi_opt_add_string_list, &options.set, 0},
+    {"forksafe-on-error", required_argument, 0,
+     "what a failed handler does: log (default), exit (the process), fatal (the instance)",
+     uwsgi_opt_set_str, &options.on_error, 0},
+    {"forksafe-timeout", required_argument, 0,
+     "seconds an exec handler may run before it is killed (default 30)", uwsgi_opt_set_str,
+     &options.timeout, 0},
+    {"forksafe-check", no_argument, 0,
+     "print the resolved subscriptions and settings, then exit 0 if valid, 1 if not",
+     uwsgi_opt_true, &options.check, 0},
+    {"forksafe-verbose", no_argument, 0, "log every dispatch with its duration", uwsgi_opt_true,
+     &options.verbose, 0},
+    {0, 0, 0, 0, 0, 0, 0},
+};
+
+/* ------------------------------------------------------------ the plugins */
+
+FORKSAFE_EXPORT struct uwsgi_plugin forksafe_plugin = {
+    .name = "forksafe",
+    .options = forksafe_options_table,
+    .on_load = forksafe_on_load,
+    .init = forksafe_init,
+    .master_cycle = forksafe_master_cycle,
+    .master_cleanup = forksafe_master_cleanup,
+};
+
+/* The private request-plugin slot: only lifecycle hooks, and the default
+ * request handlers copied from the slot it replaces so a stray request with
+ * this modifier1 is refused exactly as before. */
+static struct uwsgi_plugin lifecycle_plugin = {
+    .name = "forksafe-lifecycle",
+    .post_init = forksafe_post_init,
+    .master_fixup = forksafe_master_fixup,
+    .pre_uwsgi_fork = forksafe_pre_uwsgi_fork,
+    .post_fork = forksafe_post_fork,
+    .hijack_worker = forksafe_hijack_worker,
+    .atexit = forksafe_atexit,
+    .harakiri = forksafe_harakiri,
+};
+
+/* ------------------------------------------------------------------ state */
+
+static forksafe__context context;
+static int context_ready;
+static int lifecycle_slot = -1;
+
+/* Who this process is; set in the master at start, in children at post_fork. */
+static forksafe__process self;
+static long long self_started_ns;
+
+static struct forksafe_child_shared *children_shared;
+static struct forksafe_shared_state *shared_state;
+static struct forksafe_child_slot *slots;
+static int slot_count;
+static int spooler_count;
+
+static int dispatching;         /* a dispatch is running in this process */
+static int forking_worker;      /* between pre_uwsgi_fork and the scan */
+static int signals_wrapped;
+static struct sigaction original_actions[NSIG];
+
+/* --------------------------------------------------------------- logging */
+
+static void forksafe_log_to_uwsgi(void *userdata, int level, const char *message)
+{
+    (void)userdata;
+    (void)level;
+    uwsgi_log("[forksafe] %s\n", message);
+}
+
+static void die_with_error(const forksafe__error *err) __attribute__((noreturn));
+
+static void die_with_error(const forksafe__error *err)
+{
+    char text[1200];
+
+    forksafe__error_format(err, text, sizeof(text));
+    uwsgi_log("[forksafe] %s\n", text);
+    if (options.check)
+        uwsgi_log("[forksafe] configuration is NOT valid\n");
+    exit(1);
+}
+
+static long long now_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+/* ---------------------------------------------------- the private slot */
+
+/* uWSGI's unconfigured default plugin is not in its header; every unused
+ * slot points at it, so the pointer most slots share is that default. */
+static struct uwsgi_plugin *unconfigured_default(void)
+{
+    struct uwsgi_plugin *best = dlsym(RTLD_DEFAULT, "unconfigured_plugin");
+    int i, j, best_count = 0;
+
+    if (best)
+        return best;
+    for (i = 0; i < 256; i++) {
+        int count = 0;
+        for (j = 0; j < 256; j++)
+            count += uwsgi.p[j] == uwsgi.p[i];
+        if (count > best_count) {
+            best_count = count;
+            best = uwsgi.p[i];
+        }
+    }
+    return best;
+}
+
+static int claim_lifecycle_slot(void)
+{
+    struct uwsgi_plugin *unused = unconfigured_default();
+    int i;
+
+    if (lifecycle_slot >= 0 && uwsgi.p[lifecycle_slot] == &lifecycle_plugin)
+        return 0;
+    for (i = 249; i >= 200; i--) {
+        if (uwsgi.p[i] == unused) {
+            lifecycle_plugin.modifier1 = (uint8_t)i;
+            lifecycle_plugin.request = unused->request;
+            lifecycle_plugin.after_request = unused->after_request;
+            uwsgi.p[i] = &lifecycle_plugin;
+            lifecycle_slot = i;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+static void forksafe_on_load(void)
+{
+    /* Claimed this early so the slot's init-time hooks run; checked again in
+     * init, after every plugin is loaded, in case a later plugin took it. */
+    claim_lifecycle_slot();
+}
+
+/* ------------------------------------------------- locating directives */
+
+/* uWSGI does not keep the file and line an option came from.  Errors must
+ * name them, so look the directive up in the config files uWSGI was given. */
+static int locate_directive(const char *name, const char *value, char *file, size_t file_size)
+{
+    int i;
+
+    for (i = 0; i < uwsgi.exported_opts_cnt; i++) {
+        struct uwsgi_opt *opt = uwsgi.exported_opts[i];
+        char path[PATH_MAX];
+        FILE *stream;
+        char *line = NULL;
+        size_t capacity = 0;
+        int number = 0;
+
+        if (!opt->key || !opt->value || strcmp(opt->key, "ini") != 0)
+            continue;
+        snprintf(path, sizeof(path), "%s", opt->value);
+        /* "file.ini:section" */
+        {
+            char *colon = strrchr(path, ':');
+            if (colon && access(path, R_OK) != 0)
+                *colon = '\0';
+        }
+        stream = fopen(path, "r");
+        if (!stream)
+            continue;
+        while (getline(&line, &capacity, stream) > 0) {
+            number++;
+            if (strstr(line, name) && strstr(line, value)) {
+                free(line);
+                fclose(stream);
+                snprintf(file, file_size, "%s", path);
+                return number;
+            }
+        }
+        free(line);
+        fclose(stream);
+    }
+    snprintf(file, file_size, "%s (option)", name);
+    return 0;
+}
+
+/* ------------------------------------------------------ settings source */
+
+/* The file PasteDeploy will read for the app, from the python plugin's
+ * `paste` / `ini-paste` options: "config:PATH[#name]". */
+static const char *paste_option(void)
+{
+    int i;
+
+    for (i = 0; i < uwsgi.exported_opts_cnt; i++) {
+        struct uwsgi_opt *opt = uwsgi.exported_opts[i];
+        if (!opt->key || !opt->value)
+            continue;
+        if (strcmp(opt->key, "paste") == 0 || strcmp(opt->key, "ini-paste") == 0 ||
+            strcmp(opt->key, "ini-paste-logged") == 0)
+            return opt->value;
+    }
+    return NULL;
+}
+
+static const char *ini_option(void)
+{
+    int i;
+
+    for (i = 0; i < uwsgi.exported_opts_cnt; i++) {
+        struct uwsgi_opt *opt = uwsgi.exported_opts[i];
+        if (opt->key && opt->value && strcmp(opt->key, "ini") == 0)
+            return opt->value;
+    }
+    return NULL;
+}
+
+/* Turns "config:PATH#name" (or a bare PATH) into PATH and the section. */
+static void split_paste_spec(const char *spec, char *path, size_t path_size, char *section,
+                             size_t section_size)
+{
+    const char *hash;
+
+    if (strncmp(spec, "config:", 7) == 0)
+        spec += 7;
+    hash = strchr(spec, '#');
+    if (hash) {
+        snprintf(path, path_size, "%.*s", (int)(hash - spec), spec);
+        if (strchr(hash + 1, ':'))
+            snprintf(section, section_size, "%s", hash + 1);
+        else
+            snprintf(section, section_size, "app:%s", hash + 1);
+    }
+    else {
+        snprintf(path, path_size, "%s", spec);
+        snprintf(section, section_size, "app:main");
+    }
+}
+
+/* Reads the settings and the [forksafe] section.  Returns the ini that
+ * holds [forksafe] (may be NULL) through *INI_OUT. */
+static void load_settings(forksafe__ini *ini, int *have_ini)
+{
+    forksafe__error err = {0};
+    char path[PATH_MAX], section[256];
+    const char *paste = paste_option();
+
+    *have_ini = 0;
+    if (options.settings) {
+        const char *hash = strchr(options.settings, '#');
+        size_t length = hash ? (size_t)(hash - options.settings) : strlen(options.settings);
+        if (forksafe__settings_load(&context.settings, options.settings, &err) != 0)
+            die_with_error(&err);
+        context.has_settings = 1;
+        snprintf(path, sizeof(path), "%.*s", (int)length, options.settings);
+        if (length < 5 || strcmp(path + length - 5, ".json") != 0) {
+            if (forksafe__ini_load(ini, path, &err) != 0)
+                die_with_error(&err);
+            *have_ini = 1;
+        }
+    }
+    else if (paste) {
+        split_paste_spec(paste, path, sizeof(path), section, sizeof(section));
+        if (forksafe__ini_load(ini, path, &err) != 0)
+            die_with_error(&err);
+        *have_ini = 1;
+        if (forksafe__settings_from_ini(&context.settings, ini, section, &err) != 0)
+            die_with_error(&err);
+        context.has_settings = 1;
+    }
+    else if (ini_option()) {
+        char *colon;
+        snprintf(path, sizeof(path), "%s", ini_option());
+        colon = strrchr(path, ':');
+        if (colon && access(path, R_OK) != 0)
+            *colon = '\0';
+        if (forksafe__ini_load(ini, path, &err) != 0)
+            die_with_error(&err);
+        *have_ini = 1;
+        if (forksafe__ini_find(ini, "app:main")) {
+            if (forksafe__settings_from_ini(&context.settings, ini, "app:main", &err) != 0)
+                die_with_error(&err);
+            context.has_settings = 1;
+        }
+    }
+
+    /* PasteDeploy refuses a file with any ConfigParser problem, in any
+     * section; say so now rather than when the app fails to load. */
+    if (paste && *have_ini) {
+        char paste_path[PATH_MAX];
+        split_paste_spec(paste, paste_path, sizeof(paste_path), section, sizeof(section));
+        if (strcmp(paste_path, ini->path ? ini->path : "") == 0 &&
+            forksafe__ini_check(ini, NULL, &err) != 0) {
+            size_t used = strlen(err.text);
+            snprintf(err.text + used, sizeof(err.text) - used,
+                     " (PasteDeploy will refuse this file: paste = %s)", paste);
+            die_with_error(&err);
+        }
+    }
+}
+
+/* ------------------------------------------------------ the hook backend */
+
+/* hook:ACTION:ARGS runs any registered uWSGI hook action (print, write,
+ * mount, callret, ...). */
+static int hook_resolve(forksafe__context *ctx, void *data, const char *spec, void **handle,
+                        forksafe__error *err)
+{
+    const char *colon = strchr(spec, ':');
+    char name[128];
+    struct uwsgi_hook *hook;
+
+    (void)ctx;
+    (void)data;
+    if (!colon) {
+        snprintf(name, sizeof(name), "%s", spec);
+    }
+    else {
+        snprintf(name, sizeof(name), "%.*s", (int)(colon - spec), spec);
+    }
+    hook = uwsgi_hook_by_name(name);
+    if (!hook) {
+        forksafe__error_set(err, NULL, 0, "no uWSGI hook action named '%s'", name);
+        return FORKSAFE__ENOTFOUND;
+    }
+    *handle = hook;
+    return 0;
+}
+
+static int hook_invoke(forksafe__context *ctx, void *data, void *handle, const forksafe_event *ev,
+                       char *why, size_t why_size)
+{
+    struct uwsgi_hook *hook = handle;
+    const char *spec = ev->subscription->spec + strlen("hook:");
+    const char *colon = strchr(spec, ':');
+    /* Hook actions may split their argument in place: give each call its
+     * own copy. */
+    char *argument = forksafe__strdup(colon ? colon + 1 : "");
+    int rc;
+
+    (void)ctx;
+    (void)data;
+    if (!argument) {
+        snprintf(why, why_size, "out of memory");
+        return FORKSAFE__ENOMEM;
+    }
+    rc = hook->func(argument);
+    forksafe__free(argument);
+    if (rc != 0) {
+        snprintf(why, why_size, "hook action '%s' returned %d", hook->name, rc);
+        return FORKSAFE__EHANDLER;
+    }
+    return 0;
+}
+
+static forksafe__backend hook_backend = {
+    .kind = "hook",
+    .resolve = hook_resolve,
+    .invoke = hook_invoke,
+};
+
+/* ----------------------------------------------------------------- init */
+
+static void parse_policy_options(void)
+{
+    forksafe__error err = {0};
+    char file[PATH_MAX];
+    int line;
+
+    if (options.on_error) {
+        int policy = forksafe__on_error_from_name(options.on_error);
+        if (policy < 0) {
+            line = locate_directive("forksafe-on-error", options.on_error, file, sizeof(file));
+            forksafe__error_set(&err, file, line,
+                                "forksafe-on-error must be log, exit or fatal, not '%s'",
+                                options.on_error);
+            die_with_error(&err);
+        }
+        context.on_error = policy;
+    }
+    if (options.timeout) {
+        char *end = NULL;
+        double timeout = strtod(options.timeout, &end);
+        if (!end || *end || end == options.timeout || !(timeout > 0) || timeout > 86400) {
+            line = locate_directive("forksafe-timeout", options.timeout, file, sizeof(file));
+            forksafe__error_set(&err, file, line,
+                                "forksafe-timeout must be a number of seconds between 0 and "
+                                "86400, not '%s'",
+                                options.timeout);
+            die_with_error(&err);
+        }
+        context.timeout = timeout;
+    }
+    context.verbose = options.verbose;
+}
+
+static int count_spoolers(void)
+{
+    struct uwsgi_spooler *spooler;
+    int count = 0;
+
+    for (spooler = uwsgi.spoolers; spooler; spooler = spooler->next)
+        count++;
+    return count;
+}
+
+static void *shared_alloc(size_t size)
+{
+    void *memory = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+
+    if (memory == MAP_FAILED) {
+        uwsgi_error("[forksafe] mmap()");
+        exit(1);
+    }
+    return memory;
+}
+
+static void setup_child_tracking(void)
+{
+    int i, n = 0;
+
+    spooler_count = count_spoolers();
+    slot_count = uwsgi.numproc + uwsgi.mules_cnt + spooler_count;
+    slots = calloc((size_t)slot_count + 1, sizeof(*slots));
+    if (!slots) {
+        uwsgi_log("[forksafe] out of memory\n");
+        exit(1);
+    }
+    children_shared = shared_alloc(((size_t)slot_count + 1) * sizeof(*children_shared));
+    shared_state = shared_alloc(sizeof(*shared_state));
+    for (i = 1; i <= uwsgi.numproc; i++, n++) {
+        slots[n].kind = FORKSAFE__WORKER;
+        slots[n].id = i;
+    }
+    for (i = 1; i <= uwsgi.mules_cnt; i++, n++) {
+        slots[n].kind = FORKSAFE__MULE;
+        slots[n].id = i;
+    }
+    for (i = 1; i <= spooler_count; i++, n++) {
+        slots[n].kind = FORKSAFE__SPOOLER;
+        slots[n].id = i;
+    }
+}
+
+static int forksafe_init(void)
+{
+    forksafe__error err = {0};
+    forksafe__ini ini = {0};
+    int have_ini = 0;
+    struct uwsgi_string_list *item;
+
+    if (claim_lifecycle_slot() != 0) {
+        uwsgi_log("[forksafe] no free request-plugin slot between 200 and 249 for the "
+                  "lifecycle hooks; unload a plugin that uses those modifiers\n");
+        exit(1);
+    }
+    if (!uwsgi.master_process && !options.check) {
+        uwsgi_log("[forksafe] forksafe needs the master process: add `master = true`\n");
+        exit(1);
+    }
+
+    forksafe__alloc_install_json();
+    if (forksafe__context_init(&context, forksafe_log_to_uwsgi, NULL) != 0 ||
+        forksafe__context_add_backend(&context, &hook_backend) != 0) {
+        uwsgi_log("[forksafe] out of memory\n");
+        exit(1);
+    }
+    parse_policy_options();
+    load_settings(&ini, &have_ini);
+
+    for (item = options.set; item; item = item->next) {
+        char file[PATH_MAX];
+        int line = locate_directive("forksafe-set", item->value, file, sizeof(file));
+        if (!context.has_settings) {
+            /* Overrides alone make a settings map. */
+            context.has_settings = 1;
+        }
+        if (forksafe__settings_override(&context.settings, item->value, file, line, &err) != 0)
+            die_with_error(&err);
+    }
+
+    /* The [forksafe] section first, then the directives, in order. */
+    if (have_ini && forksafe__subscribe_ini(&context, &ini, &err) != 0)
+        die_with_error(&err);
+    for (item = options.subscribe; item; item = item->next) {
+        char file[PATH_MAX];
+        int line = locate_directive("forksafe-subscribe", item->value, file, sizeof(file));
+        if (forksafe__subscribe(&context, item->value, file, line, &err) != 0)
+            die_with_error(&err);
+    }
+    forksafe__ini_free(&ini);
+
+    setup_child_tracking();
+    self.kind = FORKSAFE__MASTER;
+    self.id = 0;
+    return 0;
+}
+
+/* Handlers are resolved after every plugin's init, so that the languages
+ * they need (e.g. Python for python: handlers) are up; still in the master
+ * and before any fork. */
+static void forksafe_post_init(void)
+{
+    forksafe__error err = {0};
+
+    if (context_ready)
+        return;
+    if (forksafe__context_seal(&context, &err) != 0)
+        die_with_error(&err);
+    context_ready = 1;
+    if (options.check) {
+        forksafe__context_describe(&context);
+        uwsgi_log("[forksafe] configuration is valid\n");
+        exit(0);
+    }
+    if (pthread_atfork(forksafe_atfork_prepare, NULL, NULL) != 0) {
+        uwsgi_log("[forksafe] pthread_atfork() failed\n");
+        exit(1);
+    }
+    forksafe__log(&context, FORKSAFE__LOG_INFO,
+                  "%zu subscription(s), lifecycle hooks in request-plugin slot %d",
+                  context.subscription_count, lifecycle_slot);
+}
+
+/* -------------------------------------------------------------- dispatch */
+
+static void fill_self(void)
+{
+    self.pid = getpid();
+    self.ppid = getppid();
+}
+
+/* Acts on the strongest failure policy the dispatch reported. */
+static void apply_policy(int result, forksafe_event_type type, int exiting)
+{
+    if (result <= 1)
+        return;
+    if (result == 1 + FORKSAFE__ON_ERROR_EXIT && self.kind != FORKSAFE__MASTER) {
+        if (exiting)
+            return;
+        uwsgi_log("[forksafe] on-error=exit: %s %d (pid %d) exits after a failed %s handler\n",
+                  forksafe__process_kind_name(self.kind), self.id, (int)getpid(),
+                  forksafe_event_type_name(type));
+        exit(1);
+    }
+    /* fatal, or exit in the master (which nobody would respawn). */
+    uwsgi_log("[forksafe] on-error=%s: stopping the instance after a failed %s handler\n",
+              result == 1 + FORKSAFE__ON_ERROR_FATAL ? "fatal" : "exit",
+              forksafe_event_type_name(type));
+    if (self.kind == FORKSAFE__MASTER) {
+        if (type == FORKSAFE_MASTER_START || type == FORKSAFE_MASTER_EXIT || !uwsgi.workers)
+            exit(1);
+        kill(getpid(), SIGINT);
+        return;
+    }
+    if (uwsgi.workers && uwsgi.workers[0].pid > 0)
+        kill(uwsgi.workers[0].pid, SIGINT);
+    if (!exiting)
+        exit(1);
+}
+
+static void fire(forksafe_event_type type, const forksafe__process *child, int status_known,
+                 int status, const char *cause, const char *reason, int exiting)
+{
+    forksafe__occurrence occ;
+    int result;
+
+    if (!context_ready || !forksafe__wants(&context, type))
+        return;
+    fill_self();
+    memset(&occ, 0, sizeof(occ));
+    occ.type = type;
+    occ.self = self;
+    occ.child = child;
+    occ.child_status_known = status_known;
+    occ.child_status = status;
+    occ.child_cause = cause;
+    occ.reason = reason;
+    occ.generation = (int)uwsgi.reloads;
+    dispatching++;
+    result = forksafe__dispatch(&context, &occ);
+    dispatching--;
+    apply_policy(result, type, exiting);
+}
+
+/* ------------------------------------------------------- master: start */
+
+static void wrap_master_signals(void);
+
+static void forksafe_master_fixup(int in_child)
+{
+    if (in_child || !context_ready)
+        return;
+    if (getpid() != uwsgi.workers[0].pid && uwsgi.workers[0].pid > 0)
+        return;
+    self.kind = FORKSAFE__MASTER;
+    self.id = 0;
+    self.respawn = 0;
+    fire(FORKSAFE_MASTER_START, NULL, 0, 0, NULL, NULL, 0);
+}
+
+/* -------------------------------------------- master: children tracking */
+
+static int slot_index(int kind, int id)
+{
+    switch (kind) {
+    case FORKSAFE__WORKER:
+        return id - 1;
+    case FORKSAFE__MULE:
+        return uwsgi.numproc + id - 1;
+    case FORKSAFE__SPOOLER:
+        return uwsgi.numproc + uwsgi.mules_cnt + id - 1;
+    default:
+        return -1;
+    }
+}
+
+static struct uwsgi_spooler *spooler_by_id(int id)
+{
+    struct uwsgi_spooler *spooler = uwsgi.spoolers;
+
+    while (spooler && --id > 0)
+        spooler = spooler->next;
+    return spooler;
+}
+
+static pid_t current_pid(const struct forksafe_child_slot *slot)
+{
+    struct uwsgi_spooler *spooler;
+
+    switch (slot->kind) {
+    case FORKSAFE__WORKER:
+        return uwsgi.workers[slot->id].pid;
+    case FORKSAFE__MULE:
+        return uwsgi.mules[slot->id - 1].pid;
+    case FORKSAFE__SPOOLER:
+        spooler = spooler_by_id(slot->id);
+        return spooler ? spooler->pid : 0;
+    default:
+        return 0;
+    }
+}
+
+static int is_master(void)
+{
+    return uwsgi.workers && getpid() == uwsgi.workers[0].pid;
+}
+
+static void report_death(struct forksafe_child_slot *slot, int index, int status_known,
+                         int status)
+{
+    struct forksafe_child_shared *shared = &children_shared[index];
+    forksafe__process child = {0};
+    const char *cause;
+
+    slot->death_reported = 1;
+    if (shared->pid == slot->known_pid && shared->exit_state == 2)
+        return;
+    child.kind = slot->kind;
+    child.id = slot->id;
+    child.pid = slot->known_pid;
+    child.respawn = slot->forks_seen - 1;
+    if (slot->pending_cause)
+        cause = slot->pending_cause;
+    else if (!status_known)
+        cause = "unknown";
+    else if (WIFSIGNALED(status))
+        cause = "signal";
+    else
+        cause = "exit";
+    slot->pending_cause = NULL;
+    fire(FORKSAFE_CHILD_DEATH, &child, status_known, status, cause, NULL, 0);
+}
+
+/* Reports births the master has recorded since the last scan, and deaths
+ * of children it has not reaped yet (with their status) or has reaped
+ * already (status unknown). */
+static void scan_children(void)
+{
+    int i;
+
+    if (!slots || !is_master())
+        return;
+    for (i = 0; i < slot_count; i++) {
+        struct forksafe_child_slot *slot = &slots[i];
+        pid_t pid = current_pid(slot);
+
+        if (slot->known_pid > 0 && !slot->death_reported) {
+            siginfo_t info;
+            memset(&info, 0, sizeof(info));
+            if (waitid(P_PID, (id_t)slot->known_pid, &info, WEXITED | WNOHANG | WNOWAIT) == 0 &&
+                info.si_pid == slot->known_pid) {
+                int status = info.si_code == CLD_EXITED ? (info.si_status & 0xff) << 8
+                                                        : (info.si_status & 0x7f);
+                report_death(slot, i, 1, status);
+            }
+            else if (pid != slot->known_pid) {
+                report_death(slot, i, 0, 0);
+            }
+        }
+        if (pid > 0 && pid != slot->known_pid) {
+            forksafe__process child = {0};
+            slot->known_pid = pid;
+            slot->death_reported = 0;
+            slot->forks_seen++;
+            child.kind = slot->kind;
+            child.id = slot->id;
+            child.pid = pid;
+            child.respawn = slot->forks_seen - 1;
+            fire(FORKSAFE_POST_FORK_PARENT, &child, 0, 0, NULL, NULL, 0);
+        }
+    }
+}
+
+static void forksafe_master_cycle(void)
+{
+    if (!context_ready || !is_master())
+        return;
+    if (!signals_wrapped)
+        wrap_master_signals();
+    /* FIFO commands and touch-reload change the status without a signal. */
+    if (shared_state->instance_state == INSTANCE_RUNNING) {
+        if (uwsgi.status.gracefully_reloading || uwsgi.status.brutally_reloading) {
+            shared_state->instance_state = INSTANCE_RELOADING;
+            shared_state->state_changed_ns = now_ns();
+        }
+        else if (uwsgi.status.gracefully_destroying || uwsgi.status.brutally_destroying) {
+            shared_state->instance_state = INSTANCE_STOPPING;
+            shared_state->state_changed_ns = now_ns();
+        }
+    }
+    scan_children();
+}
+
+static void forksafe_harakiri(int wid)
+{
+    if (slots && wid >= 1 && wid <= uwsgi.numproc)
+        slots[slot_index(FORKSAFE__WORKER, wid)].pending_cause = "harakiri";
+}
+
+/* ---------------------------------------------------- master: pre-fork */
+
+static void fire_pre_fork(int kind, int id)
+{
+    forksafe__process child = {0};
+    int index = slot_index(kind, id);
+
+    child.kind = kind;
+    child.id = id;
+    child.respawn = index >= 0 ? slots[index].forks_seen : 0;
+    fire(FORKSAFE_PRE_FORK, &child, 0, 0, NULL, NULL, 0);
+}
+
+/* uWSGI bumps respawn_count of the worker it is about to fork; the slot
+ * whose count moved since the last look is the one. */
+static int worker_being_forked(void)
+{
+    int i;
+
+    for (i = 1; i <= uwsgi.numproc; i++) {
+        struct forksafe_child_slot *slot = &slots[slot_index(FORKSAFE__WORKER, i)];
+        if (uwsgi.workers[i].pid == 0 && !uwsgi.workers[i].cheaped &&
+            (int)uwsgi.workers[i].respawn_count > slot->forks_seen)
+            return i;
+    }
+    return 0;
+}
+
+static void forksafe_pre_uwsgi_fork(void)
+{
+    int wid;
+
+    if (!context_ready || !is_master())
+        return;
+    scan_children();
+    wid = worker_being_forked();
+    forking_worker = 1;
+    if (wid > 0)
+        fire_pre_fork(FORKSAFE__WORKER, wid);
+}
+
+static int pid_is_gone(pid_t pid)
+{
+    return pid <= 0 || (kill(pid, 0) != 0 && errno == ESRCH);
+}
+
+/* Mules and spoolers are forked without a plugin hook.  Every fork in the
+ * master passes here; it is theirs if a spooler or mule slot has no live
+ * process: uWSGI forks spoolers first, then mules, then gateways and
+ * daemons, and respawns a dead one right after reaping it. */
+static void forksafe_atfork_prepare(void)
+{
+    struct uwsgi_spooler *spooler;
+    int i, id;
+
+    if (!context_ready || !slots || dispatching || !is_master())
+        return;
+    if (forking_worker) {
+        forking_worker = 0;
+        return;
+    }
+    for (spooler = uwsgi.spoolers, id = 1; spooler; spooler = spooler->next, id++) {
+        if (spooler->mode == UWSGI_SPOOLER_EXTERNAL)
+            continue;
+        if (pid_is_gone(spooler->pid) &&
+            slots[slot_index(FORKSAFE__SPOOLER, id)].known_pid == spooler->pid) {
+            fire_pre_fork(FORKSAFE__SPOOLER, id);
+            return;
+        }
+    }
+    for (i = 1; i <= uwsgi.mules_cnt; i++) {
+        pid_t pid = uwsgi.mules[i - 1].pid;
+        if (pid_is_gone(pid) && slots[slot_index(FORKSAFE__MULE, i)].known_pid == pid) {
+            fire_pre_fork(FORKSAFE__MULE, i);
+            return;
+        }
+    }
+}
+
+/* ----------------------------------------------------- children: start */
+
+static int my_spooler_id(void)
+{
+    struct uwsgi_spooler *spooler;
+    int id = 1;
+
+    for (spooler = uwsgi.spoolers; spooler; spooler = spooler->next, id++) {
+        if (spooler == uwsgi.i_am_a_spooler)
+            return id;
+    }
+    return 0;
+}
+
+static void forksafe_post_fork(void)
+{
+    int index;
+
+    if (!context_ready)
+        return;
+    forking_worker = 0;
+    self_started_ns = now_ns();
+    if (uwsgi.muleid > 0) {
+        self.kind = FORKSAFE__MULE;
+        self.id = uwsgi.muleid;
+    }
+    else if (uwsgi.i_am_a_spooler) {
+        self.kind = FORKSAFE__SPOOLER;
+        self.id = my_spooler_id();
+    }
+    else if (uwsgi.mywid > 0) {
+        self.kind = FORKSAFE__WORKER;
+        self.id = uwsgi.mywid;
+    }
+    else {
+        return;
+    }
+    index = slot_index(self.kind, self.id);
+    self.respawn = index >= 0 ? slots[index].forks_seen : 0;
+    if (self.kind == FORKSAFE__WORKER)
+        self.respawn = (int)uwsgi.workers[self.id].respawn_count - 1;
+    if (index >= 0) {
+        children_shared[index].exit_state = 0;
+        children_shared[index].pid = getpid();
+    }
+    fire(FORKSAFE_POST_FORK, NULL, 0, 0, NULL, NULL, 0);
+}
+
+static void forksafe_hijack_worker(void)
+{
+    if (self.kind == FORKSAFE__WORKER && uwsgi.mywid == self.id)
+        fire(FORKSAFE_WORKER_READY, NULL, 0, 0, NULL, NULL, 0);
+}
+
+/* ------------------------------------------------------ children: exit */
+
+static const char *worker_exit_reason(void)
+{
+    int state = shared_state ? shared_state->instance_state : INSTANCE_RUNNING;
+    int state_applies = shared_state && shared_state->state_changed_ns > self_started_ns;
+
+    if (self.kind == FORKSAFE__WORKER && uwsgi.workers[self.id].cheaped)
+        return "cheaper";
+    if (state_applies && state == INSTANCE_RELOADING)
+        return "reload";
+    if (state_applies && state == INSTANCE_STOPPING)
+        return "shutdown";
+    if (self.kind == FORKSAFE__WORKER && uwsgi.max_requests > 0 &&
+        uwsgi.workers[self.id].delta_requests >= uwsgi.max_requests)
+        return "max-requests";
+    if (self.kind == FORKSAFE__WORKER && uwsgi.workers[self.id].cursed_at)
+        return "recycle";
+    return "exit";
+}
+
+static void forksafe_atexit(void)
+{
+    int index;
+
+    if (!context_ready || self.kind == FORKSAFE__MASTER || getpid() != self.pid)
+        return;
+    index = slot_index(self.kind, self.id);
+    if (index >= 0 && children_shared[index].pid == getpid())
+        children_shared[index].exit_state = 1;
+    fire(FORKSAFE_WORKER_EXIT, NULL, 0, 0, NULL, worker_exit_reason(), 1);
+    if (index >= 0 && children_shared[index].pid == getpid())
+        children_shared[index].exit_state = 2;
+}
+
+/* -------------------------------------------------------- master: exit */
+
+static void record_instance_state(int signum)
+{
+    int reload;
+
+    switch (signum) {
+    case SIGHUP:
+        reload = 1;
+        break;
+    case SIGTERM:
+        reload = !uwsgi.die_on_term;
+        break;
+    case SIGQUIT:
+        reload = uwsgi.die_on_term;
+        break;
+    default:
+        reload = 0;
+        break;
+    }
+    shared_state->instance_state = reload ? INSTANCE_RELOADING : INSTANCE_STOPPING;
+    shared_state->state_changed_ns = now_ns();
+}
+
+/* Runs before uWSGI's own handler, which curses the workers: by the time
+ * a worker runs worker-exit, the reason is in shared memory. */
+static void forksafe_master_signal(int signum)
+{
+    struct sigaction *original = &original_actions[signum];
+
+    if (getpid() == uwsgi.workers[0].pid)
+        record_instance_state(signum);
+    if (original->sa_flags & SA_SIGINFO) {
+        if (original->sa_sigaction)
+            original->sa_sigaction(signum, NULL, NULL);
+    }
+    else if (original->sa_handler != SIG_IGN && original->sa_handler != SIG_DFL) {
+        original->sa_handler(signum);
+    }
+}
+
+static void wrap_master_signals(void)
+{
+    static const int wrapped[] = {SIGHUP, SIGTERM, SIGINT, SIGQUIT};
+    size_t i;
+
+    signals_wrapped = 1;
+    for (i = 0; i < sizeof(wrapped) / sizeof(wrapped[0]); i++) {
+        struct sigaction ours;
+        int signum = wrapped[i];
+
+        if (sigaction(signum, NULL, &original_actions[signum]) != 0)
+            continue;
+        if (original_actions[signum].sa_handler == SIG_IGN ||
+            original_actions[signum].sa_handler == SIG_DFL)
+            continue;
+        ours = original_actions[signum];
+        ours.sa_flags &= ~SA_SIGINFO;
+        ours.sa_handler = forksafe_master_signal;
+        sigaction(signum, &ours, NULL);
+    }
+}
+
+static void forksafe_master_cleanup(void)
+{
+    int reload;
+
+    if (!context_ready || !is_master())
+        return;
+    reload = uwsgi.status.gracefully_reloading || uwsgi.status.brutally_reloading;
+    scan_children();
+    fire(FORKSAFE_MASTER_EXIT, NULL, 0, 0, NULL, reload ? "reload" : "shutdown", 1);
+}

@@ -1,0 +1,20 @@
+"""A WSGI app that answers with its worker's pid and records when it loads."""
+import json
+import os
+import time
+
+_record = os.environ.get("FORKSAFE_TEST_RECORD")
+if _record:
+    with open(_record, "a") as f:
+        f.write(json.dumps({"event": "app-loaded", "time": time.time(),
+                            "process": {"kind": "app", "id": 0, "pid": os.getpid()}}) + "\n")
+
+
+def application(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [str(os.getpid()).encode()]
+
+
+def make_app(global_conf, **settings):
+    """PasteDeploy entry point (use = call:simple_app:make_app)."""
+    return application

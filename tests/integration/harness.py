@@ -1,0 +1,190 @@
+"""Drives a real uWSGI with the built forksafe plugin for the integration tests.
+
+Every instance is started with a pidfile, stopped by the pid we started, and
+always reaped -- also when a test fails (the stop is registered as a cleanup
+before the test body runs).  Events are recorded by the native `recorder`
+fixture (tests/fixtures/recorder.c) as one JSON line per event.
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import tempfile
+import textwrap
+import time
+import unittest
+import urllib.request
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+BUILD = os.path.join(ROOT, "build")
+PLUGIN_DIR = ROOT
+RECORDER = os.path.join(BUILD, "examples", "event_log.so")
+FAILING = os.path.join(BUILD, "fixtures", "failing.so")
+UWSGI = os.environ.get("UWSGI", "uwsgi")
+APP_DIR = os.path.join(ROOT, "tests", "integration", "apps")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(predicate, timeout=15.0, interval=0.05, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError("timed out after %.1fs waiting for %s" % (timeout, what))
+
+
+class Uwsgi:
+    """One uWSGI instance in its own temp dir."""
+
+    def __init__(self, testcase, ini_body, settings=None, extra_sections="", name="uwsgi.ini"):
+        self.testcase = testcase
+        self.dir = tempfile.mkdtemp(prefix="forksafe-it-")
+        testcase.addCleanup(self._remove_dir)
+        self.port = free_port()
+        self.record = os.path.join(self.dir, "events.jsonl")
+        self.log = os.path.join(self.dir, "uwsgi.log")
+        self.pidfile = os.path.join(self.dir, "uwsgi.pid")
+        self.ini = os.path.join(self.dir, name)
+        self.proc = None
+        substitutions = {
+            "dir": self.dir,
+            "port": self.port,
+            "record": self.record,
+            "recorder": RECORDER,
+            "failing": FAILING,
+            "plugin_dir": PLUGIN_DIR,
+            "app_dir": APP_DIR,
+            "pidfile": self.pidfile,
+        }
+        body = textwrap.dedent(ini_body).format(**substitutions)
+        text = body
+        if settings is not None:
+            lines = ["[app:main]", "forksafe.event_log = %s" % self.record]
+            lines += ["%s = %s" % kv for kv in settings.items()]
+            text += "\n" + "\n".join(lines) + "\n"
+        text += textwrap.dedent(extra_sections).format(**substitutions)
+        with open(self.ini, "w") as f:
+            f.write(text)
+
+    def _remove_dir(self):
+        subprocess.run(["rm", "-rf", self.dir], check=False)
+
+    def start(self, wait_ready=None, args=()):
+        logf = open(self.log, "ab")
+        self.proc = subprocess.Popen(
+            [UWSGI, "--ini", self.ini, *args],
+            stdout=logf,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=self.dir,
+            start_new_session=True,
+        )
+        logf.close()
+        self.testcase.addCleanup(self.kill)
+        if wait_ready:
+            wait_for(lambda: len(self.events("worker-ready")) >= wait_ready or self._died(),
+                     what="%d worker-ready events" % wait_ready)
+            if self._died():
+                raise AssertionError("uWSGI exited early:\n" + self.log_text())
+        return self
+
+    def run_to_exit(self, timeout=30, args=()):
+        """Runs uWSGI expecting it to exit by itself (config errors, check)."""
+        logf = open(self.log, "ab")
+        try:
+            proc = subprocess.Popen([UWSGI, "--ini", self.ini, *args], stdout=logf,
+                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    cwd=self.dir, start_new_session=True)
+            self.proc = proc
+            self.testcase.addCleanup(self.kill)
+            try:
+                return proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                raise AssertionError("uWSGI did not exit:\n" + self.log_text())
+        finally:
+            logf.close()
+
+    def _died(self):
+        return self.proc is not None and self.proc.poll() is not None
+
+    @property
+    def master_pid(self):
+        return self.proc.pid
+
+    def signal(self, signum):
+        os.kill(self.proc.pid, signum)
+
+    def stop(self, signum=signal.SIGINT, timeout=20):
+        """Stops the instance by the pid we started and reaps it."""
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else None
+        os.kill(self.proc.pid, signum)
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError("uWSGI did not stop within %ss:\n%s" % (timeout, self.log_text()))
+
+    def kill(self):
+        """Last resort, always run as a cleanup: SIGKILL our process group, reap."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.proc.wait(timeout=10)
+        else:
+            # children left behind by a dead master die with the group
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def get(self, path="/", timeout=10):
+        with urllib.request.urlopen("http://127.0.0.1:%d%s" % (self.port, path),
+                                    timeout=timeout) as r:
+            return r.read().decode()
+
+    def log_text(self):
+        try:
+            with open(self.log, errors="replace") as f:
+                return f.read()
+        except FileNotFoundError:
+            return ""
+
+    def events(self, name=None):
+        try:
+            with open(self.record) as f:
+                lines = [json.loads(line) for line in f if line.strip()]
+        except FileNotFoundError:
+            return []
+        if name:
+            lines = [e for e in lines if e["event"] == name]
+        return lines
+
+    def by_process(self):
+        """{(kind, id, pid): [event names in order]}"""
+        out = {}
+        for e in self.events():
+            p = e["process"]
+            out.setdefault((p["kind"], p["id"], p["pid"]), []).append(e["event"])
+        return out
+
+
+class IntegrationCase(unittest.TestCase):
+    maxDiff = None
+
+    def assertLogHas(self, instance, text):
+        log = instance.log_text()
+        self.assertIn(text, log, "log does not contain %r:\n%s" % (text, log[-4000:]))
