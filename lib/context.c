@@ -1,0 +1,447 @@
+/*
+ * context.c - one instance's configuration: backends, sealing (resolving
+ * handlers once, in the master, before any fork), dispatch of an occurrence
+ * to the matching subscriptions, and the forksafe-check description.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+
+#include "forksafe_internal.h"
+
+/* Longest log line; longer messages are truncated rather than allocated,
+ * because logging must work when memory has run out. */
+#define LOG_LINE_MAX 2048
+
+/* ------------------------------------------------------------------ set-up */
+
+int forksafe__context_init(forksafe__context *ctx, forksafe__log_fn log, void *log_data)
+{
+    memset(ctx, 0, sizeof(*ctx));
+    ctx->on_error = FORKSAFE__ON_ERROR_LOG;
+    ctx->timeout = 30.0;
+    ctx->container = "uwsgi";
+    ctx->log = log;
+    ctx->log_data = log_data;
+    if (forksafe__context_add_backend(ctx, forksafe__exec_backend()) ||
+        forksafe__context_add_backend(ctx, forksafe__dl_backend()) ||
+        forksafe__context_add_backend(ctx, forksafe__symbol_backend())) {
+        forksafe__context_free(ctx);
+        return FORKSAFE__ENOMEM;
+    }
+    return 0;
+}
+
+int forksafe__context_add_backend(forksafe__context *ctx, forksafe__backend *backend)
+{
+    forksafe__backend **grown;
+    size_t i;
+
+    for (i = 0; i < ctx->backend_count; i++) {
+        if (strcmp(ctx->backends[i]->kind, backend->kind) == 0) {
+            ctx->backends[i] = backend;
+            return 0;
+        }
+    }
+    grown = forksafe__realloc(ctx->backends, (ctx->backend_count + 1) * sizeof(*grown));
+    if (!grown)
+        return FORKSAFE__ENOMEM;
+    ctx->backends = grown;
+    ctx->backends[ctx->backend_count++] = backend;
+    return 0;
+}
+
+const forksafe__backend *forksafe__context_backend(const forksafe__context *ctx, const char *kind)
+{
+    size_t i;
+
+    for (i = 0; i < ctx->backend_count; i++) {
+        if (strcmp(ctx->backends[i]->kind, kind) == 0)
+            return ctx->backends[i];
+    }
+    return NULL;
+}
+
+/* ----------------------------------------------------------------- logging */
+
+static void log_va(const forksafe__context *ctx, int level, const char *fmt, va_list ap)
+    FORKSAFE__PRINTF(3, 0);
+
+static void log_va(const forksafe__context *ctx, int level, const char *fmt, va_list ap)
+{
+    char line[LOG_LINE_MAX];
+
+    vsnprintf(line, sizeof(line), fmt, ap);
+    if (ctx && ctx->log) {
+        ctx->log(ctx->log_data, level, line);
+        return;
+    }
+    /* No host logger (a bare test or tool): stderr is the only place left
+     * that cannot be a client socket. */
+    fprintf(stderr, "[forksafe] %s\n", line);
+}
+
+void forksafe__log(const forksafe__context *ctx, int level, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    log_va(ctx, level, fmt, ap);
+    va_end(ap);
+}
+
+/* -------------------------------------------------------------------- seal */
+
+/* The spec after "kind:" - subscribe has already checked that it exists. */
+static const char *spec_argument(const forksafe__subscription *sub)
+{
+    const char *colon = strchr(sub->spec, ':');
+
+    return colon ? colon + 1 : sub->spec;
+}
+
+static int resolve_subscription(forksafe__context *ctx, forksafe__subscription *sub,
+                                forksafe__error *err)
+{
+    forksafe__error why = {0};
+    const forksafe__backend *backend;
+    size_t kind_length = strcspn(sub->spec, ":");
+    char kind[64];
+    int rc;
+
+    /* Looked up again rather than trusting sub->backend, so that a backend
+     * the host registered (or replaced) after the subscription still wins. */
+    snprintf(kind, sizeof(kind), "%.*s", (int)kind_length, sub->spec);
+    backend = forksafe__context_backend(ctx, kind);
+    if (!backend) {
+        forksafe__error_set(err, sub->source, sub->line, "handler '%s': no backend for '%s:'",
+                            sub->spec, kind);
+        return FORKSAFE__EINVAL;
+    }
+    sub->backend = backend;
+    if (!backend->resolve)
+        return 0;
+    rc = backend->resolve(ctx, backend->data, spec_argument(sub), &sub->handle, &why);
+    if (rc == 0)
+        return 0;
+    if (rc == FORKSAFE__ENOMEM && !why.set)
+        forksafe__error_set(err, sub->source, sub->line, "handler '%s': out of memory", sub->spec);
+    else
+        forksafe__error_set(err, sub->source, sub->line, "handler '%s': %s", sub->spec,
+                            why.set ? why.text : forksafe__strerror(rc));
+    return rc < 0 ? rc : FORKSAFE__EINVAL;
+}
+
+static int build_settings_json(forksafe__context *ctx)
+{
+    if (!ctx->settings_json) {
+        ctx->settings_json = ctx->has_settings ? forksafe__map_to_json(&ctx->settings.local)
+                                               : json_object();
+        if (!ctx->settings_json)
+            return FORKSAFE__ENOMEM;
+    }
+    if (!ctx->global_settings_json) {
+        ctx->global_settings_json = ctx->has_settings
+                                        ? forksafe__map_to_json(&ctx->settings.global)
+                                        : json_object();
+        if (!ctx->global_settings_json)
+            return FORKSAFE__ENOMEM;
+    }
+    return 0;
+}
+
+int forksafe__context_seal(forksafe__context *ctx, forksafe__error *err)
+{
+    size_t i;
+    int rc, any_once = 0;
+
+    if (ctx->sealed) {
+        forksafe__error_set(err, "forksafe", 0, "the configuration is already sealed");
+        return FORKSAFE__EINVAL;
+    }
+    for (i = 0; i < ctx->subscription_count; i++) {
+        rc = resolve_subscription(ctx, &ctx->subscriptions[i], err);
+        if (rc)
+            return rc;
+        any_once |= ctx->subscriptions[i].once;
+    }
+    if (build_settings_json(ctx)) {
+        forksafe__error_set(err, "forksafe", 0, "out of memory building the settings JSON");
+        return FORKSAFE__ENOMEM;
+    }
+    /* `once` must hold across every process the master forks, so the flags
+     * live in memory that fork shares instead of copying. */
+    if (any_once) {
+        void *flags = mmap(NULL, ctx->subscription_count, PROT_READ | PROT_WRITE,
+                           MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+        if (flags == MAP_FAILED) {
+            forksafe__error_set(err, "forksafe", 0,
+                                "cannot map shared memory for 'once' subscriptions: %s",
+                                strerror(errno));
+            return FORKSAFE__ENOMEM;
+        }
+        ctx->once_flags = flags;
+        ctx->once_flags_size = ctx->subscription_count;
+    }
+    ctx->sealed = 1;
+    return 0;
+}
+
+/* ---------------------------------------------------------------- dispatch */
+
+int forksafe__wants(const forksafe__context *ctx, forksafe_event_type type)
+{
+    size_t i;
+
+    if ((int)type < 0 || type >= FORKSAFE_EVENT_COUNT)
+        return 0;
+    for (i = 0; i < ctx->subscription_count; i++) {
+        if (ctx->subscriptions[i].events & (1u << type))
+            return 1;
+    }
+    return 0;
+}
+
+static int matches(const forksafe__subscription *sub, const forksafe__occurrence *occ)
+{
+    if (!(sub->events & (1u << occ->type)))
+        return 0;
+    if (sub->kinds && !(sub->kinds & (1u << occ->self.kind)))
+        return 0;
+    if (sub->id && sub->id != occ->self.id)
+        return 0;
+    return 1;
+}
+
+/* Claims a `once` subscription for this process.  Returns 1 if this
+ * process is the first (and so runs the handler), 0 if another already did. */
+static int claim_once(const forksafe__context *ctx, const forksafe__subscription *sub)
+{
+    unsigned char expected = 0;
+
+    if (!ctx->once_flags || sub->index >= ctx->once_flags_size)
+        return 1;
+    return __atomic_compare_exchange_n((unsigned char *)&ctx->once_flags[sub->index], &expected, 1,
+                                       0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+}
+
+static int effective_policy(const forksafe__context *ctx, const forksafe__subscription *sub)
+{
+    return sub->on_error == FORKSAFE__ON_ERROR_INHERIT ? ctx->on_error : sub->on_error;
+}
+
+/* "worker 1 (pid 123)" or "the master (pid 100)". */
+static void describe_process(const forksafe__process *process, char *buf, size_t size)
+{
+    if (process->kind == FORKSAFE__MASTER)
+        snprintf(buf, size, "the master (pid %ld)", (long)process->pid);
+    else
+        snprintf(buf, size, "%s %d (pid %ld)", forksafe__process_kind_name(process->kind),
+                 process->id, (long)process->pid);
+}
+
+static double elapsed_ms(const struct timespec *start)
+{
+    struct timespec now;
+
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (double)(now.tv_sec - start->tv_sec) * 1e3 + (double)(now.tv_nsec - start->tv_nsec) / 1e6;
+}
+
+static int run_handler(forksafe__context *ctx, const forksafe__subscription *sub,
+                       forksafe_event *ev, const char *where)
+{
+    const char *event = forksafe_event_type_name(ev->occ->type);
+    char why[512] = "";
+    struct timespec start;
+    double ms;
+    int rc;
+
+    ev->subscription = sub;
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    rc = sub->backend->invoke(ctx, sub->backend->data, sub->handle, ev, why, sizeof(why));
+    ms = elapsed_ms(&start);
+    if (rc != 0)
+        forksafe__log(ctx, FORKSAFE__LOG_ERROR, "handler '%s' failed on %s in %s: %s", sub->name,
+                      event, where, why[0] ? why : forksafe__strerror(rc));
+    if (ctx->verbose)
+        forksafe__log(ctx, FORKSAFE__LOG_INFO, "handler '%s' %s on %s in %s in %.3f ms",
+                      sub->name, rc ? "failed" : "ran", event, where, ms);
+    /* exec handlers are killed at the timeout; an in-process handler cannot
+     * be, so the most we can do is say it blocked the process too long. */
+    if (ctx->timeout > 0 && ms > ctx->timeout * 1e3 && strcmp(sub->backend->kind, "exec") != 0)
+        forksafe__log(ctx, FORKSAFE__LOG_WARNING,
+                      "handler '%s' took %.3f s on %s in %s, more than the %g s timeout",
+                      sub->name, ms / 1e3, event, where, ctx->timeout);
+    return rc;
+}
+
+int forksafe__dispatch(forksafe__context *ctx, const forksafe__occurrence *occ)
+{
+    forksafe_event ev = {ctx, occ, NULL, NULL, NULL};
+    char where[128];
+    int result = 0;
+    size_t i;
+
+    if ((int)occ->type < 0 || occ->type >= FORKSAFE_EVENT_COUNT)
+        return 0;
+    if (!ctx->sealed) {
+        if (forksafe__wants(ctx, occ->type))
+            forksafe__log(ctx, FORKSAFE__LOG_ERROR, "%s delivered before start-up finished; "
+                          "handlers not run", forksafe_event_type_name(occ->type));
+        return 0;
+    }
+    describe_process(&occ->self, where, sizeof(where));
+    for (i = 0; i < ctx->subscription_count; i++) {
+        const forksafe__subscription *sub = &ctx->subscriptions[i];
+        int policy = effective_policy(ctx, sub);
+
+        if (!matches(sub, occ))
+            continue;
+        /* Built on the first match only: most events have no subscriber in
+         * most processes, and those must cost nothing. */
+        if (!ev.payload) {
+            ev.payload = forksafe__payload_new(ctx, occ);
+            if (!ev.payload) {
+                forksafe__log(ctx, FORKSAFE__LOG_ERROR,
+                              "handler '%s' failed on %s in %s: out of memory building the payload",
+                              sub->name, forksafe_event_type_name(occ->type), where);
+                if (policy + 1 > result)
+                    result = policy + 1;
+                continue;
+            }
+        }
+        /* Claimed just before running: a failed handler still counts as
+         * run, so a crash loop cannot make every worker retry it. */
+        if (sub->once && !claim_once(ctx, sub))
+            continue;
+        if (run_handler(ctx, sub, &ev, where) != 0 && policy + 1 > result)
+            result = policy + 1;
+    }
+    json_decref(ev.payload);
+    forksafe__free(ev.payload_json);
+    return result;
+}
+
+/* ---------------------------------------------------------------- describe */
+
+static void events_text(uint32_t events, char *buf, size_t size)
+{
+    size_t used = 0;
+    int i;
+
+    buf[0] = '\0';
+    if (events == (1u << FORKSAFE_EVENT_COUNT) - 1) {
+        snprintf(buf, size, "*");
+        return;
+    }
+    for (i = 0; i < FORKSAFE_EVENT_COUNT && used < size; i++) {
+        if (events & (1u << i))
+            used += snprintf(buf + used, size - used, "%s%s", used ? "," : "",
+                             forksafe_event_type_name(i));
+    }
+}
+
+static void kinds_text(uint32_t kinds, char *buf, size_t size)
+{
+    size_t used = 0;
+    int i;
+
+    if (!kinds) {
+        snprintf(buf, size, "any");
+        return;
+    }
+    buf[0] = '\0';
+    for (i = 0; i < FORKSAFE__PROCESS_KIND_COUNT && used < size; i++) {
+        if (kinds & (1u << i))
+            used += snprintf(buf + used, size - used, "%s%s", used ? "," : "",
+                             forksafe__process_kind_name(i));
+    }
+}
+
+static void describe_map(const forksafe__context *ctx, const forksafe__map *map)
+{
+    size_t i;
+
+    if (map->count == 0)
+        forksafe__log(ctx, FORKSAFE__LOG_INFO, "  (none)");
+    for (i = 0; i < map->count; i++) {
+        char *shown = forksafe__redact(map->entries[i].key, map->entries[i].value);
+
+        forksafe__log(ctx, FORKSAFE__LOG_INFO, "  %s = %s", map->entries[i].key,
+                      shown ? shown : "(out of memory)");
+        forksafe__free(shown);
+    }
+}
+
+void forksafe__context_describe(const forksafe__context *ctx)
+{
+    size_t i;
+
+    forksafe__log(ctx, FORKSAFE__LOG_INFO, "%zu subscription%s (on-error %s, timeout %g s):",
+                  ctx->subscription_count, ctx->subscription_count == 1 ? "" : "s",
+                  forksafe__on_error_name(ctx->on_error), ctx->timeout);
+    for (i = 0; i < ctx->subscription_count; i++) {
+        const forksafe__subscription *sub = &ctx->subscriptions[i];
+        char events[256], kinds[64], id[32];
+        /* Commands may carry URLs with passwords; redact them like a
+         * setting that is not itself secret-looking. */
+        char *spec = forksafe__redact("handler", sub->spec);
+
+        events_text(sub->events, events, sizeof(events));
+        kinds_text(sub->kinds, kinds, sizeof(kinds));
+        if (sub->id)
+            snprintf(id, sizeof(id), "%d", sub->id);
+        else
+            snprintf(id, sizeof(id), "any");
+        forksafe__log(ctx, FORKSAFE__LOG_INFO,
+                      "  #%u %s kind=%s id=%s%s on-error=%s %s (%s:%d)%s", sub->index + 1, events,
+                      kinds, id, sub->once ? " once" : "",
+                      forksafe__on_error_name(effective_policy(ctx, sub)),
+                      spec ? spec : "(out of memory)", sub->source, sub->line,
+                      ctx->sealed ? "" : " [not resolved]");
+        forksafe__free(spec);
+    }
+    if (!ctx->has_settings) {
+        forksafe__log(ctx, FORKSAFE__LOG_INFO, "no settings");
+        return;
+    }
+    forksafe__log(ctx, FORKSAFE__LOG_INFO, "settings from %s%s%s:", ctx->settings.path,
+                  ctx->settings.section ? " #" : "",
+                  ctx->settings.section ? ctx->settings.section : "");
+    describe_map(ctx, &ctx->settings.local);
+    forksafe__log(ctx, FORKSAFE__LOG_INFO, "global settings:");
+    describe_map(ctx, &ctx->settings.global);
+}
+
+/* -------------------------------------------------------------------- free */
+
+static void free_subscription(forksafe__subscription *sub)
+{
+    if (sub->handle && sub->backend && sub->backend->release)
+        sub->backend->release(sub->backend->data, sub->handle);
+    forksafe__free(sub->spec);
+    forksafe__free(sub->name);
+    forksafe__free(sub->source);
+    memset(sub, 0, sizeof(*sub));
+}
+
+void forksafe__context_free(forksafe__context *ctx)
+{
+    size_t i;
+
+    for (i = 0; i < ctx->subscription_count; i++)
+        free_subscription(&ctx->subscriptions[i]);
+    forksafe__free(ctx->subscriptions);
+    forksafe__free(ctx->backends);
+    json_decref(ctx->settings_json);
+    json_decref(ctx->global_settings_json);
+    if (ctx->once_flags)
+        munmap((void *)ctx->once_flags, ctx->once_flags_size);
+    if (ctx->has_settings)
+        forksafe__settings_free(&ctx->settings);
+    memset(ctx, 0, sizeof(*ctx));
+}
