@@ -776,6 +776,11 @@ static void report_death(struct forksafe_child_slot *slot, int index, int status
         cause = slot->pending_cause;
     else if (!status_known)
         cause = "unknown";
+    else if (WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL &&
+             shared_state->instance_state != INSTANCE_RUNNING)
+        /* uWSGI SIGKILLs spoolers, and workers past their mercy, when the
+         * instance stops or reloads. */
+        cause = "killed-by-master";
     else if (WIFSIGNALED(status))
         cause = "signal";
     else

@@ -120,7 +120,7 @@ class Uwsgi:
     def master_pid(self):
         return self.proc.pid
 
-    def signal(self, signum):
+    def send_signal(self, signum):
         os.kill(self.proc.pid, signum)
 
     def stop(self, signum=signal.SIGINT, timeout=20):

@@ -161,7 +161,7 @@ class LifecycleTest(IntegrationCase):
     def test_graceful_reload(self):
         u = self.start()
         old_master_start = u.events("master-start")[0]
-        u.signal(signal.SIGHUP)
+        u.send_signal(signal.SIGHUP)
         wait_for(lambda: len(u.events("master-start")) >= 2, what="master-start after reload")
         wait_for(lambda: len(u.events("worker-ready")) >= 4, what="workers after reload")
         self.assertEqual(u.stop(), 0)
