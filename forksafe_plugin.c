@@ -54,7 +54,8 @@ extern struct uwsgi_server uwsgi;
 /* Written by a child, read by the master: lives in MAP_SHARED memory. */
 struct forksafe_child_shared {
     volatile pid_t pid;
-    volatile int exit_state; /* 0: none, 1: worker-exit running, 2: done */
+    volatile int exit_state;   /* 0: none, 1: worker-exit running, 2: done */
+    volatile int crash_signal; /* the fatal signal uWSGI turned into exit(1) */
 };
 
 /* What the master remembers of one child slot. */
@@ -772,7 +773,14 @@ static void report_death(struct forksafe_child_slot *slot, int index, int status
     child.id = slot->id;
     child.pid = slot->known_pid;
     child.respawn = slot->forks_seen - 1;
-    if (slot->pending_cause)
+    if (shared->pid == slot->known_pid && shared->crash_signal) {
+        /* uWSGI's crash handler logs a backtrace and exits; report what
+         * killed the process, not the exit(1) that followed. */
+        status_known = 1;
+        status = shared->crash_signal;
+        cause = "crash";
+    }
+    else if (slot->pending_cause)
         cause = slot->pending_cause;
     else if (!status_known)
         cause = "unknown";
@@ -804,14 +812,17 @@ static void scan_children(void)
 
         if (slot->known_pid > 0 && !slot->death_reported) {
             siginfo_t info;
+            int peeked;
             memset(&info, 0, sizeof(info));
-            if (waitid(P_PID, (id_t)slot->known_pid, &info, WEXITED | WNOHANG | WNOWAIT) == 0 &&
-                info.si_pid == slot->known_pid) {
+            peeked = waitid(P_PID, (id_t)slot->known_pid, &info, WEXITED | WNOHANG | WNOWAIT);
+            if (peeked == 0 && info.si_pid == slot->known_pid) {
                 int status = info.si_code == CLD_EXITED ? (info.si_status & 0xff) << 8
                                                         : (info.si_status & 0x7f);
                 report_death(slot, i, 1, status);
             }
-            else if (pid != slot->known_pid) {
+            else if ((peeked != 0 && errno == ECHILD) || pid != slot->known_pid) {
+                /* Already reaped by uWSGI (it does not always clear the
+                 * slot's pid, e.g. for spoolers at shutdown). */
                 report_death(slot, i, 0, 0);
             }
         }
@@ -977,6 +988,7 @@ static void forksafe_post_fork(void)
         self.respawn = (int)uwsgi.workers[self.id].respawn_count - 1;
     if (index >= 0) {
         children_shared[index].exit_state = 0;
+        children_shared[index].crash_signal = 0;
         children_shared[index].pid = getpid();
     }
     fire(FORKSAFE_POST_FORK, NULL, 0, 0, NULL, NULL, 0);
@@ -1009,13 +1021,38 @@ static const char *worker_exit_reason(void)
     return "exit";
 }
 
+/* uWSGI's SIGSEGV/SIGFPE handlers re-raise the signal while it is blocked
+ * and then call exit(1): a crash reaches atexit with the signal pending. */
+static int crash_signal_pending(void)
+{
+    static const int fatal[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT};
+    sigset_t pending;
+    size_t i;
+
+    if (sigpending(&pending) != 0)
+        return 0;
+    for (i = 0; i < sizeof(fatal) / sizeof(fatal[0]); i++) {
+        if (sigismember(&pending, fatal[i]))
+            return fatal[i];
+    }
+    return 0;
+}
+
 static void forksafe_atexit(void)
 {
-    int index;
+    int index, crash;
 
     if (!context_ready || self.kind == FORKSAFE__MASTER || getpid() != self.pid)
         return;
     index = slot_index(self.kind, self.id);
+    crash = crash_signal_pending();
+    if (crash) {
+        /* A crashed process is no place to run handlers: the master
+         * reports it as child-death. */
+        if (index >= 0 && children_shared[index].pid == getpid())
+            children_shared[index].crash_signal = crash;
+        return;
+    }
     if (index >= 0 && children_shared[index].pid == getpid())
         children_shared[index].exit_state = 1;
     fire(FORKSAFE_WORKER_EXIT, NULL, 0, 0, NULL, worker_exit_reason(), 1);

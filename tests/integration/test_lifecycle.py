@@ -210,4 +210,39 @@ class LifecycleTest(IntegrationCase):
         self.assertEqual(master[0], ("pre-fork", ("spooler", 1)))
         self.assertIn(("post-fork-parent", ("spooler", 1)), master)
         spooler = [e["event"] for e in u.events() if e["process"]["kind"] == "spooler"]
-        self.assertEqual(spooler[0], "post-fork")
+        self.assertEqual(spooler, ["post-fork"])
+        # uWSGI SIGKILLs the spooler at shutdown: it never runs worker-exit
+        deaths = [e for e in u.events("child-death") if e["child"]["kind"] == "spooler"]
+        self.assertEqual(len(deaths), 1, u.events())
+        self.assertIn(deaths[0]["child"]["cause"], ("killed-by-master", "unknown"))
+
+    def fire_and_forget(self, u, path):
+        import socket
+        s = socket.create_connection(("127.0.0.1", u.port))
+        s.sendall(("GET %s HTTP/1.0\r\n\r\n" % path).encode())
+        self.addCleanup(s.close)
+
+    def test_harakiri_is_a_child_death(self):
+        u = self.start("harakiri = 1\n", processes=1)
+        pid = int(u.get("/"))
+        self.fire_and_forget(u, "/sleep")
+        wait_for(lambda: u.events("child-death"), timeout=20, what="child-death")
+        wait_for(lambda: len(u.events("worker-ready")) >= 2, what="respawned worker ready")
+        self.assertEqual(u.stop(), 0)
+        death = u.events("child-death")[0]
+        self.assertEqual(death["child"]["pid"], pid)
+        self.assertEqual(death["child"]["cause"], "harakiri")
+        self.assertEqual(death["child"]["signal"], 9)
+
+    def test_segfault_is_a_child_death(self):
+        u = self.start(processes=1)
+        pid = int(u.get("/"))
+        self.fire_and_forget(u, "/segv")
+        wait_for(lambda: u.events("child-death"), what="child-death")
+        wait_for(lambda: len(u.events("worker-ready")) >= 2, what="respawned worker ready")
+        self.assertEqual(u.stop(), 0)
+        death = u.events("child-death")[0]
+        self.assertEqual(death["child"]["pid"], pid)
+        self.assertEqual(death["child"]["cause"], "crash")
+        self.assertEqual(death["child"]["signal"], 11)
+        self.assertEqual([e for e in u.events("worker-exit") if e["process"]["pid"] == pid], [])

@@ -1,6 +1,7 @@
 """A WSGI app that answers with its worker's pid and records when it loads."""
 import json
 import os
+import signal
 import time
 
 _record = os.environ.get("FORKSAFE_TEST_RECORD")
@@ -11,6 +12,11 @@ if _record:
 
 
 def application(environ, start_response):
+    path = environ.get("PATH_INFO", "/")
+    if path == "/sleep":
+        time.sleep(30)
+    elif path == "/segv":
+        os.kill(os.getpid(), signal.SIGSEGV)
     start_response("200 OK", [("Content-Type", "text/plain")])
     return [str(os.getpid()).encode()]
 
