@@ -409,9 +409,15 @@ void forksafe__context_describe(const forksafe__context *ctx)
         forksafe__log(ctx, FORKSAFE__LOG_INFO, "no settings");
         return;
     }
-    forksafe__log(ctx, FORKSAFE__LOG_INFO, "settings from %s%s%s:", ctx->settings.path,
-                  ctx->settings.section ? " #" : "",
-                  ctx->settings.section ? ctx->settings.section : "");
+    /* Overrides alone (forksafe-set without a file) make settings with no
+     * path. */
+    if (ctx->settings.section)
+        forksafe__log(ctx, FORKSAFE__LOG_INFO, "settings from %s [%s]:",
+                      ctx->settings.path ? ctx->settings.path : "overrides",
+                      ctx->settings.section);
+    else
+        forksafe__log(ctx, FORKSAFE__LOG_INFO, "settings from %s:",
+                      ctx->settings.path ? ctx->settings.path : "overrides");
     describe_map(ctx, &ctx->settings.local);
     forksafe__log(ctx, FORKSAFE__LOG_INFO, "global settings:");
     describe_map(ctx, &ctx->settings.global);
