@@ -167,6 +167,36 @@ int forksafe__ini_check(const forksafe__ini *ini, const char *const *sections, f
 
 void forksafe__ini_free(forksafe__ini *ini);
 
+/* Narrows [*START, *END) past the whitespace Python's str.strip() removes
+ * (ASCII and Unicode spaces in UTF-8), as ConfigParser does to keys, values
+ * and section names. */
+void forksafe__ini_strip(const char **start, const char **end);
+
+/* A hash index over an array of structs whose first member is the `char *`
+ * key (forksafe__entry, forksafe__ini_section), for the parsers: a settings
+ * file may hold 10,000 keys, where the maps' linear lookups turn quadratic.
+ * The index holds positions, not pointers, so the caller passes the array
+ * (which may have moved) on every call, and rebuilds the index after
+ * removing items.  Zero-initialise before use. */
+typedef struct forksafe__index {
+    size_t *slots; /* position + 1; 0 = empty */
+    size_t capacity;
+    size_t count;
+} forksafe__index;
+
+/* Indexes the item already stored at POSITION of ITEMS.  Returns 0 or
+ * FORKSAFE__ENOMEM; on failure the index is unchanged. */
+int forksafe__index_add(forksafe__index *index, const void *items, size_t stride, size_t position);
+
+/* Indexes the first COUNT items.  Returns 0 or FORKSAFE__ENOMEM. */
+int forksafe__index_build(forksafe__index *index, const void *items, size_t stride, size_t count);
+
+/* Returns the position of KEY in ITEMS, or -1. */
+long forksafe__index_find(const forksafe__index *index, const void *items, size_t stride,
+                          const char *key);
+
+void forksafe__index_free(forksafe__index *index);
+
 /* --------------------------------------------------------------- settings */
 
 /* What Pyramid would see as registry.settings, and PasteDeploy's global_conf. */

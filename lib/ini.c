@@ -1,0 +1,820 @@
+/*
+ * ini.c - the raw settings-file parser: ConfigParser's reading rules as
+ * PasteDeploy configures them, without interpolation.
+ *
+ * The reference is Python's configparser.RawConfigParser._read with
+ * PasteDeploy's settings (delimiters '=' and ':', full-line comments '#' and
+ * ';', no inline comments, case-sensitive keys, strict, blank lines allowed
+ * inside values) applied to a file opened as UTF-8 text with universal
+ * newlines.  Where ConfigParser would raise, this parser records a problem
+ * and keeps going: uWSGI's own sections share the file and may break
+ * ConfigParser's rules, so the settings layer decides which problems count.
+ *
+ * A problem whose section is NULL is not tied to one section (text before
+ * the first header, a byte order mark, invalid UTF-8): PasteDeploy fails on
+ * it whatever section it reads, so every check reports it.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "forksafe_internal.h"
+
+/* How much of an offending line a problem quotes. */
+#define QUOTE_LIMIT 60
+
+typedef struct parser {
+    forksafe__ini *ini;
+    size_t section_capacity;
+    size_t problem_capacity;
+    forksafe__index section_index;
+    forksafe__index *key_indexes; /* one per section, parallel to ini->sections */
+
+    long section;  /* current section position; -1 before the first header */
+    long option;   /* entry whose value is being read; -1 when none */
+    size_t indent; /* indentation (in characters) of the last non-continuation line */
+    int line;
+    int bad_encoding_seen; /* Python stops decoding at the first bad byte: report one */
+
+    /* The multi-line value being assembled for OPTION. */
+    char *value;
+    size_t value_length;
+    size_t value_capacity;
+    int value_continued;
+    size_t pending_blank_lines;
+} parser;
+
+/* ------------------------------------------------------------- whitespace */
+
+/* Length of the character at P if Python's str.isspace() is true for it,
+ * else 0.  The multi-byte cases are U+0085, U+00A0, U+1680, U+2000-U+200A,
+ * U+2028, U+2029, U+202F, U+205F and U+3000. */
+static size_t space_at(const unsigned char *p, const unsigned char *end)
+{
+    size_t left = (size_t)(end - p);
+
+    if (left == 0)
+        return 0;
+    if ((p[0] >= 0x09 && p[0] <= 0x0d) || (p[0] >= 0x1c && p[0] <= 0x20))
+        return 1;
+    if (left >= 2 && p[0] == 0xc2 && (p[1] == 0x85 || p[1] == 0xa0))
+        return 2;
+    if (left < 3)
+        return 0;
+    if (p[0] == 0xe1 && p[1] == 0x9a && p[2] == 0x80)
+        return 3;
+    if (p[0] == 0xe2 && p[1] == 0x80 &&
+        ((p[2] >= 0x80 && p[2] <= 0x8a) || p[2] == 0xa8 || p[2] == 0xa9 || p[2] == 0xaf))
+        return 3;
+    if (p[0] == 0xe2 && p[1] == 0x81 && p[2] == 0x9f)
+        return 3;
+    if (p[0] == 0xe3 && p[1] == 0x80 && p[2] == 0x80)
+        return 3;
+    return 0;
+}
+
+/* Length of the whitespace character that ends just before END, or 0. */
+static size_t space_before(const unsigned char *start, const unsigned char *end)
+{
+    size_t n;
+
+    for (n = 1; n <= 3 && n <= (size_t)(end - start); n++) {
+        if (space_at(end - n, end) == n)
+            return n;
+    }
+    return 0;
+}
+
+void forksafe__ini_strip(const char **start, const char **end)
+{
+    const unsigned char *s = (const unsigned char *)*start;
+    const unsigned char *e = (const unsigned char *)*end;
+    size_t n;
+
+    while (s < e && (n = space_at(s, e)) > 0)
+        s += n;
+    while (e > s && (n = space_before(s, e)) > 0)
+        e -= n;
+    *start = (const char *)s;
+    *end = (const char *)e;
+}
+
+/* ConfigParser measures indentation in characters, not bytes. */
+static size_t indentation(const char *line, const char *end)
+{
+    const unsigned char *p = (const unsigned char *)line;
+    size_t characters = 0;
+    size_t n;
+
+    while ((n = space_at(p, (const unsigned char *)end)) > 0) {
+        p += n;
+        characters++;
+    }
+    return characters;
+}
+
+/* Returns the offset of the first byte of [TEXT, TEXT + LENGTH) that Python's
+ * strict UTF-8 decoder rejects, or LENGTH if all of it decodes. */
+static size_t utf8_invalid_offset(const unsigned char *text, size_t length)
+{
+    size_t i = 0;
+
+    while (i < length) {
+        unsigned char c = text[i];
+        size_t need;
+        unsigned char low = 0x80, high = 0xbf;
+
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        if (c >= 0xc2 && c <= 0xdf)
+            need = 1;
+        else if (c >= 0xe0 && c <= 0xef)
+            need = 2;
+        else if (c >= 0xf0 && c <= 0xf4)
+            need = 3;
+        else
+            return i;
+        /* Overlong forms, UTF-16 surrogates and code points past U+10FFFF. */
+        if (c == 0xe0)
+            low = 0xa0;
+        else if (c == 0xed)
+            high = 0x9f;
+        else if (c == 0xf0)
+            low = 0x90;
+        else if (c == 0xf4)
+            high = 0x8f;
+        if (i + 1 >= length || text[i + 1] < low || text[i + 1] > high)
+            return i;
+        for (size_t k = 2; k <= need; k++) {
+            if (i + k >= length || (text[i + k] & 0xc0) != 0x80)
+                return i;
+        }
+        i += need + 1;
+    }
+    return length;
+}
+
+/* ------------------------------------------------------------- key index */
+
+static size_t hash_key(const char *key)
+{
+    /* FNV-1a: short keys, no adversary worth a keyed hash. */
+    uint64_t hash = 14695981039346656037ULL;
+
+    for (; *key; key++) {
+        hash ^= (unsigned char)*key;
+        hash *= 1099511628211ULL;
+    }
+    return (size_t)hash;
+}
+
+static const char *key_at(const void *items, size_t stride, size_t position)
+{
+    return *(const char *const *)((const char *)items + position * stride);
+}
+
+static void index_insert(size_t *slots, size_t capacity, const void *items, size_t stride,
+                         size_t position)
+{
+    size_t mask = capacity - 1;
+    size_t slot = hash_key(key_at(items, stride, position)) & mask;
+
+    while (slots[slot] != 0)
+        slot = (slot + 1) & mask;
+    slots[slot] = position + 1;
+}
+
+int forksafe__index_add(forksafe__index *index, const void *items, size_t stride, size_t position)
+{
+    /* Half full at most, so probes stay short. */
+    if ((index->count + 1) * 2 > index->capacity) {
+        size_t capacity = index->capacity ? index->capacity * 2 : 16;
+        size_t *slots = forksafe__calloc(capacity, sizeof(*slots));
+        size_t i;
+
+        if (!slots)
+            return FORKSAFE__ENOMEM;
+        for (i = 0; i < index->capacity; i++) {
+            if (index->slots[i] != 0)
+                index_insert(slots, capacity, items, stride, index->slots[i] - 1);
+        }
+        forksafe__free(index->slots);
+        index->slots = slots;
+        index->capacity = capacity;
+    }
+    index_insert(index->slots, index->capacity, items, stride, position);
+    index->count++;
+    return 0;
+}
+
+int forksafe__index_build(forksafe__index *index, const void *items, size_t stride, size_t count)
+{
+    size_t i;
+
+    forksafe__index_free(index);
+    for (i = 0; i < count; i++) {
+        if (forksafe__index_add(index, items, stride, i) != 0) {
+            forksafe__index_free(index);
+            return FORKSAFE__ENOMEM;
+        }
+    }
+    return 0;
+}
+
+long forksafe__index_find(const forksafe__index *index, const void *items, size_t stride,
+                          const char *key)
+{
+    size_t mask, slot;
+
+    if (index->capacity == 0)
+        return -1;
+    mask = index->capacity - 1;
+    for (slot = hash_key(key) & mask; index->slots[slot] != 0; slot = (slot + 1) & mask) {
+        size_t position = index->slots[slot] - 1;
+
+        if (strcmp(key_at(items, stride, position), key) == 0)
+            return (long)position;
+    }
+    return -1;
+}
+
+void forksafe__index_free(forksafe__index *index)
+{
+    forksafe__free(index->slots);
+    index->slots = NULL;
+    index->capacity = 0;
+    index->count = 0;
+}
+
+/* --------------------------------------------------------------- problems */
+
+static char *format_new(const char *fmt, va_list ap) FORKSAFE__PRINTF(1, 0);
+
+static char *format_new(const char *fmt, va_list ap)
+{
+    va_list again;
+    int length;
+    char *text;
+
+    va_copy(again, ap);
+    length = vsnprintf(NULL, 0, fmt, again);
+    va_end(again);
+    if (length < 0)
+        length = 0;
+    text = forksafe__malloc((size_t)length + 1);
+    if (!text)
+        return NULL;
+    vsnprintf(text, (size_t)length + 1, fmt, ap);
+    return text;
+}
+
+/* Records a problem at the current line.  SECTION NULL: not tied to one. */
+static int add_problem(parser *p, const char *section, const char *fmt, ...) FORKSAFE__PRINTF(3, 4);
+
+static int add_problem(parser *p, const char *section, const char *fmt, ...)
+{
+    forksafe__ini *ini = p->ini;
+    forksafe__ini_problem *problem;
+    va_list ap;
+
+    if (ini->problem_count == p->problem_capacity) {
+        size_t capacity = p->problem_capacity ? p->problem_capacity * 2 : 4;
+        forksafe__ini_problem *grown = forksafe__realloc(ini->problems, capacity * sizeof(*grown));
+
+        if (!grown)
+            return FORKSAFE__ENOMEM;
+        ini->problems = grown;
+        p->problem_capacity = capacity;
+    }
+    problem = &ini->problems[ini->problem_count];
+    problem->line = p->line;
+    problem->section = NULL;
+    va_start(ap, fmt);
+    problem->text = format_new(fmt, ap);
+    va_end(ap);
+    if (!problem->text)
+        return FORKSAFE__ENOMEM;
+    if (section) {
+        problem->section = forksafe__strdup(section);
+        if (!problem->section) {
+            forksafe__free(problem->text);
+            return FORKSAFE__ENOMEM;
+        }
+    }
+    ini->problem_count++;
+    return 0;
+}
+
+static const char *current_section_name(const parser *p)
+{
+    return p->section >= 0 ? p->ini->sections[p->section].name : NULL;
+}
+
+/* Copies LINE into BUF for quoting: shortened, control bytes escaped, never
+ * cut inside a UTF-8 sequence. */
+static void quote_line(char *buf, size_t size, const char *line, const char *end)
+{
+    size_t used = 0;
+    const char *p = line;
+
+    while (p < end && used + 8 < size) {
+        unsigned char c = (unsigned char)*p;
+        size_t n = 1;
+
+        if ((size_t)(p - line) >= QUOTE_LIMIT) {
+            memcpy(buf + used, "...", 3);
+            used += 3;
+            break;
+        }
+        if (c >= 0x80) {
+            while (p + n < end && ((unsigned char)p[n] & 0xc0) == 0x80 && n < 4)
+                n++;
+            memcpy(buf + used, p, n);
+            used += n;
+        }
+        else if (c < 0x20 || c == 0x7f) {
+            used += (size_t)snprintf(buf + used, size - used, "\\x%02x", c);
+        }
+        else {
+            buf[used++] = (char)c;
+        }
+        p += n;
+    }
+    buf[used] = '\0';
+}
+
+/* ---------------------------------------------------------------- storage */
+
+static int add_section(parser *p, const char *name, size_t length)
+{
+    forksafe__ini *ini = p->ini;
+    forksafe__ini_section *section;
+
+    if (ini->count == p->section_capacity) {
+        size_t capacity = p->section_capacity ? p->section_capacity * 2 : 4;
+        forksafe__ini_section *grown = forksafe__realloc(ini->sections, capacity * sizeof(*grown));
+        forksafe__index *indexes;
+
+        if (!grown)
+            return FORKSAFE__ENOMEM;
+        ini->sections = grown;
+        indexes = forksafe__realloc(p->key_indexes, capacity * sizeof(*indexes));
+        if (!indexes)
+            return FORKSAFE__ENOMEM;
+        p->key_indexes = indexes;
+        p->section_capacity = capacity;
+    }
+    section = &ini->sections[ini->count];
+    memset(section, 0, sizeof(*section));
+    memset(&p->key_indexes[ini->count], 0, sizeof(p->key_indexes[0]));
+    section->name = forksafe__strndup(name, length);
+    if (!section->name)
+        return FORKSAFE__ENOMEM;
+    section->line = p->line;
+    if (forksafe__index_add(&p->section_index, ini->sections, sizeof(*section), ini->count) != 0) {
+        forksafe__free(section->name);
+        return FORKSAFE__ENOMEM;
+    }
+    p->section = (long)ini->count;
+    ini->count++;
+    return 0;
+}
+
+/* Appends KEY = VALUE to the current section, which must not hold KEY. */
+static int append_entry(parser *p, const char *key, size_t key_length, const char *value,
+                        size_t value_length)
+{
+    forksafe__map *map = &p->ini->sections[p->section].entries;
+    forksafe__entry *entry;
+
+    if (map->count == map->capacity) {
+        size_t capacity = map->capacity ? map->capacity * 2 : 8;
+        forksafe__entry *grown = forksafe__realloc(map->entries, capacity * sizeof(*grown));
+
+        if (!grown)
+            return FORKSAFE__ENOMEM;
+        map->entries = grown;
+        map->capacity = capacity;
+    }
+    entry = &map->entries[map->count];
+    entry->key = forksafe__strndup(key, key_length);
+    entry->value = forksafe__strndup(value, value_length);
+    entry->line = p->line;
+    if (!entry->key || !entry->value ||
+        forksafe__index_add(&p->key_indexes[p->section], map->entries, sizeof(*entry),
+                            map->count) != 0) {
+        forksafe__free(entry->key);
+        forksafe__free(entry->value);
+        return FORKSAFE__ENOMEM;
+    }
+    p->option = (long)map->count;
+    map->count++;
+    return 0;
+}
+
+static int value_append(parser *p, const char *text, size_t length)
+{
+    if (p->value_length + length + 1 > p->value_capacity) {
+        size_t capacity = p->value_capacity ? p->value_capacity : 256;
+        char *grown;
+
+        while (capacity < p->value_length + length + 1)
+            capacity *= 2;
+        grown = forksafe__realloc(p->value, capacity);
+        if (!grown)
+            return FORKSAFE__ENOMEM;
+        p->value = grown;
+        p->value_capacity = capacity;
+    }
+    memcpy(p->value + p->value_length, text, length);
+    p->value_length += length;
+    p->value[p->value_length] = '\0';
+    return 0;
+}
+
+/* A continuation line: blank lines seen since the last text become empty
+ * lines of the value; blank lines at the end never get here, which is how
+ * ConfigParser's final rstrip() drops them. */
+static int continue_value(parser *p, const char *text, size_t length)
+{
+    forksafe__entry *entry = &p->ini->sections[p->section].entries.entries[p->option];
+    int rc;
+
+    if (!p->value_continued) {
+        p->value_length = 0;
+        if ((rc = value_append(p, entry->value, strlen(entry->value))) != 0)
+            return rc;
+        p->value_continued = 1;
+    }
+    for (; p->pending_blank_lines > 0; p->pending_blank_lines--) {
+        if ((rc = value_append(p, "\n", 1)) != 0)
+            return rc;
+    }
+    if ((rc = value_append(p, "\n", 1)) != 0)
+        return rc;
+    return value_append(p, text, length);
+}
+
+/* Stores the assembled value of the current option, if it grew lines. */
+static int finish_value(parser *p)
+{
+    if (p->option >= 0 && p->value_continued) {
+        forksafe__entry *entry = &p->ini->sections[p->section].entries.entries[p->option];
+        char *joined = forksafe__strndup(p->value, p->value_length);
+
+        if (!joined)
+            return FORKSAFE__ENOMEM;
+        forksafe__free(entry->value);
+        entry->value = joined;
+    }
+    p->option = -1;
+    p->value_continued = 0;
+    p->pending_blank_lines = 0;
+    return 0;
+}
+
+/* ------------------------------------------------------------------ lines */
+
+static int parse_header(parser *p, const char *name, size_t length)
+{
+    char *copy = forksafe__strndup(name, length);
+    long found;
+    int rc;
+
+    if (!copy)
+        return FORKSAFE__ENOMEM;
+    found = forksafe__index_find(&p->section_index, p->ini->sections, sizeof(p->ini->sections[0]),
+                                 copy);
+    if (found < 0) {
+        rc = add_section(p, name, length);
+    }
+    else {
+        p->section = found;
+        rc = 0;
+        /* ConfigParser lets [DEFAULT] reopen; any other repeat is an error
+         * (its keys still collide with the first block's). */
+        if (strcmp(copy, "DEFAULT") != 0)
+            rc = add_problem(p, copy, "duplicate section [%s] (first defined at line %d)", copy,
+                             p->ini->sections[found].line);
+    }
+    forksafe__free(copy);
+    return rc;
+}
+
+static int parse_option(parser *p, const char *start, const char *end)
+{
+    const char *delimiter = start;
+    const char *key_end, *value_start, *value_end;
+    const char *section = current_section_name(p);
+    char quoted[QUOTE_LIMIT * 4 + 16];
+    char *key;
+    long found;
+    int rc;
+
+    /* The first '=' or ':' wins, so "url = http://x" splits at '='. */
+    while (delimiter < end && *delimiter != '=' && *delimiter != ':')
+        delimiter++;
+    if (delimiter == end) {
+        /* A ParsingError: ConfigParser carries on with the previous option,
+         * so a deeper-indented line after this one still continues it. */
+        quote_line(quoted, sizeof(quoted), start, end);
+        return add_problem(p, section,
+                           "'%s' in section [%s] is not a 'key = value' line, a section header, "
+                           "a comment or an indented continuation",
+                           quoted, section);
+    }
+    if ((rc = finish_value(p)) != 0)
+        return rc;
+    key_end = delimiter;
+    forksafe__ini_strip(&start, &key_end);
+    value_start = delimiter + 1;
+    value_end = end;
+    forksafe__ini_strip(&value_start, &value_end);
+
+    key = forksafe__strndup(start, (size_t)(key_end - start));
+    if (!key)
+        return FORKSAFE__ENOMEM;
+    found = forksafe__index_find(&p->key_indexes[p->section],
+                                 p->ini->sections[p->section].entries.entries,
+                                 sizeof(forksafe__entry), key);
+    if (found >= 0) {
+        forksafe__entry *entry = &p->ini->sections[p->section].entries.entries[found];
+        char *value = forksafe__strndup(value_start, (size_t)(value_end - value_start));
+
+        rc = value ? add_problem(p, section,
+                                 "duplicate key '%s' in section [%s] (first defined at line %d)",
+                                 key, section, entry->line)
+                   : FORKSAFE__ENOMEM;
+        if (rc == 0) {
+            /* Later wins, as a non-strict ConfigParser would; only uWSGI's
+             * sections, which PasteDeploy never reads, get to use it. */
+            forksafe__free(entry->value);
+            entry->value = value;
+            entry->line = p->line;
+            p->option = found;
+        }
+        else {
+            forksafe__free(value);
+        }
+    }
+    else {
+        rc = append_entry(p, start, (size_t)(key_end - start), value_start,
+                          (size_t)(value_end - value_start));
+    }
+    if (rc == 0 && key[0] == '\0') {
+        /* ConfigParser stores the empty key but never continues it. */
+        p->option = -1;
+        quote_line(quoted, sizeof(quoted), delimiter, end);
+        rc = add_problem(p, section, "missing key before '%s' in section [%s]", quoted, section);
+    }
+    forksafe__free(key);
+    return rc;
+}
+
+static int parse_line(parser *p, const char *line, const char *end)
+{
+    const char *nul = memchr(line, '\0', (size_t)(end - line));
+    const char *start, *stop;
+    size_t indent;
+    int rc;
+
+    if (nul) {
+        /* Python would keep the NUL in the value; a C string cannot. */
+        if ((rc = add_problem(p, current_section_name(p),
+                              "NUL byte in line; forksafe cannot represent it in a setting")) != 0)
+            return rc;
+        end = nul;
+    }
+    if (!p->bad_encoding_seen) {
+        size_t offset = utf8_invalid_offset((const unsigned char *)line, (size_t)(end - line));
+
+        if (offset < (size_t)(end - line)) {
+            p->bad_encoding_seen = 1;
+            if ((rc = add_problem(p, NULL,
+                                  "invalid UTF-8 (byte 0x%02x at byte %zu of the line); settings "
+                                  "files are read as UTF-8",
+                                  (unsigned char)line[offset], offset + 1)) != 0)
+                return rc;
+        }
+    }
+
+    start = line;
+    stop = end;
+    forksafe__ini_strip(&start, &stop);
+    if (start < stop && (*start == '#' || *start == ';'))
+        return 0;
+    if (start == stop) {
+        if (p->option >= 0)
+            p->pending_blank_lines++;
+        return 0;
+    }
+
+    indent = indentation(line, end);
+    if (p->section >= 0 && p->option >= 0 && indent > p->indent)
+        return continue_value(p, start, (size_t)(stop - start));
+    p->indent = indent;
+
+    /* "\[(?P<header>.+)\]" matched at the start: the name runs to the last
+     * ']' of the line, and whatever follows that is ignored. */
+    if (*start == '[') {
+        const char *close = stop - 1;
+
+        while (close > start + 1 && *close != ']')
+            close--;
+        if (close > start + 1) {
+            if ((rc = finish_value(p)) != 0)
+                return rc;
+            return parse_header(p, start + 1, (size_t)(close - start - 1));
+        }
+    }
+    if (p->section < 0) {
+        char quoted[QUOTE_LIMIT * 4 + 16];
+
+        quote_line(quoted, sizeof(quoted), start, stop);
+        return add_problem(p, NULL, "'%s' comes before the first [section] header", quoted);
+    }
+    return parse_option(p, start, stop);
+}
+
+static int parse_text(parser *p, const char *text, size_t length)
+{
+    const char *end = text + length;
+    const char *line = text;
+    int rc;
+
+    /* Python decodes with "utf-8", not "utf-8-sig": the mark is text before
+     * the first header, and ConfigParser refuses the file. */
+    if (length >= 3 && memcmp(text, "\xef\xbb\xbf", 3) == 0) {
+        p->line = 1;
+        if ((rc = add_problem(p, NULL,
+                              "file starts with a UTF-8 byte order mark, which "
+                              "PasteDeploy reads as text before the first section")) != 0)
+            return rc;
+        p->line = 0;
+        line += 3;
+    }
+    while (line < end) {
+        const char *stop = line;
+
+        /* Universal newlines: "\n", "\r\n" and a lone "\r" all end a line. */
+        while (stop < end && *stop != '\n' && *stop != '\r')
+            stop++;
+        p->line++;
+        if ((rc = parse_line(p, line, stop)) != 0)
+            return rc;
+        if (stop < end && *stop == '\r' && stop + 1 < end && stop[1] == '\n')
+            stop++;
+        line = stop < end ? stop + 1 : end;
+    }
+    return finish_value(p);
+}
+
+/* ------------------------------------------------------------- public API */
+
+int forksafe__ini_parse(forksafe__ini *ini, const char *name, const char *text, size_t length,
+                        forksafe__error *err)
+{
+    parser p;
+    size_t i;
+    int rc;
+
+    memset(ini, 0, sizeof(*ini));
+    memset(&p, 0, sizeof(p));
+    p.ini = ini;
+    p.section = -1;
+    p.option = -1;
+    ini->path = forksafe__strdup(name);
+    rc = ini->path ? parse_text(&p, text, length) : FORKSAFE__ENOMEM;
+
+    forksafe__index_free(&p.section_index);
+    for (i = 0; i < ini->count; i++)
+        forksafe__index_free(&p.key_indexes[i]);
+    forksafe__free(p.key_indexes);
+    forksafe__free(p.value);
+    if (rc != 0) {
+        forksafe__ini_free(ini);
+        forksafe__error_set(err, name, 0, "%s", forksafe__strerror(rc));
+    }
+    return rc;
+}
+
+/* Reads all of PATH into a new NUL-terminated buffer. */
+static int read_file(const char *path, char **text, size_t *length, forksafe__error *err)
+{
+    size_t used = 0, capacity = 0;
+    char *buffer = NULL;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+
+    if (fd < 0) {
+        forksafe__error_set(err, path, 0, "cannot open the settings file: %s", strerror(errno));
+        return FORKSAFE__EIO;
+    }
+    for (;;) {
+        ssize_t got;
+
+        if (capacity - used < 4096) {
+            size_t grown_capacity = capacity ? capacity * 2 : 65536;
+            char *grown = forksafe__realloc(buffer, grown_capacity);
+
+            if (!grown) {
+                forksafe__free(buffer);
+                close(fd);
+                forksafe__error_set(err, path, 0, "%s", forksafe__strerror(FORKSAFE__ENOMEM));
+                return FORKSAFE__ENOMEM;
+            }
+            buffer = grown;
+            capacity = grown_capacity;
+        }
+        got = read(fd, buffer + used, capacity - used - 1);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got < 0) {
+            forksafe__error_set(err, path, 0, "cannot read the settings file: %s", strerror(errno));
+            forksafe__free(buffer);
+            close(fd);
+            return FORKSAFE__EIO;
+        }
+        if (got == 0)
+            break;
+        used += (size_t)got;
+    }
+    close(fd);
+    buffer[used] = '\0';
+    *text = buffer;
+    *length = used;
+    return 0;
+}
+
+int forksafe__ini_load(forksafe__ini *ini, const char *path, forksafe__error *err)
+{
+    char *text;
+    size_t length;
+    int rc;
+
+    memset(ini, 0, sizeof(*ini));
+    if ((rc = read_file(path, &text, &length, err)) != 0)
+        return rc;
+    rc = forksafe__ini_parse(ini, path, text, length, err);
+    forksafe__free(text);
+    return rc;
+}
+
+const forksafe__ini_section *forksafe__ini_find(const forksafe__ini *ini, const char *name)
+{
+    size_t i;
+
+    for (i = 0; i < ini->count; i++) {
+        if (strcmp(ini->sections[i].name, name) == 0)
+            return &ini->sections[i];
+    }
+    return NULL;
+}
+
+static int problem_applies(const forksafe__ini_problem *problem, const char *const *sections)
+{
+    if (!sections || !problem->section)
+        return 1;
+    for (; *sections; sections++) {
+        if (strcmp(*sections, problem->section) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+int forksafe__ini_check(const forksafe__ini *ini, const char *const *sections, forksafe__error *err)
+{
+    size_t i;
+
+    for (i = 0; i < ini->problem_count; i++) {
+        const forksafe__ini_problem *problem = &ini->problems[i];
+
+        if (problem_applies(problem, sections)) {
+            forksafe__error_set(err, ini->path, problem->line, "%s", problem->text);
+            return FORKSAFE__ESYNTAX;
+        }
+    }
+    return 0;
+}
+
+void forksafe__ini_free(forksafe__ini *ini)
+{
+    size_t i;
+
+    for (i = 0; i < ini->count; i++) {
+        forksafe__free(ini->sections[i].name);
+        forksafe__map_clear(&ini->sections[i].entries);
+    }
+    for (i = 0; i < ini->problem_count; i++) {
+        forksafe__free(ini->problems[i].section);
+        forksafe__free(ini->problems[i].text);
+    }
+    forksafe__free(ini->sections);
+    forksafe__free(ini->problems);
+    forksafe__free(ini->path);
+    memset(ini, 0, sizeof(*ini));
+}
