@@ -34,7 +34,7 @@ FIXTURE_SO  := $(FIXTURE_SRC:tests/fixtures/%.c=$(BUILD)/fixtures/%.so)
 UWSGI_H  := $(BUILD)/uwsgi/uwsgi.h
 PLUGIN   := forksafe_plugin.so
 
-.PHONY: all deps run check unit asan integration differential python fixtures tools clean format-check
+.PHONY: all deps run check unit asan valgrind integration differential python fixtures tools clean format-check
 
 all: $(PLUGIN) $(EXAMPLE_SO)
 
@@ -107,6 +107,9 @@ asan: $(ASAN_BIN) fixtures
 differential: tools
 	@PYTHON=$(PYTHON) tests/run_suite.sh differential tests/differential
 
+valgrind: $(UNIT_BIN) fixtures
+	@PYTHON=$(PYTHON) tests/run_suite.sh valgrind $(UNIT_BIN)
+
 integration: $(PLUGIN) fixtures
 	@PYTHON=$(PYTHON) tests/run_suite.sh integration tests/integration
 
@@ -115,6 +118,7 @@ check: deps
 	@rm -f $(BUILD)/results.txt
 	@PYTHON=$(PYTHON) tests/run_suite.sh unit $(UNIT_BIN) || true
 	@PYTHON=$(PYTHON) tests/run_suite.sh asan $(ASAN_BIN) || true
+	@PYTHON=$(PYTHON) tests/run_suite.sh valgrind $(UNIT_BIN) || true
 	@PYTHON=$(PYTHON) tests/run_suite.sh differential tests/differential || true
 	@PYTHON=$(PYTHON) tests/run_suite.sh integration tests/integration || true
 	@tests/summarize.sh $(BUILD)/results.txt

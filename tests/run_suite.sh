@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs one test suite and appends "SUITE PASSED FAILED" to build/results.txt.
-#   run_suite.sh unit|asan BINARY...     Check binaries
+#   run_suite.sh unit|asan|valgrind BINARY...   Check binaries
 #   run_suite.sh NAME DIRECTORY          Python unittest files test_*.py in DIRECTORY
 # A suite that cannot run at all counts as one failure, never as zero tests.
 set -u
@@ -15,8 +15,18 @@ failed=0
 run_check_binary() {
     local binary=$1 log
     log=$(mktemp)
-    CK_FORK=yes "$binary" >"$log" 2>&1
+    if [ "$suite" = valgrind ]; then
+        # No fork: valgrind must see the tests themselves.
+        CK_FORK=no valgrind -q --error-exitcode=99 --leak-check=full \
+            --errors-for-leak-kinds=definite,indirect "$binary" >"$log" 2>&1
+    else
+        CK_FORK=yes "$binary" >"$log" 2>&1
+    fi
     local status=$?
+    if [ "$status" -eq 99 ]; then
+        echo "!! valgrind reported errors in $binary"
+        failed=$((failed + 1))
+    fi
     cat "$log"
     local line
     line=$(grep -E '^[0-9]+%: Checks: [0-9]+, Failures: [0-9]+, Errors: [0-9]+' "$log" | tail -n 1)
@@ -64,7 +74,7 @@ run_python_dir() {
 }
 
 echo "=== suite: $suite"
-if [ "$suite" = unit ] || [ "$suite" = asan ]; then
+if [ "$suite" = unit ] || [ "$suite" = asan ] || [ "$suite" = valgrind ]; then
     for binary in "$@"; do
         run_check_binary "$binary"
     done
