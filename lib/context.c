@@ -138,15 +138,14 @@ static int resolve_subscription(forksafe__context *ctx, forksafe__subscription *
 static int build_settings_json(forksafe__context *ctx)
 {
     if (!ctx->settings_json) {
-        ctx->settings_json = ctx->has_settings ? forksafe__map_to_json(&ctx->settings.local)
-                                               : json_object();
+        ctx->settings_json =
+            ctx->has_settings ? forksafe__map_to_json(&ctx->settings.local) : json_object();
         if (!ctx->settings_json)
             return FORKSAFE__ENOMEM;
     }
     if (!ctx->global_settings_json) {
-        ctx->global_settings_json = ctx->has_settings
-                                        ? forksafe__map_to_json(&ctx->settings.global)
-                                        : json_object();
+        ctx->global_settings_json =
+            ctx->has_settings ? forksafe__map_to_json(&ctx->settings.global) : json_object();
         if (!ctx->global_settings_json)
             return FORKSAFE__ENOMEM;
     }
@@ -248,7 +247,8 @@ static double elapsed_ms(const struct timespec *start)
     struct timespec now;
 
     clock_gettime(CLOCK_MONOTONIC, &now);
-    return (double)(now.tv_sec - start->tv_sec) * 1e3 + (double)(now.tv_nsec - start->tv_nsec) / 1e6;
+    return (double)(now.tv_sec - start->tv_sec) * 1e3 +
+           (double)(now.tv_nsec - start->tv_nsec) / 1e6;
 }
 
 static int run_handler(forksafe__context *ctx, const forksafe__subscription *sub,
@@ -268,14 +268,14 @@ static int run_handler(forksafe__context *ctx, const forksafe__subscription *sub
         forksafe__log(ctx, FORKSAFE__LOG_ERROR, "handler '%s' failed on %s in %s: %s", sub->name,
                       event, where, why[0] ? why : forksafe__strerror(rc));
     if (ctx->verbose)
-        forksafe__log(ctx, FORKSAFE__LOG_INFO, "handler '%s' %s on %s in %s in %.3f ms",
-                      sub->name, rc ? "failed" : "ran", event, where, ms);
+        forksafe__log(ctx, FORKSAFE__LOG_INFO, "handler '%s' %s on %s in %s in %.3f ms", sub->name,
+                      rc ? "failed" : "ran", event, where, ms);
     /* exec handlers are killed at the timeout; an in-process handler cannot
      * be, so the most we can do is say it blocked the process too long. */
     if (ctx->timeout > 0 && ms > ctx->timeout * 1e3 && strcmp(sub->backend->kind, "exec") != 0)
         forksafe__log(ctx, FORKSAFE__LOG_WARNING,
-                      "handler '%s' took %.3f s on %s in %s, more than the %g s timeout",
-                      sub->name, ms / 1e3, event, where, ctx->timeout);
+                      "handler '%s' took %.3f s on %s in %s, more than the %g s timeout", sub->name,
+                      ms / 1e3, event, where, ctx->timeout);
     return rc;
 }
 
@@ -290,8 +290,9 @@ int forksafe__dispatch(forksafe__context *ctx, const forksafe__occurrence *occ)
         return 0;
     if (!ctx->sealed) {
         if (forksafe__wants(ctx, occ->type))
-            forksafe__log(ctx, FORKSAFE__LOG_ERROR, "%s delivered before start-up finished; "
-                          "handlers not run", forksafe_event_type_name(occ->type));
+            forksafe__log(ctx, FORKSAFE__LOG_ERROR,
+                          "%s delivered before start-up finished; handlers not run",
+                          forksafe_event_type_name(occ->type));
         return 0;
     }
     describe_process(&occ->self, where, sizeof(where));
@@ -381,9 +382,10 @@ void forksafe__context_describe(const forksafe__context *ctx)
 {
     size_t i;
 
-    forksafe__log(ctx, FORKSAFE__LOG_INFO, "%zu subscription%s (on-error %s, timeout %g s):",
-                  ctx->subscription_count, ctx->subscription_count == 1 ? "" : "s",
-                  forksafe__on_error_name(ctx->on_error), ctx->timeout);
+    forksafe__log(ctx, FORKSAFE__LOG_INFO,
+                  "%zu subscription%s (on-error %s, timeout %g s):", ctx->subscription_count,
+                  ctx->subscription_count == 1 ? "" : "s", forksafe__on_error_name(ctx->on_error),
+                  ctx->timeout);
     for (i = 0; i < ctx->subscription_count; i++) {
         const forksafe__subscription *sub = &ctx->subscriptions[i];
         char events[256], kinds[64], id[32];
@@ -397,9 +399,8 @@ void forksafe__context_describe(const forksafe__context *ctx)
             snprintf(id, sizeof(id), "%d", sub->id);
         else
             snprintf(id, sizeof(id), "any");
-        forksafe__log(ctx, FORKSAFE__LOG_INFO,
-                      "  #%u %s kind=%s id=%s%s on-error=%s %s (%s:%d)%s", sub->index + 1, events,
-                      kinds, id, sub->once ? " once" : "",
+        forksafe__log(ctx, FORKSAFE__LOG_INFO, "  #%u %s kind=%s id=%s%s on-error=%s %s (%s:%d)%s",
+                      sub->index + 1, events, kinds, id, sub->once ? " once" : "",
                       forksafe__on_error_name(effective_policy(ctx, sub)),
                       spec ? spec : "(out of memory)", sub->source, sub->line,
                       ctx->sealed ? "" : " [not resolved]");
@@ -413,11 +414,10 @@ void forksafe__context_describe(const forksafe__context *ctx)
      * path. */
     if (ctx->settings.section)
         forksafe__log(ctx, FORKSAFE__LOG_INFO, "settings from %s [%s]:",
-                      ctx->settings.path ? ctx->settings.path : "overrides",
-                      ctx->settings.section);
+                      ctx->settings.path ? ctx->settings.path : "overrides", ctx->settings.section);
     else
-        forksafe__log(ctx, FORKSAFE__LOG_INFO, "settings from %s:",
-                      ctx->settings.path ? ctx->settings.path : "overrides");
+        forksafe__log(ctx, FORKSAFE__LOG_INFO,
+                      "settings from %s:", ctx->settings.path ? ctx->settings.path : "overrides");
     describe_map(ctx, &ctx->settings.local);
     forksafe__log(ctx, FORKSAFE__LOG_INFO, "global settings:");
     describe_map(ctx, &ctx->settings.global);

@@ -223,10 +223,12 @@ static int feed_input(int fd, const char *input, size_t length, double deadline)
         n = write(fd, input + written, length - written);
         if (n > 0) {
             written += (size_t)n;
-        } else if (n < 0 && errno == EPIPE) {
+        }
+        else if (n < 0 && errno == EPIPE) {
             raised = 1;
             break;
-        } else if (n < 0 && errno != EAGAIN && errno != EINTR) {
+        }
+        else if (n < 0 && errno != EAGAIN && errno != EINTR) {
             break;
         }
     }

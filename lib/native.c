@@ -123,8 +123,7 @@ static int dl_resolve(forksafe__context *ctx, void *data, const char *spec, void
     if (!library) {
         const char *why = dlerror();
 
-        forksafe__error_set(err, NULL, 0, "cannot open %s: %s", path,
-                            why ? why : "unknown error");
+        forksafe__error_set(err, NULL, 0, "cannot open %s: %s", path, why ? why : "unknown error");
         forksafe__free(path);
         return FORKSAFE__ENOTFOUND;
     }
@@ -166,8 +165,8 @@ static int symbol_resolve(forksafe__context *ctx, void *data, const char *spec, 
     (void)ctx;
     (void)data;
     if (spec[0] == '\0' || strpbrk(spec, " \t:")) {
-        forksafe__error_set(err, NULL, 0, "expected symbol:NAME with a C function name, got "
-                            "symbol:%s", spec);
+        forksafe__error_set(err, NULL, 0,
+                            "expected symbol:NAME with a C function name, got symbol:%s", spec);
         return FORKSAFE__EINVAL;
     }
     symbol = dlsym(RTLD_DEFAULT, spec);
@@ -185,8 +184,8 @@ static int symbol_resolve(forksafe__context *ctx, void *data, const char *spec, 
     return new_handle(NULL, symbol, handle);
 }
 
-static forksafe__backend symbol_backend = {"symbol", symbol_resolve, native_invoke,
-                                           native_release, NULL};
+static forksafe__backend symbol_backend = {"symbol", symbol_resolve, native_invoke, native_release,
+                                           NULL};
 
 forksafe__backend *forksafe__symbol_backend(void)
 {

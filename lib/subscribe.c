@@ -15,10 +15,11 @@
 
 #include "forksafe_internal.h"
 
-#define ALL_EVENTS ((1u << FORKSAFE_EVENT_COUNT) - 1)
-#define ALL_KINDS ((1u << FORKSAFE__PROCESS_KIND_COUNT) - 1)
+#define ALL_EVENTS     ((1u << FORKSAFE_EVENT_COUNT) - 1)
+#define ALL_KINDS      ((1u << FORKSAFE__PROCESS_KIND_COUNT) - 1)
 #define KIND_BIT(kind) (1u << (kind))
-#define CHILD_KINDS (KIND_BIT(FORKSAFE__WORKER) | KIND_BIT(FORKSAFE__MULE) | KIND_BIT(FORKSAFE__SPOOLER))
+#define CHILD_KINDS                                                                                \
+    (KIND_BIT(FORKSAFE__WORKER) | KIND_BIT(FORKSAFE__MULE) | KIND_BIT(FORKSAFE__SPOOLER))
 
 /* Longest handler label in logs; longer specs are cut with "...". */
 #define NAME_MAX_LENGTH 60
@@ -26,7 +27,7 @@
 /* What the parser collected before the subscription is appended. */
 typedef struct parsed {
     uint32_t events;
-    int star;        /* events given as "*": filters narrow it silently */
+    int star; /* events given as "*": filters narrow it silently */
     uint32_t kinds;
     int id;
     int once;
@@ -181,24 +182,26 @@ static int parse_events(const char *text, size_t length, parsed *out, const char
         int event;
 
         if (n == 0) {
-            forksafe__error_set(err, source, line, "empty event name in '%.*s'", (int)length,
-                                text);
+            forksafe__error_set(err, source, line, "empty event name in '%.*s'", (int)length, text);
             return FORKSAFE__ESYNTAX;
         }
         snprintf(name, sizeof(name), "%.*s", (int)n, p);
         if (strcmp(name, "*") == 0) {
             out->events |= ALL_EVENTS;
             out->star = 1;
-        } else if ((event = forksafe_event_type_from_name(name)) >= 0 && n < sizeof(name)) {
+        }
+        else if ((event = forksafe_event_type_from_name(name)) >= 0 && n < sizeof(name)) {
             out->events |= 1u << event;
-        } else {
+        }
+        else {
             const char *guess = closest_event(name);
             char known[256];
 
             if (guess) {
                 forksafe__error_set(err, source, line, "unknown event '%.*s' (did you mean '%s'?)",
                                     (int)n, p, guess);
-            } else {
+            }
+            else {
                 event_list(known, sizeof(known));
                 forksafe__error_set(err, source, line, "unknown event '%.*s'; events are %s",
                                     (int)n, p, known);
@@ -349,9 +352,9 @@ static int check_reachable(parsed *out, const char *source, int line, forksafe__
     if (out->id)
         kinds &= ~KIND_BIT(FORKSAFE__MASTER);
     if (!kinds) {
-        forksafe__error_set(err, source, line,
-                            "id=%d never matches the master, whose id is 0; drop id= or kind=master",
-                            out->id);
+        forksafe__error_set(
+            err, source, line,
+            "id=%d never matches the master, whose id is 0; drop id= or kind=master", out->id);
         return FORKSAFE__ESYNTAX;
     }
     if (out->star) {
@@ -469,10 +472,10 @@ static int append(forksafe__context *ctx, const parsed *in, const char *source, 
     sub.spec = forksafe__strndup(in->handler, in->handler_length);
     sub.name = sub.spec ? short_name(sub.spec) : NULL;
     sub.source = forksafe__strdup(source);
-    grown = sub.spec && sub.name && sub.source
-                ? forksafe__realloc(ctx->subscriptions,
-                                    (ctx->subscription_count + 1) * sizeof(*grown))
-                : NULL;
+    grown = NULL;
+    if (sub.spec && sub.name && sub.source)
+        grown =
+            forksafe__realloc(ctx->subscriptions, (ctx->subscription_count + 1) * sizeof(*grown));
     if (!grown) {
         forksafe__free(sub.spec);
         forksafe__free(sub.name);
