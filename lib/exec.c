@@ -257,8 +257,15 @@ static int reap(pid_t pid, int *status)
  * otherwise), 0 on timeout, -1 on error. */
 static int await_exit(pid_t pid, double deadline, int *status, int *reaped)
 {
-    int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+    /* Remembered so that a kernel (or valgrind) without pidfd_open is asked
+     * once per process, not once per handler run.  A benign race: at worst
+     * two threads both ask. */
+    static int no_pidfd;
+    int pidfd = no_pidfd ? -1 : (int)syscall(SYS_pidfd_open, pid, 0);
     long pause_ns = 1000000;
+
+    if (pidfd < 0 && errno == ENOSYS)
+        no_pidfd = 1;
 
     if (pidfd >= 0) {
         for (;;) {
