@@ -121,6 +121,16 @@ static int resolve_subscription(forksafe__context *ctx, forksafe__subscription *
                             sub->spec, kind);
         return FORKSAFE__EINVAL;
     }
+    if (!backend->invoke) {
+        forksafe__error_set(err, sub->source, sub->line,
+                            "handler '%s': the '%s:' backend cannot run handlers", sub->spec, kind);
+        return FORKSAFE__EINVAL;
+    }
+    /* A seal retried after a failure must not leak what the first attempt
+     * resolved. */
+    if (sub->handle && sub->backend && sub->backend->release)
+        sub->backend->release(sub->backend->data, sub->handle);
+    sub->handle = NULL;
     sub->backend = backend;
     if (!backend->resolve)
         return 0;

@@ -225,6 +225,7 @@ START_TEST(seal_reports_source_and_line)
     ck_assert_int_eq(forksafe__subscribe(&ctx, "post-fork symbol:forksafe_test_symbol_handler",
                                          "app.ini", 3, &err),
                      0);
+    ck_assert_int_eq(forksafe__subscribe(&ctx, "post-fork exec:true", "app.ini", 4, &err), 0);
     ck_assert_int_eq(forksafe__subscribe(&ctx, "post-fork dl:" FIXTURES "handler_noabi.so:handler",
                                          "app.ini", 12, &err),
                      0);
@@ -233,7 +234,12 @@ START_TEST(seal_reports_source_and_line)
     ck_assert_str_eq(text, "app.ini:12: handler 'dl:" FIXTURES "handler_noabi.so:handler': " FIXTURES
                            "handler_noabi.so has no forksafe_handler_abi marker (built without "
                            "FORKSAFE_HANDLER_ABI_DECLARE())");
-    /* The subscription resolved before the failure is released by free. */
+    /* Retrying re-resolves without leaking the first attempt's handles
+     * (the ASan build checks), and fails the same way. */
+    memset(&err, 0, sizeof(err));
+    ck_assert_int_eq(forksafe__context_seal(&ctx, &err), FORKSAFE__EINVAL);
+    ck_assert_int_eq(err.line, 12);
+    ck_assert(!ctx.sealed);
 }
 END_TEST
 
