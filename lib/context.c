@@ -292,8 +292,9 @@ static int run_handler(forksafe__context *ctx, const forksafe__subscription *sub
 int forksafe__dispatch(forksafe__context *ctx, const forksafe__occurrence *occ)
 {
     forksafe_event ev = {ctx, occ, NULL, NULL, NULL};
-    char where[128];
-    int result = 0;
+    struct timespec start = {0, 0};
+    char where[128] = "";
+    int result = 0, ran = 0, failed = 0;
     size_t i;
 
     if ((int)occ->type < 0 || occ->type >= FORKSAFE_EVENT_COUNT)
@@ -305,16 +306,17 @@ int forksafe__dispatch(forksafe__context *ctx, const forksafe__occurrence *occ)
                           forksafe_event_type_name(occ->type));
         return 0;
     }
-    describe_process(&occ->self, where, sizeof(where));
     for (i = 0; i < ctx->subscription_count; i++) {
         const forksafe__subscription *sub = &ctx->subscriptions[i];
-        int policy = effective_policy(ctx, sub);
+        int policy = effective_policy(ctx, sub), rc;
 
         if (!matches(sub, occ))
             continue;
         /* Built on the first match only: most events have no subscriber in
          * most processes, and those must cost nothing. */
         if (!ev.payload) {
+            clock_gettime(CLOCK_MONOTONIC, &start);
+            describe_process(&occ->self, where, sizeof(where));
             ev.payload = forksafe__payload_new(ctx, occ);
             if (!ev.payload) {
                 forksafe__log(ctx, FORKSAFE__LOG_ERROR,
@@ -329,9 +331,18 @@ int forksafe__dispatch(forksafe__context *ctx, const forksafe__occurrence *occ)
          * run, so a crash loop cannot make every worker retry it. */
         if (sub->once && !claim_once(ctx, sub))
             continue;
-        if (run_handler(ctx, sub, &ev, where) != 0 && policy + 1 > result)
-            result = policy + 1;
+        rc = run_handler(ctx, sub, &ev, where);
+        ran++;
+        if (rc != 0) {
+            failed++;
+            if (policy + 1 > result)
+                result = policy + 1;
+        }
     }
+    if (ran && ctx->verbose)
+        forksafe__log(ctx, FORKSAFE__LOG_INFO, "%s in %s: %d handler%s, %d failed, %.3f ms",
+                      forksafe_event_type_name(occ->type), where, ran, ran == 1 ? "" : "s", failed,
+                      elapsed_ms(&start));
     json_decref(ev.payload);
     forksafe__free(ev.payload_json);
     return result;

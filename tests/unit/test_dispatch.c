@@ -651,6 +651,11 @@ START_TEST(verbose_logs_durations)
     line = logged(prefix);
     ck_assert_msg(line != NULL, "missing: %s", prefix);
     ck_assert_str_eq(line + strlen(line) - 3, " ms");
+    snprintf(prefix, sizeof(prefix), "post-fork in worker 1 (pid %ld): 1 handler, 0 failed, ",
+             (long)getpid());
+    line = logged(prefix);
+    ck_assert_msg(line != NULL, "missing: %s", prefix);
+    ck_assert_str_eq(line + strlen(line) - 3, " ms");
 }
 END_TEST
 
