@@ -570,7 +570,8 @@ static int parse_option(parser *p, const char *start, const char *end)
         /* ConfigParser stores the empty key but never continues it. */
         p->option = -1;
         quote_line(quoted, sizeof(quoted), delimiter, end);
-        rc = add_problem(p, section, "missing key before '%s' in section [%s]", quoted, section);
+        rc = add_problem(p, section, "'%s' in section [%s] has no key before the '%c'", quoted,
+                         section, *delimiter);
     }
     forksafe__free(key);
     return rc;
@@ -596,8 +597,8 @@ static int parse_line(parser *p, const char *line, const char *end)
         if (offset < (size_t)(end - line)) {
             p->bad_encoding_seen = 1;
             if ((rc = add_problem(p, NULL,
-                                  "invalid UTF-8 (byte 0x%02x at byte %zu of the line); settings "
-                                  "files are read as UTF-8",
+                                  "byte 0x%02x (byte %zu of the line) is not valid UTF-8, and "
+                                  "PasteDeploy reads settings files as UTF-8",
                                   (unsigned char)line[offset], offset + 1)) != 0)
                 return rc;
         }

@@ -426,8 +426,9 @@ static int expand(expansion *x, const char *rest, int depth)
         if (!found) {
             forksafe__error_set(x->err, x->scope->loader->ini->path, x->option->line,
                                 "'%s' in section [%s] refers to %%(%s)s, but there is no key "
-                                "'%s' in [%s] or [DEFAULT]",
-                                x->option->key, x->section_name, key, key, x->section_name);
+                                "'%s' in [%s]%s",
+                                x->option->key, x->section_name, key, key, x->section_name,
+                                x->scope->section ? " or [DEFAULT]" : "");
             forksafe__free(key);
             return FORKSAFE__ESYNTAX;
         }
@@ -828,8 +829,8 @@ static int section_context(const loader *ld, int type, const forksafe__ini_secti
 
     if (depth > MAX_USE_DEPTH) {
         forksafe__error_set(err, ld->ini->path, section->line,
-                            "section [%s] is reached through more than %d 'use' steps; is "
-                            "there a loop?",
+                            "section [%s] is reached through more than %d 'use' references; "
+                            "do sections use each other in a loop?",
                             section->name, MAX_USE_DEPTH);
         return FORKSAFE__ESYNTAX;
     }
@@ -1024,7 +1025,8 @@ static int named_context(const loader *ld, int type, const char *name, const tab
 
     if (depth > MAX_USE_DEPTH) {
         forksafe__error_set(err, ld->ini->path, line,
-                            "'%s' is reached through more than %d 'use' steps; is there a loop?",
+                            "'%s' is reached through more than %d 'use' references; do sections "
+                            "use each other in a loop?",
                             name, MAX_USE_DEPTH);
         return FORKSAFE__ESYNTAX;
     }
