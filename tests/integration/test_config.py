@@ -79,7 +79,7 @@ class ConfigErrorTest(IntegrationCase):
                             settings={"a": "1"})
 
     def test_interpolation_loop(self):
-        self.assert_refused("forksafe-settings = %p\n", r"(?i)interpolation|recursion|depth",
+        self.assert_refused("forksafe-settings = %p\n", r"(?i)interpolat.*(loop|recursion|depth)",
                             settings={"a": "%(b)s", "b": "%(a)s"})
 
     def test_duplicate_key_in_app_section(self):
