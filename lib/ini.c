@@ -161,15 +161,21 @@ static size_t utf8_invalid_offset(const unsigned char *text, size_t length)
 
 /* ------------------------------------------------------------- key index */
 
-static size_t hash_key(const char *key)
+static size_t hash_bytes(const char *key, size_t length)
 {
-    /* FNV-1a: short keys, no adversary worth a keyed hash. */
+    /* FNV-1a, then a final mix: FNV's low bits depend only on the low bits
+     * of each byte, and the table is indexed by its low bits, so keys such
+     * as "k0".."k9999" would otherwise pile up in a few runs. */
     uint64_t hash = 14695981039346656037ULL;
+    size_t i;
 
-    for (; *key; key++) {
-        hash ^= (unsigned char)*key;
+    for (i = 0; i < length; i++) {
+        hash ^= (unsigned char)key[i];
         hash *= 1099511628211ULL;
     }
+    hash ^= hash >> 33;
+    hash *= 0xff51afd7ed558ccdULL;
+    hash ^= hash >> 33;
     return (size_t)hash;
 }
 
@@ -182,7 +188,8 @@ static void index_insert(size_t *slots, size_t capacity, const void *items, size
                          size_t position)
 {
     size_t mask = capacity - 1;
-    size_t slot = hash_key(key_at(items, stride, position)) & mask;
+    const char *key = key_at(items, stride, position);
+    size_t slot = hash_bytes(key, strlen(key)) & mask;
 
     while (slots[slot] != 0)
         slot = (slot + 1) & mask;
@@ -226,21 +233,29 @@ int forksafe__index_build(forksafe__index *index, const void *items, size_t stri
     return 0;
 }
 
-long forksafe__index_find(const forksafe__index *index, const void *items, size_t stride,
-                          const char *key)
+/* Finds the key of LENGTH bytes at KEY, which need not be terminated. */
+static long index_find_bytes(const forksafe__index *index, const void *items, size_t stride,
+                             const char *key, size_t length)
 {
     size_t mask, slot;
 
     if (index->capacity == 0)
         return -1;
     mask = index->capacity - 1;
-    for (slot = hash_key(key) & mask; index->slots[slot] != 0; slot = (slot + 1) & mask) {
+    for (slot = hash_bytes(key, length) & mask; index->slots[slot] != 0; slot = (slot + 1) & mask) {
         size_t position = index->slots[slot] - 1;
+        const char *candidate = key_at(items, stride, position);
 
-        if (strcmp(key_at(items, stride, position), key) == 0)
+        if (strncmp(candidate, key, length) == 0 && candidate[length] == '\0')
             return (long)position;
     }
     return -1;
+}
+
+long forksafe__index_find(const forksafe__index *index, const void *items, size_t stride,
+                          const char *key)
+{
+    return index_find_bytes(index, items, stride, key, strlen(key));
 }
 
 void forksafe__index_free(forksafe__index *index)
@@ -482,28 +497,19 @@ static int finish_value(parser *p)
 
 static int parse_header(parser *p, const char *name, size_t length)
 {
-    char *copy = forksafe__strndup(name, length);
-    long found;
-    int rc;
+    long found = index_find_bytes(&p->section_index, p->ini->sections, sizeof(p->ini->sections[0]),
+                                  name, length);
 
-    if (!copy)
-        return FORKSAFE__ENOMEM;
-    found = forksafe__index_find(&p->section_index, p->ini->sections, sizeof(p->ini->sections[0]),
-                                 copy);
-    if (found < 0) {
-        rc = add_section(p, name, length);
-    }
-    else {
-        p->section = found;
-        rc = 0;
-        /* ConfigParser lets [DEFAULT] reopen; any other repeat is an error
-         * (its keys still collide with the first block's). */
-        if (strcmp(copy, "DEFAULT") != 0)
-            rc = add_problem(p, copy, "duplicate section [%s] (first defined at line %d)", copy,
-                             p->ini->sections[found].line);
-    }
-    forksafe__free(copy);
-    return rc;
+    if (found < 0)
+        return add_section(p, name, length);
+    p->section = found;
+    /* ConfigParser lets [DEFAULT] reopen; any other repeat is an error (its
+     * keys still collide with the first block's). */
+    if (strcmp(p->ini->sections[found].name, "DEFAULT") == 0)
+        return 0;
+    return add_problem(p, p->ini->sections[found].name,
+                       "duplicate section [%s] (first defined at line %d)",
+                       p->ini->sections[found].name, p->ini->sections[found].line);
 }
 
 static int parse_option(parser *p, const char *start, const char *end)
@@ -512,7 +518,7 @@ static int parse_option(parser *p, const char *start, const char *end)
     const char *key_end, *value_start, *value_end;
     const char *section = current_section_name(p);
     char quoted[QUOTE_LIMIT * 4 + 16];
-    char *key;
+    size_t key_length;
     long found;
     int rc;
 
@@ -536,19 +542,17 @@ static int parse_option(parser *p, const char *start, const char *end)
     value_end = end;
     forksafe__ini_strip(&value_start, &value_end);
 
-    key = forksafe__strndup(start, (size_t)(key_end - start));
-    if (!key)
-        return FORKSAFE__ENOMEM;
-    found = forksafe__index_find(&p->key_indexes[p->section],
-                                 p->ini->sections[p->section].entries.entries,
-                                 sizeof(forksafe__entry), key);
+    key_length = (size_t)(key_end - start);
+    found =
+        index_find_bytes(&p->key_indexes[p->section], p->ini->sections[p->section].entries.entries,
+                         sizeof(forksafe__entry), start, key_length);
     if (found >= 0) {
         forksafe__entry *entry = &p->ini->sections[p->section].entries.entries[found];
         char *value = forksafe__strndup(value_start, (size_t)(value_end - value_start));
 
         rc = value ? add_problem(p, section,
                                  "duplicate key '%s' in section [%s] (first defined at line %d)",
-                                 key, section, entry->line)
+                                 entry->key, section, entry->line)
                    : FORKSAFE__ENOMEM;
         if (rc == 0) {
             /* Later wins, as a non-strict ConfigParser would; only uWSGI's
@@ -563,17 +567,15 @@ static int parse_option(parser *p, const char *start, const char *end)
         }
     }
     else {
-        rc = append_entry(p, start, (size_t)(key_end - start), value_start,
-                          (size_t)(value_end - value_start));
+        rc = append_entry(p, start, key_length, value_start, (size_t)(value_end - value_start));
     }
-    if (rc == 0 && key[0] == '\0') {
+    if (rc == 0 && key_length == 0) {
         /* ConfigParser stores the empty key but never continues it. */
         p->option = -1;
         quote_line(quoted, sizeof(quoted), delimiter, end);
         rc = add_problem(p, section, "'%s' in section [%s] has no key before the '%c'", quoted,
                          section, *delimiter);
     }
-    forksafe__free(key);
     return rc;
 }
 

@@ -90,21 +90,18 @@ static const char *table_get(const table *t, const char *key)
     return entry ? entry->value : NULL;
 }
 
-/* Sets KEY to VALUE (copied), in place if present, as a Python dict does.
- * On failure the table is unchanged. */
-static int table_put(table *t, const char *key, const char *value, int line)
+/* Sets KEY to VALUE, in place if present, as a Python dict does; takes
+ * VALUE (freed on failure).  On failure the table is unchanged. */
+static int table_put_owned(table *t, const char *key, char *value, int line)
 {
     forksafe__map *map = &t->map;
     long position = forksafe__index_find(&t->index, map->entries, sizeof(forksafe__entry), key);
-    char *value_copy = forksafe__strdup(value);
     forksafe__entry *entry;
 
-    if (!value_copy)
-        return FORKSAFE__ENOMEM;
     if (position >= 0) {
         entry = &map->entries[position];
         forksafe__free(entry->value);
-        entry->value = value_copy;
+        entry->value = value;
         entry->line = line;
         return 0;
     }
@@ -113,7 +110,7 @@ static int table_put(table *t, const char *key, const char *value, int line)
         forksafe__entry *grown = forksafe__realloc(map->entries, capacity * sizeof(*grown));
 
         if (!grown) {
-            forksafe__free(value_copy);
+            forksafe__free(value);
             return FORKSAFE__ENOMEM;
         }
         map->entries = grown;
@@ -121,16 +118,24 @@ static int table_put(table *t, const char *key, const char *value, int line)
     }
     entry = &map->entries[map->count];
     entry->key = forksafe__strdup(key);
-    entry->value = value_copy;
+    entry->value = value;
     entry->line = line;
     if (!entry->key ||
         forksafe__index_add(&t->index, map->entries, sizeof(*entry), map->count) != 0) {
         forksafe__free(entry->key);
-        forksafe__free(value_copy);
+        forksafe__free(value);
         return FORKSAFE__ENOMEM;
     }
     map->count++;
     return 0;
+}
+
+/* The same with VALUE copied. */
+static int table_put(table *t, const char *key, const char *value, int line)
+{
+    char *copy = forksafe__strdup(value);
+
+    return copy ? table_put_owned(t, key, copy, line) : FORKSAFE__ENOMEM;
 }
 
 /* dict.update(): every entry of FROM put into T, in FROM's order. */
@@ -148,14 +153,34 @@ static int table_update(table *t, const table *from)
     return 0;
 }
 
-/* Removes KEY.  Positions shift, so the index is rebuilt: only a handful of
- * keys (use, next, filter-with, ...) are ever removed. */
-static int table_remove(table *t, const char *key)
+/* Removes KEY.  The entries after it move down one place, so the index
+ * is patched in place: its slot emptied, later positions decremented, and
+ * the run of slots after the hole re-placed, as linear probing requires.
+ * Never allocates: each re-placed key goes back into a table that held it. */
+static void table_remove(table *t, const char *key)
 {
-    if (!table_find(t, key))
-        return 0;
+    forksafe__index *index = &t->index;
+    long position = forksafe__index_find(index, t->map.entries, sizeof(forksafe__entry), key);
+    size_t mask = index->capacity - 1, hole = 0, slot;
+
+    if (position < 0)
+        return;
     forksafe__map_remove(&t->map, key);
-    return forksafe__index_build(&t->index, t->map.entries, sizeof(forksafe__entry), t->map.count);
+    for (slot = 0; slot < index->capacity; slot++) {
+        if (index->slots[slot] == (size_t)position + 1)
+            hole = slot;
+        else if (index->slots[slot] > (size_t)position + 1)
+            index->slots[slot]--;
+    }
+    index->slots[hole] = 0;
+    index->count--;
+    for (slot = (hole + 1) & mask; index->slots[slot] != 0; slot = (slot + 1) & mask) {
+        size_t moved = index->slots[slot] - 1;
+
+        index->slots[slot] = 0;
+        index->count--;
+        (void)forksafe__index_add(index, t->map.entries, sizeof(forksafe__entry), moved);
+    }
 }
 
 static void table_free(table *t)
@@ -451,6 +476,10 @@ static int interpolate(const scope *s, const forksafe__entry *option, char **out
     expansion x;
     int rc;
 
+    if (!strchr(option->value, '%')) {
+        *out = forksafe__strdup(option->value);
+        return *out ? 0 : FORKSAFE__ENOMEM;
+    }
     memset(&x, 0, sizeof(x));
     x.scope = s;
     x.section_name = s->section ? s->section->name : "DEFAULT";
@@ -664,16 +693,17 @@ static int take_option(option_pass *pass, const forksafe__entry *option, forksaf
     if (is_set) {
         rc = table_put(&pass->additions, name, value, option->line);
         if (rc == 0)
-            rc = table_put(&pass->ctx->global, name, value, option->line);
+            rc = table_put_owned(&pass->ctx->global, name, value, option->line);
+        else
+            forksafe__free(value);
     }
     else if (is_get) {
-        rc = table_put(&pass->gets, name, value, option->line);
+        rc = table_put_owned(&pass->gets, name, value, option->line);
     }
     else {
-        rc = table_put(&pass->ctx->local, key, value, option->line);
+        rc = table_put_owned(&pass->ctx->local, key, value, option->line);
     }
     forksafe__free(name);
-    forksafe__free(value);
     return rc;
 }
 
@@ -690,11 +720,7 @@ static int table_pop(table *t, const char *key, char **value, int *line)
         *line = entry->line;
     if (!(*value = forksafe__strdup(entry->value)))
         return FORKSAFE__ENOMEM;
-    if (table_remove(t, key) != 0) {
-        forksafe__free(*value);
-        *value = NULL;
-        return FORKSAFE__ENOMEM;
-    }
+    table_remove(t, key);
     return 0;
 }
 
@@ -729,8 +755,16 @@ static int use_context(const loader *ld, int type, context *ctx, const table *ad
     rc = named_context(ld, type, use, &ctx->global, &nested, depth, line, err);
     if (rc == 0)
         rc = table_update(&nested.global, additions);
-    if (rc == 0)
+    if (rc == 0 && nested.local.map.count == 0) {
+        /* The usual `use = call:` or `egg:`: this section's settings are the
+         * whole result, so move them rather than copy thousands of keys. */
+        table_free(&nested.local);
+        nested.local = ctx->local;
+        memset(&ctx->local, 0, sizeof(ctx->local));
+    }
+    else if (rc == 0) {
         rc = table_update(&nested.local, &ctx->local);
+    }
     if (rc == 0 && (file = table_get(&ctx->global, "__file__")))
         rc = table_put(&nested.global, "__file__", file, 0);
     if (rc == 0)
@@ -773,7 +807,9 @@ static int explicit_context(const loader *ld, int type, const forksafe__ini_sect
             found = app_factories[i];
         }
     }
-    return found ? table_remove(&ctx->local, found) : 0;
+    if (found)
+        table_remove(&ctx->local, found);
+    return 0;
 }
 
 static int pipeline_context(const loader *ld, const forksafe__ini_section *section, context *ctx,
@@ -876,8 +912,7 @@ static int section_context(const loader *ld, int type, const forksafe__ini_secti
         goto done;
     /* `require` names distributions PasteDeploy checks are installed; that
      * is Python's business, the key just goes. */
-    if ((rc = table_remove(&ctx->local, "require")) != 0)
-        goto done;
+    table_remove(&ctx->local, "require");
 
     if (starts_with(section->name, "filter-app:")) {
         int next_line = section->line;
@@ -903,7 +938,7 @@ static int section_context(const loader *ld, int type, const forksafe__ini_secti
                 rc = use_context(ld, OBJECT_FILTER, &filter, &pass.additions, depth + 1, err);
             context_free(&filter);
             if (rc == 0)
-                rc = table_remove(&ctx->local, "use");
+                table_remove(&ctx->local, "use");
         }
         else {
             rc = explicit_context(ld, OBJECT_FILTER, section, ctx, err);
@@ -924,7 +959,7 @@ static int section_context(const loader *ld, int type, const forksafe__ini_secti
                 rc = use_context(ld, type, &used, &pass.additions, depth + 1, err);
             context_free(&used);
             if (rc == 0)
-                rc = table_remove(&ctx->local, "use");
+                table_remove(&ctx->local, "use");
         }
         else {
             rc = use_context(ld, type, ctx, &pass.additions, depth + 1, err);
@@ -1207,28 +1242,60 @@ static char *json_scalar_text(const json_t *value)
     }
 }
 
+/* jansson reports an allocation failure inside its parser as a syntax
+ * error, or as an error with no text, so the allocator is watched while it
+ * parses.  Settings load once, in the master, before any thread exists. */
+static json_malloc_t json_underlying_malloc;
+static int json_allocation_failed;
+
+static void *watched_json_malloc(size_t size)
+{
+    void *memory = json_underlying_malloc(size);
+
+    if (!memory)
+        json_allocation_failed = 1;
+    return memory;
+}
+
+static json_t *load_json_file(const char *path, json_error_t *json_err, int *out_of_memory)
+{
+    json_malloc_t malloc_function;
+    json_free_t free_function;
+    json_t *root;
+
+    json_get_alloc_funcs(&malloc_function, &free_function);
+    json_underlying_malloc = malloc_function;
+    json_allocation_failed = 0;
+    json_set_alloc_funcs(watched_json_malloc, free_function);
+    root = json_load_file(path, JSON_REJECT_DUPLICATES, json_err);
+    json_set_alloc_funcs(malloc_function, free_function);
+    *out_of_memory =
+        !root && (json_allocation_failed || json_error_code(json_err) == json_error_out_of_memory);
+    return root;
+}
+
 static int settings_load_json(forksafe__settings *settings, const char *path, forksafe__error *err)
 {
+    int out_of_memory;
     json_error_t json_err;
     json_t *root, *value;
     const char *key;
     char *here = NULL;
     int rc = 0;
 
-    root = json_load_file(path, JSON_REJECT_DUPLICATES, &json_err);
+    root = load_json_file(path, &json_err, &out_of_memory);
+    if (!root && out_of_memory) {
+        forksafe__error_set(err, path, 0, "%s", forksafe__strerror(FORKSAFE__ENOMEM));
+        return FORKSAFE__ENOMEM;
+    }
+    if (!root && json_error_code(&json_err) == json_error_cannot_open_file) {
+        forksafe__error_set(err, path, 0, "cannot open the settings file: %s", strerror(errno));
+        return FORKSAFE__EIO;
+    }
     if (!root) {
-        switch (json_error_code(&json_err)) {
-        case json_error_out_of_memory:
-            forksafe__error_set(err, path, 0, "%s", forksafe__strerror(FORKSAFE__ENOMEM));
-            return FORKSAFE__ENOMEM;
-        case json_error_cannot_open_file:
-            forksafe__error_set(err, path, 0, "cannot open the settings file: %s", strerror(errno));
-            return FORKSAFE__EIO;
-        default:
-            forksafe__error_set(err, path, json_err.line > 0 ? json_err.line : 0,
-                                "invalid JSON: %s", json_err.text);
-            return FORKSAFE__ESYNTAX;
-        }
+        forksafe__error_set(err, path, json_err.line > 0 ? json_err.line : 0, "invalid JSON: %s",
+                            json_err.text);
+        return FORKSAFE__ESYNTAX;
     }
     if (!json_is_object(root)) {
         forksafe__error_set(err, path, 0, "a JSON settings file must hold one object");
