@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "forksafe_internal.h"
@@ -983,18 +984,23 @@ done:
     return rc;
 }
 
+static int hex_digit(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    c = (char)(c | 0x20);
+    return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
 /* urllib.parse.unquote for the path of a `config:` URI. */
 static void unquote_in_place(char *text)
 {
     char *out = text;
+    int high, low;
 
     for (; *text; text++) {
-        unsigned value;
-
-        if (text[0] == '%' && sscanf(text + 1, "%2x", &value) == 1 &&
-            strchr("0123456789abcdefABCDEF", text[1]) && text[1] &&
-            strchr("0123456789abcdefABCDEF", text[2]) && text[2]) {
-            *out++ = (char)value;
+        if (text[0] == '%' && (high = hex_digit(text[1])) >= 0 && (low = hex_digit(text[2])) >= 0) {
+            *out++ = (char)(high * 16 + low);
             text += 2;
         }
         else {
@@ -1011,6 +1017,7 @@ static int config_context(const loader *ld, int type, const char *uri, const cha
                           forksafe__error *err)
 {
     char *path, *directory = NULL, *p;
+    forksafe__error file_err = {0};
     forksafe__ini file;
     loader nested;
     int rc;
@@ -1035,18 +1042,29 @@ static int config_context(const loader *ld, int type, const char *uri, const cha
         memmove(path, path + 2, strlen(path + 2) + 1);
     unquote_in_place(path);
 
-    rc = forksafe__ini_load(&file, path, err);
+    rc = forksafe__ini_load(&file, path, &file_err);
     if (rc == 0) {
-        rc = loader_open(&nested, &file, incoming, err);
+        rc = loader_open(&nested, &file, incoming, &file_err);
         if (rc == 0)
-            rc = loader_interpolate_defaults(&nested, err);
+            rc = loader_interpolate_defaults(&nested, &file_err);
         if (rc == 0)
-            rc = named_context(&nested, type, name, incoming, ctx, depth, line, err);
+            rc = named_context(&nested, type, name, incoming, ctx, depth, 0, &file_err);
         loader_free(&nested);
         forksafe__ini_free(&file);
     }
+    /* An error located in the other file stands as it is; one that is not
+     * (the file is missing, has no such section) belongs to this line. */
+    if (rc != 0 && (file_err.line > 0 || rc == FORKSAFE__ENOMEM))
+        forksafe__error_set(err, file_err.source, file_err.line, "%s", file_err.text);
+    else if (rc != 0)
+        forksafe__error_set(err, ld->ini->path, line, "%s: %s", file_err.source, file_err.text);
     forksafe__free(path);
     return rc;
+}
+
+static int scheme_is(const char *name, size_t length, const char *scheme)
+{
+    return length == strlen(scheme) && strncasecmp(name, scheme, length) == 0;
 }
 
 /* get_context by NAME: a URI ("call:...", "egg:...", "config:...") or the
@@ -1073,8 +1091,6 @@ static int named_context(const loader *ld, int type, const char *name, const tab
         char *uri = forksafe__strdup(colon + 1);
         char *fragment;
         const char *target = "main";
-        char scheme[16] = "";
-        size_t i;
 
         if (!uri)
             return FORKSAFE__ENOMEM;
@@ -1083,24 +1099,18 @@ static int named_context(const loader *ld, int type, const char *name, const tab
             *fragment = '\0';
             target = fragment + 1;
         }
-        for (i = 0; i < scheme_length && i + 1 < sizeof(scheme); i++)
-            scheme[i] = (char)(name[i] | 0x20);
-        scheme[scheme_length < sizeof(scheme) ? scheme_length : sizeof(scheme) - 1] = '\0';
-        if (scheme_length < sizeof(scheme) && strcmp(scheme, "config") == 0) {
+        if (scheme_is(name, scheme_length, "config")) {
             rc = config_context(ld, type, uri, target, incoming, ctx, depth + 1, line, err);
         }
-        else if (scheme_length < sizeof(scheme) &&
-                 (strcmp(scheme, "call") == 0 || strcmp(scheme, "egg") == 0)) {
-            /* Python code: nothing to read, the caller's global_conf is the
-             * context's. */
-            if (strcmp(scheme, "call") == 0 && !strchr(uri, ':')) {
-                forksafe__error_set(err, ld->ini->path, line,
-                                    "'%s' must have the form call:MODULE:FUNCTION", name);
-                rc = FORKSAFE__ESYNTAX;
-            }
-            else {
-                rc = incoming ? table_update(&ctx->global, incoming) : 0;
-            }
+        else if (scheme_is(name, scheme_length, "call") && !strchr(uri, ':')) {
+            forksafe__error_set(err, ld->ini->path, line,
+                                "'%s' must have the form call:MODULE:FUNCTION", name);
+            rc = FORKSAFE__ESYNTAX;
+        }
+        else if (scheme_is(name, scheme_length, "call") || scheme_is(name, scheme_length, "egg")) {
+            /* Python code: nothing to read; the context's global_conf is
+             * the caller's. */
+            rc = incoming ? table_update(&ctx->global, incoming) : 0;
         }
         else {
             forksafe__error_set(err, ld->ini->path, line,

@@ -146,7 +146,8 @@ START_TEST(ten_levels_deep_is_the_limit)
     for (depth = 9; depth <= 10; depth++) {
         used = (size_t)snprintf(text, sizeof(text), "[app:main]\nuse = call:m:f\n");
         for (i = 0; i < depth; i++)
-            used += (size_t)snprintf(text + used, sizeof(text) - used, "c%d = %%(c%d)s\n", i, i + 1);
+            used +=
+                (size_t)snprintf(text + used, sizeof(text) - used, "c%d = %%(c%d)s\n", i, i + 1);
         snprintf(text + used, sizeof(text) - used, "c%d = 100%%%%\n", depth);
         if (depth == 9) {
             ck_assert_str_eq(load(&settings, write_file("app.ini", text)), "");
@@ -252,9 +253,10 @@ START_TEST(use_inherits_from_other_sections_and_files)
     write_file("base.ini", "[DEFAULT]\nbase_default = b\n"
                            "[app:main]\nuse = call:myapp:main\nfrom_base = %(here)s\n"
                            "both = base\nset base_global = bg\n");
-    path = write_file("app.ini", "[app:main]\nuse = other\nboth = main\nset g = main\n"
-                                 "[app:other]\nuse = config:base.ini\nfrom_other = 1\nboth = other\n"
-                                 "set g = other\nset h = other\n");
+    path =
+        write_file("app.ini", "[app:main]\nuse = other\nboth = main\nset g = main\n"
+                              "[app:other]\nuse = config:base.ini\nfrom_other = 1\nboth = other\n"
+                              "set g = other\nset h = other\n");
     ck_assert_str_eq(load(&settings, path), "");
     ck_assert_str_eq(local(&settings, "both"), "main");
     ck_assert_str_eq(local(&settings, "from_other"), "1");
@@ -277,6 +279,22 @@ START_TEST(use_inherits_from_other_sections_and_files)
                      "sections use each other in a loop?");
     ck_assert_str_eq(error_of("[app:main]\nuse = call:nofunction\n"),
                      "app.ini:2: 'call:nofunction' must have the form call:MODULE:FUNCTION");
+    snprintf(spec, sizeof(spec),
+             "app.ini:3: %s/missing.ini: cannot open the settings file: No such file or directory",
+             directory);
+    ck_assert_str_eq(error_of("[app:main]\n\nuse = config:missing.ini\n"), spec);
+    snprintf(spec, sizeof(spec),
+             "app.ini:2: %s/base.ini: no section [app:nothere] (nor application:, composite:, "
+             "pipeline: or filter-app: nothere)",
+             directory);
+    ck_assert_str_eq(error_of("[app:main]\nuse = config:base.ini#nothere\n"), spec);
+    write_file("broken.ini", "[app:main]\nuse = call:m:f\nk = %(nope)s\n");
+    snprintf(spec, sizeof(spec),
+             "%s/broken.ini:3: 'k' in section [app:main] refers to %%(nope)s, but there is no key "
+             "'nope' in [app:main] or [DEFAULT]",
+             directory);
+    ck_assert_str_eq(
+        load(&settings, write_file("app.ini", "[app:main]\nuse = config:broken.ini\n")), spec);
 }
 END_TEST
 
@@ -328,8 +346,8 @@ START_TEST(from_ini_refuses_problems_in_its_sections_only)
     ck_assert_int_eq(forksafe__settings_from_ini(&settings, &ini, "app:broken", &err),
                      FORKSAFE__ESYNTAX);
     forksafe__error_format(&err, message, sizeof(message));
-    ck_assert_str_eq(message,
-                     "mem.ini:10: duplicate key 'x' in section [app:broken] (first defined at line 9)");
+    ck_assert_str_eq(
+        message, "mem.ini:10: duplicate key 'x' in section [app:broken] (first defined at line 9)");
     ck_assert_ptr_null(settings.path);
     memset(&err, 0, sizeof(err));
     ck_assert_int_eq(forksafe__settings_from_ini(&settings, &ini, "DEFAULT", &err),
@@ -420,8 +438,7 @@ START_TEST(json_errors)
                      FORKSAFE__EIO);
     ck_assert_str_eq(err.source, "/nonexistent/x.json");
     memset(&err, 0, sizeof(err));
-    ck_assert_int_eq(forksafe__settings_load(&settings, "/nonexistent/x.ini", &err),
-                     FORKSAFE__EIO);
+    ck_assert_int_eq(forksafe__settings_load(&settings, "/nonexistent/x.ini", &err), FORKSAFE__EIO);
     ck_assert_str_eq(err.source, "/nonexistent/x.ini");
 }
 END_TEST
@@ -436,9 +453,8 @@ START_TEST(overrides)
     const char *path = write_file("app.ini", "[app:main]\nuse = call:m:f\nk = from file\n");
 
     ck_assert_str_eq(load(&settings, path), "");
-    ck_assert_int_eq(forksafe__settings_override(&settings, " k = overridden ", "uwsgi.ini", 3,
-                                                 &err),
-                     0);
+    ck_assert_int_eq(
+        forksafe__settings_override(&settings, " k = overridden ", "uwsgi.ini", 3, &err), 0);
     ck_assert_int_eq(forksafe__settings_override(&settings, "new=a=b", "uwsgi.ini", 4, &err), 0);
     ck_assert_int_eq(forksafe__settings_override(&settings, "empty=", "uwsgi.ini", 5, &err), 0);
     ck_assert_str_eq(local(&settings, "k"), "overridden");
@@ -575,10 +591,9 @@ START_TEST(ten_thousand_settings_load_fast)
     used += (size_t)snprintf(text + used, size - used,
                              "[DEFAULT]\nroot = %%(here)s/r\n[app:main]\nuse = call:m:f\n");
     for (i = 0; i < 10000; i++)
-        used += (size_t)snprintf(text + used, size - used,
-                                 i % 3 ? "setting.%d = %%(root)s/%%(setting.0)s\n"
-                                       : "setting.%d = plain value\n",
-                                 i);
+        used += (size_t)snprintf(
+            text + used, size - used,
+            i % 3 ? "setting.%d = %%(root)s/%%(setting.0)s\n" : "setting.%d = plain value\n", i);
     path = write_file("big.ini", text);
     for (round = 0; round < 5; round++) {
         clock_gettime(CLOCK_MONOTONIC, &start);
@@ -614,41 +629,40 @@ END_TEST
 
 /* ------------------------------------------------------ allocation failure */
 
-static const char *const realistic_ini =
-    "# A Pyramid application served by uWSGI.\n"
-    "[DEFAULT]\n"
-    "data = %(here)s/data\n"
-    "debug = false\n"
-    "\n"
-    "[app:main]\n"
-    "use = base\n"
-    "pyramid.reload_templates = %(debug)s\n"
-    "sqlalchemy.url = postgresql://app:secret@db/app\n"
-    "mako.directories =\n"
-    "    app:templates\n"
-    "\n"
-    "    shared:templates\n"
-    "set cache_dir = %(data)s/cache\n"
-    "get cache = cache_dir\n"
-    "filter-with = translogger\n"
-    "\n"
-    "[app:base]\n"
-    "use = call:myapp:main\n"
-    "retry.attempts = 3\n"
-    "\n"
-    "[filter:translogger]\n"
-    "use = call:paste.translogger:make_filter\n"
-    "\n"
-    "[forksafe]\n"
-    "worker-ready = exec:/bin/true %(data)s\n"
-    "\n"
-    "[uwsgi]\n"
-    "processes = 4\n"
-    "processes = 8\n";
+static const char *const realistic_ini = "# A Pyramid application served by uWSGI.\n"
+                                         "[DEFAULT]\n"
+                                         "data = %(here)s/data\n"
+                                         "debug = false\n"
+                                         "\n"
+                                         "[app:main]\n"
+                                         "use = base\n"
+                                         "pyramid.reload_templates = %(debug)s\n"
+                                         "sqlalchemy.url = postgresql://app:secret@db/app\n"
+                                         "mako.directories =\n"
+                                         "    app:templates\n"
+                                         "\n"
+                                         "    shared:templates\n"
+                                         "set cache_dir = %(data)s/cache\n"
+                                         "get cache = cache_dir\n"
+                                         "filter-with = translogger\n"
+                                         "\n"
+                                         "[app:base]\n"
+                                         "use = call:myapp:main\n"
+                                         "retry.attempts = 3\n"
+                                         "\n"
+                                         "[filter:translogger]\n"
+                                         "use = call:paste.translogger:make_filter\n"
+                                         "\n"
+                                         "[forksafe]\n"
+                                         "worker-ready = exec:/bin/true %(data)s\n"
+                                         "\n"
+                                         "[uwsgi]\n"
+                                         "processes = 4\n"
+                                         "processes = 8\n";
 
 /* Longer than jansson's first string buffer, so it has to grow. */
 #define LONG_JSON_TEXT                                                                             \
-    "0123456789012345678901234567890123456789012345678901234567890123456789012345678901234567890" \
+    "0123456789012345678901234567890123456789012345678901234567890123456789012345678901234567890"  \
     "0123456789012345678901234567890123456789012345678901234567890123456789012345678901234567890"
 
 static void assert_load_survives_allocation_failures(const char *spec)
@@ -692,6 +706,13 @@ START_TEST(ini_load_survives_every_allocation_failure)
     ck_assert_str_eq(local(&settings, "cache"), expected);
     forksafe__settings_free(&settings);
     assert_load_survives_allocation_failures(path);
+
+    /* The same through `use = config:` into another file. */
+    write_file("base.ini",
+               "[DEFAULT]\nbase = %(here)s\n[app:main]\nuse = call:m:f\nb = %(base)s\n");
+    assert_load_survives_allocation_failures(
+        write_file("via.ini", "[DEFAULT]\nd = 1\n[app:main]\nuse = config:base.ini\nset x = %(d)s\n"
+                              "k = v\n"));
 }
 END_TEST
 
