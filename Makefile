@@ -34,7 +34,7 @@ FIXTURE_SO  := $(FIXTURE_SRC:tests/fixtures/%.c=$(BUILD)/fixtures/%.so)
 UWSGI_H  := $(BUILD)/uwsgi/uwsgi.h
 PLUGIN   := forksafe_plugin.so
 
-.PHONY: all deps run check unit asan valgrind integration differential python fixtures tools clean format-check
+.PHONY: bench all deps run check unit asan valgrind integration differential python fixtures tools clean format-check
 
 all: $(PLUGIN) $(EXAMPLE_SO)
 
@@ -94,6 +94,15 @@ $(BUILD)/tools/%: tests/tools/%.c $(LIB_OBJ)
 	    -o $@ $(JANSSON_LIBS) -ldl -lm
 
 tools: $(TOOL_BIN)
+
+$(BUILD)/bench/%: bench/%.c $(LIB_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(BASE_CFLAGS) $(JANSSON_CFLAGS) -Wno-missing-prototypes $< $(LIB_OBJ) \
+	    -o $@ $(JANSSON_LIBS) -ldl -lm
+
+# Benchmarks print ratios against a baseline measured in the same run.
+bench: $(BUILD)/bench/parse_bench
+	$(BUILD)/bench/parse_bench
 
 run: deps $(PLUGIN)
 	$(MAKE) -C examples/pyramid_app run PYTHON=$(PYTHON) UWSGI=$(UWSGI)

@@ -328,34 +328,23 @@ static const char *ini_option(void)
     return NULL;
 }
 
-/* Turns "config:PATH#name" (or a bare PATH) into PATH and the section. */
-static void split_paste_spec(const char *spec, char *path, size_t path_size, char *section,
-                             size_t section_size)
+/* The file of a paste spec "config:PATH[#name]" (or a bare PATH). */
+static void paste_file(const char *spec, char *path, size_t path_size)
 {
     const char *hash;
 
     if (strncmp(spec, "config:", 7) == 0)
         spec += 7;
     hash = strchr(spec, '#');
-    if (hash) {
-        snprintf(path, path_size, "%.*s", (int)(hash - spec), spec);
-        if (strchr(hash + 1, ':'))
-            snprintf(section, section_size, "%s", hash + 1);
-        else
-            snprintf(section, section_size, "app:%s", hash + 1);
-    }
-    else {
-        snprintf(path, path_size, "%s", spec);
-        snprintf(section, section_size, "app:main");
-    }
+    snprintf(path, path_size, "%.*s", hash ? (int)(hash - spec) : (int)strlen(spec), spec);
 }
 
-/* Reads the settings and the [forksafe] section.  Returns the ini that
- * holds [forksafe] (may be NULL) through *INI_OUT. */
+/* Reads the settings into the context, and into INI the file that may hold
+ * a [forksafe] section (*HAVE_INI says whether there is one). */
 static void load_settings(forksafe__ini *ini, int *have_ini)
 {
     forksafe__error err = {0};
-    char path[PATH_MAX], section[256];
+    char path[PATH_MAX];
     const char *paste = paste_option();
 
     *have_ini = 0;
@@ -373,13 +362,17 @@ static void load_settings(forksafe__ini *ini, int *have_ini)
         }
     }
     else if (paste) {
-        split_paste_spec(paste, path, sizeof(path), section, sizeof(section));
+        /* The settings loader finds the app section by PasteDeploy's own
+         * rules (app:, application:, pipeline:, ...); the ini is read again
+         * for [forksafe] and the whole-file check.  Start-up only. */
+        const char *spec = strncmp(paste, "config:", 7) == 0 ? paste + 7 : paste;
+        paste_file(paste, path, sizeof(path));
+        if (forksafe__settings_load(&context.settings, spec, &err) != 0)
+            die_with_error(&err);
+        context.has_settings = 1;
         if (forksafe__ini_load(ini, path, &err) != 0)
             die_with_error(&err);
         *have_ini = 1;
-        if (forksafe__settings_from_ini(&context.settings, ini, section, &err) != 0)
-            die_with_error(&err);
-        context.has_settings = 1;
     }
     else if (ini_option()) {
         char *colon;
@@ -401,7 +394,7 @@ static void load_settings(forksafe__ini *ini, int *have_ini)
      * section; say so now rather than when the app fails to load. */
     if (paste && *have_ini) {
         char paste_path[PATH_MAX];
-        split_paste_spec(paste, paste_path, sizeof(paste_path), section, sizeof(section));
+        paste_file(paste, paste_path, sizeof(paste_path));
         if (strcmp(paste_path, ini->path ? ini->path : "") == 0 &&
             forksafe__ini_check(ini, NULL, &err) != 0) {
             size_t used = strlen(err.text);
