@@ -1,0 +1,77 @@
+"""The demo that `make run` serves, started from a copy on a free port."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import unittest
+import urllib.request
+
+from harness import BUILD, ROOT, UWSGI, free_port, wait_for
+
+DEMO = os.path.join(ROOT, "examples", "pyramid_app")
+
+
+class DemoTest(unittest.TestCase):
+
+    def test_demo_page_lists_every_process_events(self):
+        work = tempfile.mkdtemp(prefix="forksafe-demo-")
+        self.addCleanup(shutil.rmtree, work, True)
+        app = os.path.join(work, "pyramid_app")
+        shutil.copytree(DEMO, app, ignore=shutil.ignore_patterns("var", "__pycache__"))
+        os.makedirs(os.path.join(app, "var"))
+        port = free_port()
+        ini = os.path.join(app, "production.ini")
+        with open(ini) as f:
+            text = f.read()
+        text = (text.replace("127.0.0.1:8080", "127.0.0.1:%d" % port)
+                .replace("%(here)s/../../build/", BUILD + "/")
+                .replace("plugin-dir = %d../..", "plugin-dir = " + ROOT))
+        with open(ini, "w") as f:
+            f.write(text)
+        log = open(os.path.join(work, "uwsgi.log"), "wb")
+        proc = subprocess.Popen([UWSGI, "--ini", ini], cwd=app, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+        log.close()
+
+        def reap():
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+        self.addCleanup(reap)
+        events_path = os.path.join(app, "var", "events.jsonl")
+
+        def ready():
+            try:
+                with open(events_path) as f:
+                    return sum(1 for line in f if '"worker-ready"' in line) >= 2
+            except FileNotFoundError:
+                return False
+        wait_for(ready, what="two workers ready")
+        with urllib.request.urlopen("http://127.0.0.1:%d/" % port, timeout=10) as r:
+            page = r.read().decode()
+        with urllib.request.urlopen("http://127.0.0.1:%d/events.json" % port, timeout=10) as r:
+            events = json.load(r)
+        os.kill(proc.pid, signal.SIGTERM)  # die-on-term: a clean shutdown
+        self.assertEqual(proc.wait(timeout=20), 0)
+        self.assertIn("<h1>forksafe demo</h1>", page)
+        self.assertIn('style="font-weight:bold"', page)
+        kinds = {(e["process"]["kind"], e["event"]) for e in events}
+        for expected in [("master", "master-start"), ("master", "pre-fork"),
+                         ("worker", "post-fork"), ("worker", "worker-ready"),
+                         ("mule", "post-fork")]:
+            self.assertIn(expected, kinds)
+        self.assertEqual(events[0]["settings"]["demo.title"], "forksafe demo")
+        self.assertNotIn("use", events[0]["settings"])
+        with open(os.path.join(work, "uwsgi.log"), errors="replace") as f:
+            log_text = f.read()
+        self.assertEqual(log_text.count("[demo] a process was forked"), 3)
+        with open(events_path) as f:
+            final = [json.loads(line)["event"] for line in f]
+        self.assertEqual(final[-1], "master-exit")
+
+
+if __name__ == "__main__":
+    unittest.main()
