@@ -130,10 +130,12 @@ check: deps
 	@PYTHON=$(PYTHON) tests/run_suite.sh valgrind $(UNIT_BIN) || true
 	@PYTHON=$(PYTHON) tests/run_suite.sh differential tests/differential || true
 	@PYTHON=$(PYTHON) tests/run_suite.sh integration tests/integration || true
+	@tests/format_check.sh || true
 	@tests/summarize.sh $(BUILD)/results.txt
 
 format-check:
-	clang-format --dry-run --Werror include/*.h lib/*.c lib/*.h forksafe_plugin.c
+	@rm -f $(BUILD)/results.txt
+	@tests/format_check.sh
 
 clean:
 	rm -rf $(BUILD) $(PLUGIN)

@@ -168,8 +168,8 @@ static struct forksafe_child_slot *slots;
 static int slot_count;
 static int spooler_count;
 
-static int dispatching;         /* a dispatch is running in this process */
-static int forking_worker;      /* between pre_uwsgi_fork and the scan */
+static int dispatching;    /* a dispatch is running in this process */
+static int forking_worker; /* between pre_uwsgi_fork and the scan */
 static int signals_wrapped;
 static struct sigaction original_actions[NSIG];
 
@@ -752,8 +752,7 @@ static int is_master(void)
     return uwsgi.workers && getpid() == uwsgi.workers[0].pid;
 }
 
-static void report_death(struct forksafe_child_slot *slot, int index, int status_known,
-                         int status)
+static void report_death(struct forksafe_child_slot *slot, int index, int status_known, int status)
 {
     struct forksafe_child_shared *shared = &children_shared[index];
     forksafe__process child = {0};

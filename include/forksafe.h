@@ -75,14 +75,14 @@ extern "C" {
     FORKSAFE_EXPORT const int forksafe_handler_abi = FORKSAFE_HANDLER_ABI
 
 /* The standard lifecycle events, in the order of a process's life. */
-#define FORKSAFE_EVENTS(X)                                  \
-    X(FORKSAFE_MASTER_START, "master-start")                \
-    X(FORKSAFE_PRE_FORK, "pre-fork")                        \
-    X(FORKSAFE_POST_FORK, "post-fork")                      \
-    X(FORKSAFE_POST_FORK_PARENT, "post-fork-parent")        \
-    X(FORKSAFE_WORKER_READY, "worker-ready")                \
-    X(FORKSAFE_WORKER_EXIT, "worker-exit")                  \
-    X(FORKSAFE_CHILD_DEATH, "child-death")                  \
+#define FORKSAFE_EVENTS(X)                           \
+    X(FORKSAFE_MASTER_START, "master-start")         \
+    X(FORKSAFE_PRE_FORK, "pre-fork")                 \
+    X(FORKSAFE_POST_FORK, "post-fork")               \
+    X(FORKSAFE_POST_FORK_PARENT, "post-fork-parent") \
+    X(FORKSAFE_WORKER_READY, "worker-ready")         \
+    X(FORKSAFE_WORKER_EXIT, "worker-exit")           \
+    X(FORKSAFE_CHILD_DEATH, "child-death")           \
     X(FORKSAFE_MASTER_EXIT, "master-exit")
 
 typedef enum forksafe_event_type {

@@ -24,13 +24,13 @@
 
 /* ------------------------------------------------------------------ errors */
 
-#define FORKSAFE__ERRORS(X)                              \
-    X(FORKSAFE__ENOMEM, -1, "out of memory")             \
-    X(FORKSAFE__EIO, -2, "input/output error")           \
-    X(FORKSAFE__ESYNTAX, -3, "syntax error")             \
-    X(FORKSAFE__ENOTFOUND, -4, "not found")              \
-    X(FORKSAFE__EINVAL, -5, "invalid value")             \
-    X(FORKSAFE__EHANDLER, -6, "handler failed")          \
+#define FORKSAFE__ERRORS(X)                     \
+    X(FORKSAFE__ENOMEM, -1, "out of memory")    \
+    X(FORKSAFE__EIO, -2, "input/output error")  \
+    X(FORKSAFE__ESYNTAX, -3, "syntax error")    \
+    X(FORKSAFE__ENOTFOUND, -4, "not found")     \
+    X(FORKSAFE__EINVAL, -5, "invalid value")    \
+    X(FORKSAFE__EHANDLER, -6, "handler failed") \
     X(FORKSAFE__ETIMEDOUT, -7, "handler timed out")
 
 enum forksafe__error_code {
@@ -163,7 +163,8 @@ const forksafe__ini_section *forksafe__ini_find(const forksafe__ini *ini, const 
 /* Records in ERR the first problem of INI that lies in one of the NULL-
  * terminated SECTIONS (or, if SECTIONS is NULL, anywhere) and returns
  * FORKSAFE__ESYNTAX; returns 0 if there is none. */
-int forksafe__ini_check(const forksafe__ini *ini, const char *const *sections, forksafe__error *err);
+int forksafe__ini_check(const forksafe__ini *ini, const char *const *sections,
+                        forksafe__error *err);
 
 void forksafe__ini_free(forksafe__ini *ini);
 
@@ -201,10 +202,10 @@ void forksafe__index_free(forksafe__index *index);
 
 /* What Pyramid would see as registry.settings, and PasteDeploy's global_conf. */
 typedef struct forksafe__settings {
-    char *path;             /* the settings file, absolute */
-    char *section;          /* "app:main"; NULL for a JSON file */
-    forksafe__map local;    /* PasteDeploy local_conf */
-    forksafe__map global;   /* [DEFAULT] + here + __file__ + set additions */
+    char *path;           /* the settings file, absolute */
+    char *section;        /* "app:main"; NULL for a JSON file */
+    forksafe__map local;  /* PasteDeploy local_conf */
+    forksafe__map global; /* [DEFAULT] + here + __file__ + set additions */
 } forksafe__settings;
 
 /* Computes the settings of SECTION of an already parsed INI exactly as
@@ -250,7 +251,12 @@ char *forksafe__redact(const char *key, const char *value);
 
 /* ----------------------------------------------------------------- logging */
 
-enum forksafe__log_level { FORKSAFE__LOG_ERROR, FORKSAFE__LOG_WARNING, FORKSAFE__LOG_INFO, FORKSAFE__LOG_DEBUG };
+enum forksafe__log_level {
+    FORKSAFE__LOG_ERROR,
+    FORKSAFE__LOG_WARNING,
+    FORKSAFE__LOG_INFO,
+    FORKSAFE__LOG_DEBUG
+};
 
 /* The host's logger.  MESSAGE has no prefix and no trailing newline. */
 typedef void (*forksafe__log_fn)(void *userdata, int level, const char *message);
@@ -272,22 +278,22 @@ const char *forksafe__process_kind_name(int kind);
 int forksafe__process_kind_from_name(const char *name);
 
 typedef struct forksafe__process {
-    int kind;      /* enum forksafe__process_kind */
-    int id;        /* 0 for the master */
-    pid_t pid;     /* 0 if not known yet (pre-fork) */
+    int kind;  /* enum forksafe__process_kind */
+    int id;    /* 0 for the master */
+    pid_t pid; /* 0 if not known yet (pre-fork) */
     pid_t ppid;
-    int respawn;   /* times this slot was respawned */
+    int respawn; /* times this slot was respawned */
 } forksafe__process;
 
 /* What the host knows about one delivery. */
 typedef struct forksafe__occurrence {
     forksafe_event_type type;
-    forksafe__process self;      /* the process running the handlers */
+    forksafe__process self;         /* the process running the handlers */
     const forksafe__process *child; /* pre-fork, post-fork-parent, child-death */
-    int child_status_known;      /* child-death: waitpid status known */
-    int child_status;            /* raw waitpid status */
-    const char *child_cause;     /* child-death: "signal", "exit", "harakiri", ... */
-    const char *reason;          /* worker-exit, master-exit */
+    int child_status_known;         /* child-death: waitpid status known */
+    int child_status;               /* raw waitpid status */
+    const char *child_cause;        /* child-death: "signal", "exit", "harakiri", ... */
+    const char *reason;             /* worker-exit, master-exit */
     int generation;
 } forksafe__occurrence;
 
@@ -325,25 +331,30 @@ forksafe__backend *forksafe__symbol_backend(void);
 
 /* ----------------------------------------------------------- subscriptions */
 
-enum forksafe__on_error { FORKSAFE__ON_ERROR_INHERIT = -1, FORKSAFE__ON_ERROR_LOG, FORKSAFE__ON_ERROR_EXIT, FORKSAFE__ON_ERROR_FATAL };
+enum forksafe__on_error {
+    FORKSAFE__ON_ERROR_INHERIT = -1,
+    FORKSAFE__ON_ERROR_LOG,
+    FORKSAFE__ON_ERROR_EXIT,
+    FORKSAFE__ON_ERROR_FATAL
+};
 
 /* Returns the policy for "log", "exit", "fatal", or -1. */
 int forksafe__on_error_from_name(const char *name);
 const char *forksafe__on_error_name(int policy);
 
 typedef struct forksafe__subscription {
-    uint32_t events;      /* bit (1u << forksafe_event_type) per event */
-    uint32_t kinds;       /* bit per process kind; 0 = any */
-    int id;               /* process id filter; 0 = any */
-    int once;             /* run in the first process that reaches it only */
-    int on_error;         /* enum forksafe__on_error */
-    char *spec;           /* "exec:/usr/bin/true", as written */
-    char *name;           /* short label for logs: the spec, truncated */
+    uint32_t events; /* bit (1u << forksafe_event_type) per event */
+    uint32_t kinds;  /* bit per process kind; 0 = any */
+    int id;          /* process id filter; 0 = any */
+    int once;        /* run in the first process that reaches it only */
+    int on_error;    /* enum forksafe__on_error */
+    char *spec;      /* "exec:/usr/bin/true", as written */
+    char *name;      /* short label for logs: the spec, truncated */
     const forksafe__backend *backend;
     void *handle;
-    char *source;         /* file or "forksafe-subscribe" */
+    char *source; /* file or "forksafe-subscribe" */
     int line;
-    unsigned index;       /* position in the table, for the once flags */
+    unsigned index; /* position in the table, for the once flags */
 } forksafe__subscription;
 
 /* ---------------------------------------------------------------- context */
@@ -354,7 +365,7 @@ typedef struct forksafe__subscription {
 struct forksafe__context {
     forksafe__settings settings;
     int has_settings;
-    json_t *settings_json;        /* built once; shared by every payload */
+    json_t *settings_json; /* built once; shared by every payload */
     json_t *global_settings_json;
 
     forksafe__subscription *subscriptions;
@@ -363,10 +374,10 @@ struct forksafe__context {
     forksafe__backend **backends;
     size_t backend_count;
 
-    int on_error;                 /* default policy */
-    double timeout;               /* seconds, exec handlers; warning threshold otherwise */
+    int on_error;   /* default policy */
+    double timeout; /* seconds, exec handlers; warning threshold otherwise */
     int verbose;
-    const char *container;        /* "uwsgi" */
+    const char *container; /* "uwsgi" */
 
     forksafe__log_fn log;
     void *log_data;
@@ -436,8 +447,8 @@ struct forksafe_event {
     const forksafe__context *ctx;
     const forksafe__occurrence *occ;
     const forksafe__subscription *subscription;
-    json_t *payload;        /* built once per dispatch, shared by handlers */
-    char *payload_json;     /* serialised lazily, once per dispatch */
+    json_t *payload;    /* built once per dispatch, shared by handlers */
+    char *payload_json; /* serialised lazily, once per dispatch */
 };
 
 /* Builds the payload object for OCC. Returns a new reference or NULL. */

@@ -18,7 +18,7 @@
 #define ALL_EVENTS     ((1u << FORKSAFE_EVENT_COUNT) - 1)
 #define ALL_KINDS      ((1u << FORKSAFE__PROCESS_KIND_COUNT) - 1)
 #define KIND_BIT(kind) (1u << (kind))
-#define CHILD_KINDS                                                                                \
+#define CHILD_KINDS \
     (KIND_BIT(FORKSAFE__WORKER) | KIND_BIT(FORKSAFE__MULE) | KIND_BIT(FORKSAFE__SPOOLER))
 
 /* Longest handler label in logs; longer specs are cut with "...". */

@@ -248,8 +248,8 @@ FORKSAFE_EXPORT int forksafe_event_type_from_name(const char *name)
     return -1;
 }
 
-static const char *const process_kind_names[FORKSAFE__PROCESS_KIND_COUNT] = {
-    "master", "worker", "mule", "spooler"};
+static const char *const process_kind_names[FORKSAFE__PROCESS_KIND_COUNT] = {"master", "worker",
+                                                                             "mule", "spooler"};
 
 const char *forksafe__process_kind_name(int kind)
 {

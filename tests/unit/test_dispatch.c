@@ -557,9 +557,10 @@ START_TEST(failure_is_logged_with_context)
     subscribe("post-fork exec:exit 3");
     seal();
     ck_assert_int_eq(forksafe__dispatch(&ctx, &occ), 1 + FORKSAFE__ON_ERROR_LOG);
-    snprintf(expected, sizeof(expected),
-             "handler 'exec:exit 3' failed on post-fork in worker 1 (pid %ld): exited with status 3",
-             (long)getpid());
+    snprintf(
+        expected, sizeof(expected),
+        "handler 'exec:exit 3' failed on post-fork in worker 1 (pid %ld): exited with status 3",
+        (long)getpid());
     ck_assert_msg(logged(expected) != NULL, "missing: %s", expected);
 }
 END_TEST
@@ -593,9 +594,10 @@ START_TEST(strongest_policy_wins)
     occ.self.kind = FORKSAFE__MASTER;
     occ.self.id = 0;
     ck_assert_int_eq(forksafe__dispatch(&ctx, &occ), 1 + FORKSAFE__ON_ERROR_FATAL);
-    snprintf(expected, sizeof(expected),
-             "handler 'exec:false' failed on pre-fork in the master (pid %ld): exited with status 1",
-             (long)getpid());
+    snprintf(
+        expected, sizeof(expected),
+        "handler 'exec:false' failed on pre-fork in the master (pid %ld): exited with status 1",
+        (long)getpid());
     ck_assert_msg(logged(expected) != NULL, "missing: %s", expected);
 }
 END_TEST
@@ -646,8 +648,8 @@ START_TEST(verbose_logs_durations)
     subscribe("post-fork exec:true");
     seal();
     ck_assert_int_eq(forksafe__dispatch(&ctx, &occ), 0);
-    snprintf(prefix, sizeof(prefix), "handler 'exec:true' ran on post-fork in worker 1 (pid %ld) in ",
-             (long)getpid());
+    snprintf(prefix, sizeof(prefix),
+             "handler 'exec:true' ran on post-fork in worker 1 (pid %ld) in ", (long)getpid());
     line = logged(prefix);
     ck_assert_msg(line != NULL, "missing: %s", prefix);
     ck_assert_str_eq(line + strlen(line) - 3, " ms");
@@ -802,11 +804,11 @@ static int build_and_dispatch(long n, const char *runs)
     if (!rc)
         rc = forksafe__subscribe(&c, text, "chaos.ini", 1, &err);
     if (!rc)
-        rc = forksafe__subscribe(&c, "post-fork kind=worker dl:" FIXTURE ":record", "chaos.ini",
-                                 2, &err);
-    if (!rc)
-        rc = forksafe__subscribe(&c, "* symbol:forksafe_test_check_accessors", "chaos.ini", 3,
+        rc = forksafe__subscribe(&c, "post-fork kind=worker dl:" FIXTURE ":record", "chaos.ini", 2,
                                  &err);
+    if (!rc)
+        rc =
+            forksafe__subscribe(&c, "* symbol:forksafe_test_check_accessors", "chaos.ini", 3, &err);
     if (!rc)
         rc = forksafe__context_seal(&c, &err);
     if (rc) {

@@ -79,8 +79,7 @@ START_TEST(dl_loads_and_calls)
                      0);
     ck_assert_ptr_nonnull(handle);
     why[0] = '\0';
-    ck_assert_int_eq(dl->invoke(&ctx, dl->data, handle, &ev, why, sizeof(why)),
-                     FORKSAFE__EHANDLER);
+    ck_assert_int_eq(dl->invoke(&ctx, dl->data, handle, &ev, why, sizeof(why)), FORKSAFE__EHANDLER);
     ck_assert_str_eq(why, "returned 7");
     dl->release(dl->data, handle);
     ck_assert_int_eq(resolve(dl, FIXTURES "handler_ok.so:slow", &handle, why, sizeof(why)), 0);
@@ -94,9 +93,9 @@ START_TEST(dl_cannot_open)
     void *handle = NULL;
     char why[512];
 
-    ck_assert_int_eq(resolve(forksafe__dl_backend(), FIXTURES "missing.so:f", &handle, why,
-                             sizeof(why)),
-                     FORKSAFE__ENOTFOUND);
+    ck_assert_int_eq(
+        resolve(forksafe__dl_backend(), FIXTURES "missing.so:f", &handle, why, sizeof(why)),
+        FORKSAFE__ENOTFOUND);
     assert_contains(why, "cannot open " FIXTURES "missing.so: ");
     /* dlerror's own explanation follows. */
     assert_contains(why, "No such file");
@@ -109,9 +108,9 @@ START_TEST(dl_no_such_symbol)
     void *handle = NULL;
     char why[512];
 
-    ck_assert_int_eq(resolve(forksafe__dl_backend(), FIXTURES "handler_ok.so:nope", &handle, why,
-                             sizeof(why)),
-                     FORKSAFE__ENOTFOUND);
+    ck_assert_int_eq(
+        resolve(forksafe__dl_backend(), FIXTURES "handler_ok.so:nope", &handle, why, sizeof(why)),
+        FORKSAFE__ENOTFOUND);
     ck_assert_str_eq(why, FIXTURES "handler_ok.so has no symbol 'nope'");
 }
 END_TEST
@@ -125,7 +124,7 @@ START_TEST(dl_refuses_a_library_without_abi_marker)
                              why, sizeof(why)),
                      FORKSAFE__EINVAL);
     ck_assert_str_eq(why, FIXTURES "handler_noabi.so has no forksafe_handler_abi marker (built "
-                          "without FORKSAFE_HANDLER_ABI_DECLARE())");
+                                   "without FORKSAFE_HANDLER_ABI_DECLARE())");
 }
 END_TEST
 
@@ -134,8 +133,8 @@ START_TEST(dl_refuses_another_abi)
     void *handle = NULL;
     char why[512], expected[512];
 
-    ck_assert_int_eq(resolve(forksafe__dl_backend(), FIXTURES "handler_badabi.so:handler",
-                             &handle, why, sizeof(why)),
+    ck_assert_int_eq(resolve(forksafe__dl_backend(), FIXTURES "handler_badabi.so:handler", &handle,
+                             why, sizeof(why)),
                      FORKSAFE__EINVAL);
     snprintf(expected, sizeof(expected),
              FIXTURES "handler_badabi.so was built for handler ABI %d, but this forksafe "
@@ -187,13 +186,11 @@ START_TEST(symbol_finds_handlers_in_the_process)
     char why[512] = "";
 
     symbol_calls = 0;
-    ck_assert_int_eq(resolve(symbol, "forksafe_test_symbol_handler", &handle, why, sizeof(why)),
-                     0);
+    ck_assert_int_eq(resolve(symbol, "forksafe_test_symbol_handler", &handle, why, sizeof(why)), 0);
     ck_assert_int_eq(symbol->invoke(&ctx, symbol->data, handle, &ev, why, sizeof(why)), 0);
     ck_assert_int_eq(symbol_calls, 1);
     symbol->release(symbol->data, handle);
-    ck_assert_int_eq(resolve(symbol, "forksafe_test_symbol_failing", &handle, why, sizeof(why)),
-                     0);
+    ck_assert_int_eq(resolve(symbol, "forksafe_test_symbol_failing", &handle, why, sizeof(why)), 0);
     ck_assert_int_eq(symbol->invoke(&ctx, symbol->data, handle, &ev, why, sizeof(why)),
                      FORKSAFE__EHANDLER);
     ck_assert_str_eq(why, "returned -3");
@@ -231,9 +228,10 @@ START_TEST(seal_reports_source_and_line)
                      0);
     ck_assert_int_eq(forksafe__context_seal(&ctx, &err), FORKSAFE__EINVAL);
     forksafe__error_format(&err, text, sizeof(text));
-    ck_assert_str_eq(text, "app.ini:12: handler 'dl:" FIXTURES "handler_noabi.so:handler': " FIXTURES
-                           "handler_noabi.so has no forksafe_handler_abi marker (built without "
-                           "FORKSAFE_HANDLER_ABI_DECLARE())");
+    ck_assert_str_eq(text,
+                     "app.ini:12: handler 'dl:" FIXTURES "handler_noabi.so:handler': " FIXTURES
+                     "handler_noabi.so has no forksafe_handler_abi marker (built without "
+                     "FORKSAFE_HANDLER_ABI_DECLARE())");
     /* Retrying re-resolves without leaking the first attempt's handles
      * (the ASan build checks), and fails the same way. */
     memset(&err, 0, sizeof(err));
@@ -248,12 +246,12 @@ START_TEST(seal_then_dispatch_symbol)
     forksafe__error err = {0};
 
     symbol_calls = 0;
-    ck_assert_int_eq(forksafe__subscribe(&ctx, "post-fork symbol:forksafe_test_symbol_handler",
-                                         "test", 1, &err),
-                     0);
-    ck_assert_int_eq(forksafe__subscribe(&ctx, "post-fork dl:" FIXTURES "handler_ok.so:slow",
-                                         "test", 2, &err),
-                     0);
+    ck_assert_int_eq(
+        forksafe__subscribe(&ctx, "post-fork symbol:forksafe_test_symbol_handler", "test", 1, &err),
+        0);
+    ck_assert_int_eq(
+        forksafe__subscribe(&ctx, "post-fork dl:" FIXTURES "handler_ok.so:slow", "test", 2, &err),
+        0);
     ck_assert_int_eq(forksafe__context_seal(&ctx, &err), 0);
     ck_assert_int_eq(forksafe__dispatch(&ctx, &occ), 0);
     ck_assert_int_eq(symbol_calls, 1);

@@ -630,8 +630,8 @@ static const char *const realistic_ini = "# A Pyramid application served by uWSG
                                          "processes = 8\n";
 
 /* Longer than jansson's first string buffer, so it has to grow. */
-#define LONG_JSON_TEXT                                                                             \
-    "0123456789012345678901234567890123456789012345678901234567890123456789012345678901234567890"  \
+#define LONG_JSON_TEXT                                                                            \
+    "0123456789012345678901234567890123456789012345678901234567890123456789012345678901234567890" \
     "0123456789012345678901234567890123456789012345678901234567890123456789012345678901234567890"
 
 static void assert_load_survives_allocation_failures(const char *spec)

@@ -111,7 +111,8 @@ START_TEST(host_backends_are_known)
     ck_assert_int_eq(forksafe__subscribe(&ctx, "post-fork hook:print:hi", "a", 1, &err),
                      FORKSAFE__ESYNTAX);
     forksafe__error_format(&err, text, sizeof(text));
-    ck_assert_str_eq(text, "a:1: unknown handler kind 'hook:'; known kinds are exec:, dl:, symbol:");
+    ck_assert_str_eq(text,
+                     "a:1: unknown handler kind 'hook:'; known kinds are exec:, dl:, symbol:");
     memset(&err, 0, sizeof(err));
     ck_assert_int_eq(forksafe__context_add_backend(&ctx, &hook_backend), 0);
     ck_assert_int_eq(forksafe__subscribe(&ctx, "post-fork hook:print:hi", "a", 1, &err), 0);
@@ -135,7 +136,8 @@ static const struct {
      "post-fork-parent, worker-ready, worker-exit, child-death, master-exit, or * for all"},
     {"post-fork,,worker-ready exec:x", "src:5: empty event name in 'post-fork,,worker-ready'"},
     {"post-fork, exec:x", "src:5: empty event name in 'post-fork,'"},
-    {"post-fork foo:bar", "src:5: unknown handler kind 'foo:'; known kinds are exec:, dl:, symbol:"},
+    {"post-fork foo:bar",
+     "src:5: unknown handler kind 'foo:'; known kinds are exec:, dl:, symbol:"},
     {"post-fork exec:", "src:5: empty handler 'exec:': say what to run after it"},
     {"post-fork once dl:   ", "src:5: empty handler 'dl:': say what to run after it"},
     {"post-fork", "src:5: no handler: end the line with KIND:SPEC, e.g. exec:/path/to/script"},
@@ -276,17 +278,17 @@ START_TEST(ini_section)
     forksafe__error err = {0};
     char text[1200];
 
-    ck_assert_int_eq(parse_ini("[app:main]\n"              /* 1 */
-                               "use = egg:demo\n"          /* 2 */
-                               "\n"                        /* 3 */
-                               "[forksafe]\n"              /* 4 */
-                               "post-fork = exec:echo %(here)s\n" /* 5 */
+    ck_assert_int_eq(parse_ini("[app:main]\n"                      /* 1 */
+                               "use = egg:demo\n"                  /* 2 */
+                               "\n"                                /* 3 */
+                               "[forksafe]\n"                      /* 4 */
+                               "post-fork = exec:echo %(here)s\n"  /* 5 */
                                "    kind=worker once dl:/x.so:f\n" /* 6 */
-                               "worker-ready =\n"          /* 7 */
-                               "    exec:a\n"              /* 8 */
-                               "\n"                        /* 9 */
-                               "    on-error=fatal exec:b\n" /* 10 */
-                               "* = kind=mule symbol:c\n", /* 11 */
+                               "worker-ready =\n"                  /* 7 */
+                               "    exec:a\n"                      /* 8 */
+                               "\n"                                /* 9 */
+                               "    on-error=fatal exec:b\n"       /* 10 */
+                               "* = kind=mule symbol:c\n",         /* 11 */
                                &err),
                      0);
     ck_assert_int_eq(forksafe__subscribe_ini(&ctx, &ini, &err), 0);
