@@ -36,7 +36,8 @@ PLUGIN   := forksafe_plugin.so
 
 .PHONY: bench all deps run check unit asan valgrind integration differential python fixtures tools clean format-check
 
-all: $(PLUGIN) $(EXAMPLE_SO)
+all: deps
+	@$(MAKE) --no-print-directory $(PLUGIN) $(EXAMPLE_SO)
 
 deps:
 	@PYTHON=$(PYTHON) scripts/deps.sh

@@ -5,8 +5,8 @@ set -eu
 packages=(
     build-essential pkg-config libjansson-dev check
     uwsgi-core uwsgi-plugin-python3 uwsgi-dev
-    python3-pastedeploy python3-pyramid python3-sqlalchemy python3-psycopg2
-    postgresql wrk valgrind clang-format
+    python3-pastedeploy python3-pyramid
+    valgrind clang-format
 )
 missing=()
 for package in "${packages[@]}"; do

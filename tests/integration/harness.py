@@ -78,10 +78,11 @@ class Uwsgi:
     def _remove_dir(self):
         subprocess.run(["rm", "-rf", self.dir], check=False)
 
-    def start(self, wait_ready=None, args=()):
+    def start(self, wait_ready=None, args=(), env=None):
         logf = open(self.log, "ab")
         self.proc = subprocess.Popen(
             [UWSGI, "--ini", self.ini, *args],
+            env=env,
             stdout=logf,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

@@ -6,7 +6,7 @@ import json
 import os
 import re
 
-from harness import IntegrationCase, Uwsgi, wait_for
+from harness import RECORDER, IntegrationCase, Uwsgi, wait_for
 
 HEAD = """
 [uwsgi]
@@ -236,3 +236,45 @@ worker-ready = dl:{recorder}:record
         self.assertTrue(u.get("/").isdigit())
         self.assertEqual(u.stop(), 0)
         self.assertRegex(u.log_text(), r"handler '.*fail' failed on post-fork in worker 1 \(pid \d+\)")
+
+
+class HandlerKindsTest(IntegrationCase):
+
+    def test_symbol_handler_already_in_the_process(self):
+        # LD_PRELOAD puts the handler library in the process, as an embedded
+        # build links it in: symbol: finds it without any path.
+        u = Uwsgi(self, HEAD + "forksafe-settings = %p\n"
+                  "forksafe-subscribe = post-fork,worker-ready symbol:record\n", settings={})
+        env = dict(os.environ, LD_PRELOAD=RECORDER)
+        u.start(env=env, wait_ready=1)
+        self.assertEqual(u.stop(), 0)
+        self.assertEqual([e["event"] for e in u.events()], ["post-fork", "worker-ready"])
+
+    def test_exec_timeout_kills_the_handler_and_its_children(self):
+        u = Uwsgi(self, HEAD + "forksafe-settings = %p\n"
+                  "forksafe-timeout = 1\n"
+                  "forksafe-subscribe = post-fork exec:sleep 300 & echo $! > {dir}/bg.pid; "
+                  "sleep 300\n"
+                  "forksafe-subscribe = worker-ready dl:{recorder}:record\n", settings={})
+        u.start(wait_ready=1)
+        self.assertTrue(u.get("/").isdigit())
+        self.assertEqual(u.stop(), 0)
+        self.assertRegex(u.log_text(), r"handler 'exec:sleep 300.*' failed on post-fork in "
+                                       r"worker 1 \(pid \d+\): timed out after 1")
+        with open(os.path.join(u.dir, "bg.pid")) as f:
+            background = int(f.read())
+        try:
+            with open("/proc/%d/stat" % background) as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+        except FileNotFoundError:
+            state = "gone"
+        # a zombie waiting for init to reap it is dead too
+        self.assertIn(state, ("gone", "Z"), "the handler's background child survived")
+
+    def test_verbose_logs_each_dispatch_with_duration(self):
+        u = Uwsgi(self, HEAD + "forksafe-settings = %p\nforksafe-verbose = true\n"
+                  "forksafe-subscribe = post-fork dl:{recorder}:record\n", settings={})
+        u.start()
+        wait_for(lambda: u.events("post-fork"), what="post-fork")
+        self.assertEqual(u.stop(), 0)
+        self.assertRegex(u.log_text(), r"\[forksafe\] .*post-fork.*worker 1.*\d+(\.\d+)? ms")
