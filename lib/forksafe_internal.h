@@ -101,6 +101,10 @@ typedef struct forksafe__map {
  * the map is unchanged. */
 int forksafe__map_put(forksafe__map *map, const char *key, const char *value, int line);
 
+/* Makes room for one more entry.  Returns 0 or FORKSAFE__ENOMEM (the map
+ * is unchanged). */
+int forksafe__map_reserve(forksafe__map *map);
+
 /* Returns the entry for KEY, or NULL. Borrowed. */
 const forksafe__entry *forksafe__map_find(const forksafe__map *map, const char *key);
 

@@ -407,15 +407,8 @@ static int append_entry(parser *p, const char *key, size_t key_length, const cha
     forksafe__map *map = &p->ini->sections[p->section].entries;
     forksafe__entry *entry;
 
-    if (map->count == map->capacity) {
-        size_t capacity = map->capacity ? map->capacity * 2 : 8;
-        forksafe__entry *grown = forksafe__realloc(map->entries, capacity * sizeof(*grown));
-
-        if (!grown)
-            return FORKSAFE__ENOMEM;
-        map->entries = grown;
-        map->capacity = capacity;
-    }
+    if (forksafe__map_reserve(map) != 0)
+        return FORKSAFE__ENOMEM;
     entry = &map->entries[map->count];
     entry->key = forksafe__strndup(key, key_length);
     entry->value = forksafe__strndup(value, value_length);

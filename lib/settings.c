@@ -106,16 +106,9 @@ static int table_put_owned(table *t, const char *key, char *value, int line)
         entry->line = line;
         return 0;
     }
-    if (map->count == map->capacity) {
-        size_t capacity = map->capacity ? map->capacity * 2 : 8;
-        forksafe__entry *grown = forksafe__realloc(map->entries, capacity * sizeof(*grown));
-
-        if (!grown) {
-            forksafe__free(value);
-            return FORKSAFE__ENOMEM;
-        }
-        map->entries = grown;
-        map->capacity = capacity;
+    if (forksafe__map_reserve(map) != 0) {
+        forksafe__free(value);
+        return FORKSAFE__ENOMEM;
     }
     entry = &map->entries[map->count];
     entry->key = forksafe__strdup(key);

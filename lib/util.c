@@ -122,6 +122,22 @@ void forksafe__alloc_install_json(void)
 
 /* ------------------------------------------------------------- string map */
 
+int forksafe__map_reserve(forksafe__map *map)
+{
+    size_t capacity;
+    forksafe__entry *grown;
+
+    if (map->count < map->capacity)
+        return 0;
+    capacity = map->capacity ? map->capacity * 2 : 8;
+    grown = forksafe__realloc(map->entries, capacity * sizeof(*grown));
+    if (!grown)
+        return FORKSAFE__ENOMEM;
+    map->entries = grown;
+    map->capacity = capacity;
+    return 0;
+}
+
 int forksafe__map_put(forksafe__map *map, const char *key, const char *value, int line)
 {
     char *value_copy = forksafe__strdup(value);
@@ -137,15 +153,9 @@ int forksafe__map_put(forksafe__map *map, const char *key, const char *value, in
             return 0;
         }
     }
-    if (map->count == map->capacity) {
-        size_t capacity = map->capacity ? map->capacity * 2 : 8;
-        forksafe__entry *grown = forksafe__realloc(map->entries, capacity * sizeof(*grown));
-        if (!grown) {
-            forksafe__free(value_copy);
-            return FORKSAFE__ENOMEM;
-        }
-        map->entries = grown;
-        map->capacity = capacity;
+    if (forksafe__map_reserve(map) != 0) {
+        forksafe__free(value_copy);
+        return FORKSAFE__ENOMEM;
     }
     map->entries[map->count].key = forksafe__strdup(key);
     if (!map->entries[map->count].key) {
