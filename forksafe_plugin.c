@@ -17,7 +17,8 @@
  *                     pid only after its post_uwsgi_fork hooks ran.
  *   worker-ready      hijack_worker: after apps are loaded, before the first
  *                     request.
- *   worker-exit       atexit in workers, mules and spoolers.
+ *   worker-exit       atexit in workers, mules and spoolers (the generic
+ *                     plugin's, which runs before python's finalizes).
  *   child-death       the same scan peeks at zombies with waitid(WNOWAIT)
  *                     before the master reaps them, so the status is known;
  *                     fired when a child ended without completing worker-exit.
@@ -136,6 +137,9 @@ FORKSAFE_EXPORT struct uwsgi_plugin forksafe_plugin = {
     .init = forksafe_init,
     .master_cycle = forksafe_master_cycle,
     .master_cleanup = forksafe_master_cleanup,
+    /* Generic plugins' atexit runs before request plugins': worker-exit
+     * handlers run before the python plugin's atexit finalizes Python. */
+    .atexit = forksafe_atexit,
 };
 
 /* The private request-plugin slot: only lifecycle hooks, and the default
@@ -148,7 +152,6 @@ static struct uwsgi_plugin lifecycle_plugin = {
     .pre_uwsgi_fork = forksafe_pre_uwsgi_fork,
     .post_fork = forksafe_post_fork,
     .hijack_worker = forksafe_hijack_worker,
-    .atexit = forksafe_atexit,
     .harakiri = forksafe_harakiri,
 };
 
