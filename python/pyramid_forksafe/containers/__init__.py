@@ -1,0 +1,2 @@
+"""Per-container wiring: ``uwsgi`` (auto-configured by including
+pyramid_forksafe) and ``gunicorn`` (hooks imported into a gunicorn config)."""
