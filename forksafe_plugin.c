@@ -4,6 +4,10 @@
  * It turns uWSGI's scattered hooks into the eight forksafe events and hands
  * them to lib/ for dispatch.  How each event is caught (uWSGI 2.0.21):
  *
+ * Handlers are resolved in the private slot's preinit_apps (after the
+ * python plugin set up sys.path, before apps load), where the `_forksafe`
+ * Python module for pyramid_forksafe is also created.
+ *
  *   master-start      master_fixup(0): in the master, config loaded, apps
  *                     preloaded, before the first spooler/worker/mule fork.
  *   pre-fork          workers: pre_uwsgi_fork; mules and spoolers: a
@@ -82,7 +86,7 @@ struct forksafe_shared_state {
 
 static void forksafe_on_load(void);
 static int forksafe_init(void);
-static void forksafe_post_init(void);
+static void forksafe_preinit_apps(void);
 static void forksafe_master_fixup(int);
 static void forksafe_master_cycle(void);
 static void forksafe_pre_uwsgi_fork(void);
@@ -147,7 +151,7 @@ FORKSAFE_EXPORT struct uwsgi_plugin forksafe_plugin = {
  * this modifier1 is refused exactly as before. */
 static struct uwsgi_plugin lifecycle_plugin = {
     .name = "forksafe-lifecycle",
-    .post_init = forksafe_post_init,
+    .preinit_apps = forksafe_preinit_apps,
     .master_fixup = forksafe_master_fixup,
     .pre_uwsgi_fork = forksafe_pre_uwsgi_fork,
     .post_fork = forksafe_post_fork,
@@ -569,8 +573,10 @@ static int forksafe_init(void)
     }
 
     forksafe__alloc_install_json();
+    forksafe__python_set_lazy(uwsgi.lazy || uwsgi.lazy_apps);
     if (forksafe__context_init(&context, forksafe_log_to_uwsgi, NULL) != 0 ||
-        forksafe__context_add_backend(&context, &hook_backend) != 0) {
+        forksafe__context_add_backend(&context, &hook_backend) != 0 ||
+        forksafe__context_add_backend(&context, forksafe__python_backend()) != 0) {
         uwsgi_log("[forksafe] out of memory\n");
         exit(1);
     }
@@ -605,10 +611,10 @@ static int forksafe_init(void)
     return 0;
 }
 
-/* Handlers are resolved after every plugin's init, so that the languages
- * they need (e.g. Python for python: handlers) are up; still in the master
- * and before any fork. */
-static void forksafe_post_init(void)
+/* Handlers are resolved after the language plugins set up their
+ * environment (the python plugin adds `pythonpath` in its preinit_apps,
+ * which runs before this slot's), before apps load and before any fork. */
+static void forksafe_preinit_apps(void)
 {
     forksafe__error err = {0};
 
@@ -621,6 +627,10 @@ static void forksafe_post_init(void)
         forksafe__context_describe(&context);
         uwsgi_log("[forksafe] configuration is valid\n");
         exit(0);
+    }
+    if (forksafe__python_bridge_init("uwsgi") != 0) {
+        uwsgi_log("[forksafe] cannot create the _forksafe Python module\n");
+        exit(1);
     }
     if (pthread_atfork(forksafe_atfork_prepare, NULL, NULL) != 0) {
         uwsgi_log("[forksafe] pthread_atfork() failed\n");
@@ -672,9 +682,9 @@ static void fire(forksafe_event_type type, const forksafe__process *child, int s
                  int status, const char *cause, const char *reason, int exiting)
 {
     forksafe__occurrence occ;
-    int result;
+    int result, bridge_result;
 
-    if (!context_ready || !forksafe__wants(&context, type))
+    if (!context_ready)
         return;
     fill_self();
     memset(&occ, 0, sizeof(occ));
@@ -687,9 +697,12 @@ static void fire(forksafe_event_type type, const forksafe__process *child, int s
     occ.reason = reason;
     occ.generation = (int)uwsgi.reloads;
     dispatching++;
-    result = forksafe__dispatch(&context, &occ);
+    result = forksafe__wants(&context, type) ? forksafe__dispatch(&context, &occ) : 0;
+    /* pyramid_forksafe's listeners hear every event, after the
+     * subscriptions. */
+    bridge_result = forksafe__python_bridge_deliver(&context, &occ);
     dispatching--;
-    apply_policy(result, type, exiting);
+    apply_policy(bridge_result > result ? bridge_result : result, type, exiting);
 }
 
 /* ------------------------------------------------------- master: start */

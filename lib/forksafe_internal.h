@@ -458,6 +458,31 @@ struct forksafe_event {
 /* Builds the payload object for OCC. Returns a new reference or NULL. */
 json_t *forksafe__payload_new(const forksafe__context *ctx, const forksafe__occurrence *occ);
 
+/* -------------------------------------------------------- python backend */
+
+/* The `python:MODULE:CALLABLE` backend.  libpython is found at run time in
+ * the process (the host loaded it); resolving fails with a clear sentence
+ * if it is not there.  Static object; never freed. */
+forksafe__backend *forksafe__python_backend(void);
+
+/* True if libpython's C-API is in the process and the interpreter is up. */
+int forksafe__python_available(void);
+
+/* LAZY nonzero: resolve only checks that a handler's top-level package can
+ * be found, and each process imports the module on first use (for
+ * lazy-apps, where importing app code in the master is wrong). */
+void forksafe__python_set_lazy(int lazy);
+
+/* Creates the `_forksafe` module in sys.modules (listeners, delivered,
+ * version, container) for pyramid_forksafe.  A no-op without Python.
+ * Returns 0 or FORKSAFE__ENOMEM. */
+int forksafe__python_bridge_init(const char *container);
+
+/* Records OCC's payload in _forksafe.delivered and calls every callable in
+ * _forksafe.listeners with it.  Returns as forksafe__dispatch, with the
+ * context's global policy for failures. */
+int forksafe__python_bridge_deliver(forksafe__context *ctx, const forksafe__occurrence *occ);
+
 /* ---------------------------------------------------------- exec backend */
 
 /* Exposed for tests and for the host's exec-like needs: runs COMMAND with

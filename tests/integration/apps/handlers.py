@@ -1,0 +1,25 @@
+"""python: handlers for the integration tests."""
+import json
+import os
+
+not_callable = 42
+
+
+def record(payload):
+    """Appends the payload, one JSON line, to settings['python_log']."""
+    line = json.dumps(payload, sort_keys=True) + "\n"
+    fd = os.open(payload["settings"]["python_log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    try:
+        os.write(fd, line.encode())
+    finally:
+        os.close(fd)
+
+
+def boom(payload):
+    raise ValueError("boom on %s" % payload["event"])
+
+
+class Nested:
+    @staticmethod
+    def handler(payload):
+        record(payload)
