@@ -114,6 +114,9 @@ unit: $(UNIT_BIN) fixtures
 asan: $(ASAN_BIN) fixtures
 	@PYTHON=$(PYTHON) tests/run_suite.sh asan $(ASAN_BIN)
 
+python:
+	@PYTHON=$(PYTHON) tests/run_suite.sh python python/tests
+
 differential: tools
 	@PYTHON=$(PYTHON) tests/run_suite.sh differential tests/differential
 
@@ -130,6 +133,7 @@ check: deps
 	@PYTHON=$(PYTHON) tests/run_suite.sh asan $(ASAN_BIN) || true
 	@PYTHON=$(PYTHON) tests/run_suite.sh valgrind $(UNIT_BIN) || true
 	@PYTHON=$(PYTHON) tests/run_suite.sh differential tests/differential || true
+	@PYTHON=$(PYTHON) tests/run_suite.sh python python/tests || true
 	@PYTHON=$(PYTHON) tests/run_suite.sh integration tests/integration || true
 	@tests/format_check.sh || true
 	@tests/summarize.sh $(BUILD)/results.txt
