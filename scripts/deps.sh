@@ -7,6 +7,7 @@ packages=(
     uwsgi-core uwsgi-plugin-python3 uwsgi-dev
     python3-pastedeploy python3-pyramid python3-uwsgidecorators
     valgrind clang-format
+    python3-sqlalchemy python3-psycopg2 postgresql
 )
 missing=()
 for package in "${packages[@]}"; do

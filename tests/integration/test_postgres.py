@@ -1,0 +1,327 @@
+"""The SQLAlchemy example against a real PostgreSQL, under concurrent load.
+
+examples/pyramid_sqlalchemy makes its engine in the uWSGI master (apps
+preloaded) and queries the database there, so one connection sits in the
+pool when 4 workers are forked.  Each uWSGI worker is single-threaded and
+needs one connection at a time, so without a post-fork dispose every worker
+checks out that same inherited connection: all of them talk to the master's
+backend over one shared socket -- same pg_backend_pid() in every worker,
+answers read by the wrong process, protocol errors, hangs.  With forksafe's
+`python:forksafe_sqla.forksafe:dispose_engine` on post-fork, each worker
+disposes the inherited pool (close=False) and opens its own connection.
+
+  - with the handler (the example's production.ini as shipped): 0 errors, 4
+    workers, 4 distinct backend pids, none the master's;
+  - without it (the same file minus that one subscription): the hazard is
+    observed -- the test proves it can tell the difference;
+  - the same handler as a python: subscription of a plain WSGI app
+    (plain.ini, plain_wsgi.py): no Pyramid imported, same result.
+
+The configs are the example's own files with only the port, paths, database
+URL and the test's event recorder substituted (every substitution must
+match, so an edit of the example cannot silently change what is tested).
+"""
+
+import collections
+import json
+import os
+import re
+import signal
+import sys
+import types
+import unittest
+
+from harness import ROOT, IntegrationCase, Uwsgi
+from load import run_load
+from pg import PostgresCluster
+
+EXAMPLE = os.path.join(ROOT, "examples", "pyramid_sqlalchemy")
+WORKERS = 4
+REQUESTS = 2000
+CONCURRENCY = 8
+TIME_LIMIT = 60.0
+# Without the handler workers can hang on a socket whose answer another
+# worker read; the hazard shows in the first second, so the load is cut
+# shorter there and harakiri frees stuck workers.
+HAZARD_TIME_LIMIT = 15.0
+REQUEST_TIMEOUT = 5.0
+SUBSCRIPTION = "post-fork = python:forksafe_sqla.forksafe:dispose_engine"
+
+# One throw-away cluster for the module, each test in a database of its own.
+PG = PostgresCluster()
+_databases = iter(range(1, 1000))
+
+
+def new_database():
+    """A fresh database in PG; returns (name, SQLAlchemy URL)."""
+    name = "forksafe%d" % next(_databases)
+    return name, PG.create_database(name)
+
+
+def setUpModule():
+    # No skip: a PostgreSQL that cannot start fails the module with the reason.
+    unittest.addModuleCleanup(PG.stop)
+    PG.start()
+
+
+def example_ini(name, url, subscribe=True, pyramid_forksafe=False):
+    """The example's NAME ini, rewritten for a test instance (harness.Uwsgi
+    fills the {placeholders}).  subscribe=False drops the python: post-fork
+    subscription; pyramid_forksafe=True turns on the app's pyramid_forksafe
+    subscriber (serve() puts python/ on PYTHONPATH: PasteDeploy refuses a
+    second pythonpath key)."""
+    with open(os.path.join(EXAMPLE, name)) as f:
+        text = f.read()
+    assert "{" not in text and "}" not in text, "the harness formats the ini with str.format"
+
+    def sub(old, new, count=1):
+        nonlocal text
+        found = text.count(old)
+        assert found == count, "%s: expected %d x %r, found %d" % (name, count, old, found)
+        text = text.replace(old, new)
+
+    sub(re.search(r"^sqlalchemy\.url = sqlite:.*$", text, re.M).group(0),
+        "sqlalchemy.url = %s\nforksafe.event_log = {record}" % url)
+    # The test's event recorder on every event: worker-ready tells when the
+    # workers are up, the rest shows in failure messages.
+    sub("[forksafe]\n", "[forksafe]\n* = dl:{recorder}:record\n")
+    if not subscribe:
+        sub(SUBSCRIPTION + "\n", "")
+    sub("plugin-dir = %d../..", "plugin-dir = {plugin_dir}")
+    sub("pythonpath = %d", "pythonpath = " + EXAMPLE)
+    if pyramid_forksafe:
+        sub("forksafe_sqla.pyramid_forksafe = false", "forksafe_sqla.pyramid_forksafe = true")
+    sub("http-socket = 127.0.0.1:8080", "http-socket = 127.0.0.1:{port}")
+    sub("processes = 4", "processes = %d" % WORKERS)
+    sections = re.findall(r"^\[([^\]]+)\]", text, re.M)
+    assert sections[-1] == "uwsgi", "%s: [uwsgi] must be the last section" % name
+    text += ("pidfile = {pidfile}\n"
+             "harakiri = 4\n"
+             "forksafe-verbose = true\n")
+    return text
+
+
+class PostgresForkTest(IntegrationCase):
+
+    pg = PG
+
+    def serve(self, ini_name, subscribe=True, pyramid_forksafe=False):
+        database, url = new_database()
+        # Python bytecode of the example stays out of the source tree.
+        env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
+        if pyramid_forksafe:
+            env["PYTHONPATH"] = os.pathsep.join(
+                [os.path.join(ROOT, "python")] + [p for p in [env.get("PYTHONPATH")] if p])
+        uwsgi = Uwsgi(self, example_ini(ini_name, url, subscribe, pyramid_forksafe), name="app.ini")
+        try:
+            uwsgi.start(wait_ready=WORKERS, env=env)
+        except AssertionError as e:
+            raise AssertionError("%s\nlog:\n%s" % (e, uwsgi.log_text()[-6000:])) from None
+        self.addCleanup(self._stop, uwsgi)
+        return uwsgi, database
+
+    def _stop(self, uwsgi):
+        # SIGINT stops it at once; harness.kill (registered first, so run
+        # after this) SIGKILLs the group if anything is left.
+        uwsgi.stop(signal.SIGINT)
+
+    def load(self, uwsgi, time_limit=TIME_LIMIT):
+        result = run_load(uwsgi.port, "/db", total=REQUESTS, concurrency=CONCURRENCY,
+                          time_limit=time_limit, request_timeout=REQUEST_TIMEOUT)
+        print("\n  %s: %s" % (self.id().rsplit(".", 1)[-1], result.summary()))
+        return result
+
+    def context(self, uwsgi, result):
+        return "%s\nerror samples: %s\nfirst answers: %s\nlog tail:\n%s" % (
+            result.summary(), result.error_samples, result.bodies, uwsgi.log_text()[-6000:])
+
+    def assert_one_backend_per_worker(self, uwsgi, database, result):
+        why = self.context(uwsgi, result)
+        self.assertEqual(result.errors, 0, why)
+        self.assertFalse(result.hit_time_limit, why)
+        self.assertEqual(result.ok, REQUESTS, why)
+        workers = {e["process"]["pid"] for e in uwsgi.events("worker-ready")}
+        self.assertEqual(len(workers), WORKERS, why)
+        # every worker served, each on exactly one backend of its own
+        self.assertEqual(result.worker_pids, workers, why)
+        by_worker = result.backends_by_worker()
+        for pid, backends in by_worker.items():
+            self.assertEqual(len(backends), 1, "worker %d used backends %s\n%s"
+                             % (pid, backends, why))
+        self.assertEqual(len(result.backend_pids), WORKERS, why)
+        # the master queried the database before the fork, on a backend
+        # that no worker uses -- and that is still alive: the workers
+        # disposed its pool without closing the connection
+        startup = result.bodies[0]["startup"]
+        self.assertEqual(startup["pid"], uwsgi.master_pid, why)
+        self.assertNotIn(startup["backend_pid"], result.backend_pids, why)
+        live = self.pg.backends(database)
+        self.assertEqual(sorted(live), sorted(result.backend_pids | {startup["backend_pid"]}),
+                         why)
+        # and the handler said so, once in each worker
+        for answer in result.first_by_pid.values():
+            self.assertEqual([d["from_pid"] for d in answer["disposed"]],
+                             [uwsgi.master_pid], why)
+        self.assertEqual(uwsgi.log_text().count("[forksafe_sqla] worker "), WORKERS, why)
+        return startup
+
+    # ------------------------------------------------------------------
+
+    def test_with_forksafe_each_worker_has_its_own_backend(self):
+        uwsgi, database = self.serve("production.ini")
+        result = self.load(uwsgi)
+        self.assert_one_backend_per_worker(uwsgi, database, result)
+
+    def test_without_forksafe_the_workers_share_the_master_connection(self):
+        uwsgi, database = self.serve("production.ini", subscribe=False)
+        result = self.load(uwsgi, time_limit=HAZARD_TIME_LIMIT)
+        why = self.context(uwsgi, result)
+        startup = next((a["startup"] for a in result.bodies), None)
+        shared = {backend: pids for backend, pids in result.workers_by_backend().items()
+                  if len(pids) > 1}
+        on_master_backend = {pid for pid, backend in result.pairs
+                             if startup and backend == startup["backend_pid"]}
+        print("  hazard: %d errors %s; backends shared by several workers: %s; workers on "
+              "the master's pre-fork backend %s: %s"
+              % (result.errors, dict(result.error_kinds), shared,
+                 startup and startup["backend_pid"], sorted(on_master_backend)))
+        raised = collections.Counter(
+            m.group(1) for m in re.finditer(r"^((?:sqlalchemy|psycopg2)\.[\w.]+(?:Error|Exception)"
+                                            r"|\w+Error): .*$", uwsgi.log_text(), re.M))
+        print("  raised in the workers (uWSGI log): %s" % dict(raised))
+        self.assertTrue(result.errors > 0 or shared or on_master_backend,
+                        "no hazard observed without the post-fork handler:\n" + why)
+        # nothing disposed anything: the handler really was not subscribed
+        for answer in result.first_by_pid.values():
+            self.assertEqual(answer["disposed"], [], why)
+        self.assertNotIn("[forksafe_sqla] worker ", uwsgi.log_text(), why)
+
+    def test_pyramid_forksafe_subscriber_instead(self):
+        # the same function as a Pyramid subscriber of pyramid_forksafe's
+        # ApplicationPostFork, and no python: subscription
+        uwsgi, database = self.serve("production.ini", subscribe=False, pyramid_forksafe=True)
+        result = self.load(uwsgi)
+        self.assert_one_backend_per_worker(uwsgi, database, result)
+
+    def test_python_handler_without_pyramid(self):
+        uwsgi, database = self.serve("plain.ini")
+        result = self.load(uwsgi)
+        self.assert_one_backend_per_worker(uwsgi, database, result)
+        for answer in result.first_by_pid.values():
+            self.assertFalse(answer["pyramid_loaded"], answer)
+
+
+class DisposeEngineInProcessTest(unittest.TestCase):
+    """dispose_engine itself, in real forked children of this process (no
+    uWSGI): called with a forksafe payload dict, and with an event object
+    shaped like pyramid_forksafe's ApplicationPostFork (.payload,
+    .registry.settings) -- pyramid_forksafe itself is not needed."""
+
+    pg = PG
+
+    @classmethod
+    def setUpClass(cls):
+        if EXAMPLE not in sys.path:
+            sys.path.insert(0, EXAMPLE)
+
+    def child_backend(self, engine, call):
+        """Forks; the child runs CALL(), then reports its backend pid."""
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: never returns into unittest
+            code = 1
+            try:
+                os.close(read)
+                call()
+                with engine.connect() as conn:
+                    backend = db_backend(conn)
+                os.write(write, json.dumps({"backend": backend}).encode())
+                code = 0
+            except BaseException as e:  # noqa: BLE001 - reported to the parent
+                try:
+                    os.write(write, json.dumps({"error": repr(e)}).encode())
+                except BaseException:  # noqa: BLE001
+                    pass
+            finally:
+                os._exit(code)
+        os.close(write)
+        try:
+            chunks = []
+            while True:
+                chunk = os.read(read, 65536)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+        finally:
+            os.close(read)
+            _, status = os.waitpid(pid, 0)
+        answer = json.loads(b"".join(chunks) or b"{}")
+        self.assertEqual(os.waitstatus_to_exitcode(status), 0, answer)
+        return answer["backend"]
+
+    def test_payload_dict_and_event_object(self):
+        from forksafe_sqla import db
+        from forksafe_sqla.forksafe import dispose_engine
+
+        _, url = new_database()
+        settings = {"sqlalchemy.url": url}
+        engine = db.engine_for(settings)
+        parent = db.startup_check(engine)  # one connection pooled before the forks
+
+        def payload():
+            return {"event": "post-fork", "settings": settings,
+                    "process": {"kind": "worker", "id": 1, "pid": os.getpid(),
+                                "ppid": os.getppid()}}
+
+        # as pyramid_forksafe builds an event without a plugin payload (0.2 style)
+        event = types.SimpleNamespace(
+            payload={"event": "post-fork", "container": None, "synthesized": True},
+            registry=types.SimpleNamespace(settings=settings))
+        # without dispose the child answers on the parent's backend
+        self.assertEqual(self.child_backend(engine, lambda: None), parent)
+        with_dict = self.child_backend(engine, lambda: dispose_engine(payload()))
+        with_event = self.child_backend(engine, lambda: dispose_engine(event))
+        self.assertNotIn(parent, (with_dict, with_event))
+        self.assertNotEqual(with_dict, with_event)
+        # close=False: the children left the parent's connection alone
+        with engine.connect() as conn:
+            self.assertEqual(db_backend(conn), parent)
+        # and in the process that made the pool it does nothing
+        dispose_engine(payload())
+        with engine.connect() as conn:
+            self.assertEqual(db_backend(conn), parent)
+        engine.dispose()
+
+    def test_why_close_false(self):
+        # engine.dispose() (close=True) in a child closes the inherited
+        # connection: psycopg2 sends Terminate on the shared socket and the
+        # parent's session is gone.  close=False leaves it alone.
+        from sqlalchemy import create_engine
+        from sqlalchemy.exc import OperationalError
+
+        _, url = new_database()
+        for close in (False, True):
+            engine = create_engine(url)
+            try:
+                with engine.connect() as conn:
+                    parent = db_backend(conn)
+                self.child_backend(engine, lambda: engine.dispose(close=close))
+                if close:
+                    with self.assertRaises(OperationalError):
+                        with engine.connect() as conn:
+                            db_backend(conn)
+                else:
+                    with engine.connect() as conn:
+                        self.assertEqual(db_backend(conn), parent)
+            finally:
+                engine.dispose()
+
+
+def db_backend(conn):
+    from forksafe_sqla import db
+
+    return db.backend_id(conn)
+
+
+if __name__ == "__main__":
+    unittest.main()
