@@ -106,7 +106,7 @@ bench: $(BUILD)/bench/parse_bench
 	$(BUILD)/bench/parse_bench
 
 run: deps $(PLUGIN)
-	$(MAKE) -C examples/pyramid_app run PYTHON=$(PYTHON) UWSGI=$(UWSGI)
+	$(MAKE) -C examples/pyramid_sqlalchemy run PYTHON=$(PYTHON) UWSGI=$(UWSGI)
 
 unit: $(UNIT_BIN) fixtures
 	@PYTHON=$(PYTHON) tests/run_suite.sh unit $(UNIT_BIN)

@@ -1,4 +1,4 @@
-"""The demo that `make run` serves, started from a copy on a free port."""
+"""The example that `make run` serves, started from a copy on a free port."""
 
 import json
 import os
@@ -11,7 +11,7 @@ import urllib.request
 
 from harness import BUILD, ROOT, UWSGI, free_port, wait_for
 
-DEMO = os.path.join(ROOT, "examples", "pyramid_app")
+DEMO = os.path.join(ROOT, "examples", "pyramid_sqlalchemy")
 
 
 class DemoTest(unittest.TestCase):
@@ -19,7 +19,7 @@ class DemoTest(unittest.TestCase):
     def test_demo_page_lists_every_process_events(self):
         work = tempfile.mkdtemp(prefix="forksafe-demo-")
         self.addCleanup(shutil.rmtree, work, True)
-        app = os.path.join(work, "pyramid_app")
+        app = os.path.join(work, "pyramid_sqlalchemy")
         shutil.copytree(DEMO, app, ignore=shutil.ignore_patterns("var", "__pycache__"))
         os.makedirs(os.path.join(app, "var"))
         port = free_port()
@@ -46,28 +46,30 @@ class DemoTest(unittest.TestCase):
         def ready():
             try:
                 with open(events_path) as f:
-                    return sum(1 for line in f if '"worker-ready"' in line) >= 2
+                    return sum(1 for line in f if '"worker-ready"' in line) >= 4
             except FileNotFoundError:
                 return False
-        wait_for(ready, what="two workers ready")
+        wait_for(ready, what="the workers ready")
         with urllib.request.urlopen("http://127.0.0.1:%d/" % port, timeout=10) as r:
             page = r.read().decode()
         with urllib.request.urlopen("http://127.0.0.1:%d/events.json" % port, timeout=10) as r:
             events = json.load(r)
         os.kill(proc.pid, signal.SIGTERM)  # die-on-term: a clean shutdown
         self.assertEqual(proc.wait(timeout=20), 0)
-        self.assertIn("<h1>forksafe demo</h1>", page)
+        self.assertIn("<h1>forksafe_sqla</h1>", page)
+        self.assertRegex(page, r"Worker pid \d+ answered on database backend")
         self.assertIn('style="font-weight:bold"', page)
         kinds = {(e["process"]["kind"], e["event"]) for e in events}
         for expected in [("master", "master-start"), ("master", "pre-fork"),
                          ("worker", "post-fork"), ("worker", "worker-ready"),
                          ("mule", "post-fork")]:
             self.assertIn(expected, kinds)
-        self.assertEqual(events[0]["settings"]["demo.title"], "forksafe demo")
+        self.assertTrue(events[0]["settings"]["sqlalchemy.url"].startswith("sqlite:///"))
         self.assertNotIn("use", events[0]["settings"])
         with open(os.path.join(work, "uwsgi.log"), errors="replace") as f:
             log_text = f.read()
-        self.assertEqual(log_text.count("[demo] a process was forked"), 3)
+        self.assertEqual(log_text.count("[forksafe_sqla] a worker is ready"), 4)
+        self.assertNotIn("Traceback", log_text)
         with open(events_path) as f:
             final = [json.loads(line)["event"] for line in f]
         self.assertEqual(final[-1], "master-exit")

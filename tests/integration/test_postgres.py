@@ -81,10 +81,13 @@ def example_ini(name, url, subscribe=True, pyramid_forksafe=False):
         text = text.replace(old, new)
 
     sub(re.search(r"^sqlalchemy\.url = sqlite:.*$", text, re.M).group(0),
-        "sqlalchemy.url = %s\nforksafe.event_log = {record}" % url)
-    # The test's event recorder on every event: worker-ready tells when the
-    # workers are up, the rest shows in failure messages.
-    sub("[forksafe]\n", "[forksafe]\n* = dl:{recorder}:record\n")
+        "sqlalchemy.url = %s" % url)
+    # The example's event recorder, into the test's file: worker-ready tells
+    # when the workers are up, the rest shows in failure messages.
+    sub(re.search(r"^forksafe.event_log = .*$", text, re.M).group(0),
+        "forksafe.event_log = {record}")
+    sub("* = dl:%(here)s/../../build/examples/event_log.so:record",
+        "* = dl:{recorder}:record")
     if not subscribe:
         sub(SUBSCRIPTION + "\n", "")
     sub("plugin-dir = %d../..", "plugin-dir = {plugin_dir}")

@@ -1,10 +1,13 @@
-"""The forksafe demo app: shows the fork lifecycle events every process got."""
+"""The page at /: which worker and database backend answered, and every fork
+lifecycle event each process received (recorded by the event_log native
+handler into settings['forksafe.event_log'])."""
 import html
 import json
 import os
 
-from pyramid.config import Configurator
 from pyramid.response import Response
+
+from . import db
 
 
 def read_events(path):
@@ -18,6 +21,8 @@ def read_events(path):
 def home(request):
     settings = request.registry.settings
     events = read_events(settings["forksafe.event_log"])
+    info = db.probe(db.engine_for(settings))
+    startup = info["startup"] or {}
     rows = []
     for e in events:
         p = e["process"]
@@ -33,26 +38,20 @@ def home(request):
             ' style="font-weight:bold"' if mine else "",
             html.escape(p["kind"]), p["id"], p["pid"], e["generation"],
             html.escape(e["event"]), html.escape(detail)))
-    body = """<!doctype html><title>%s</title>
-<h1>%s</h1>
-<p>This page was served by pid %d (bold rows). Events are recorded by the
-<code>event_log</code> native handler, subscribed in production.ini's
-<code>[forksafe]</code> section.</p>
+    body = """<!doctype html><title>forksafe_sqla</title>
+<h1>forksafe_sqla</h1>
+<p>Worker pid %d answered on database backend %s (%s); at start-up the master,
+pid %s, used backend %s. JSON: <a href="/db">/db</a>, <a href="/events.json">/events.json</a>.</p>
+<p>The fork lifecycle events every process received (this worker's rows in
+bold), recorded by the <code>event_log</code> native handler subscribed in
+production.ini's <code>[forksafe]</code> section:</p>
 <table border=1 cellpadding=4><tr><th>process</th><th>pid</th><th>generation</th>
 <th>event</th><th>detail</th></tr>%s</table>""" % (
-        html.escape(settings["demo.title"]), html.escape(settings["demo.title"]),
-        os.getpid(), "\n".join(rows))
+        os.getpid(), html.escape(str(info["backend_pid"])), html.escape(str(info["url"])),
+        html.escape(str(startup.get("pid"))), html.escape(str(startup.get("backend_pid"))),
+        "\n".join(rows))
     return Response(body)
 
 
 def events_json(request):
     return Response(json=read_events(request.registry.settings["forksafe.event_log"]))
-
-
-def main(global_config, **settings):
-    config = Configurator(settings=settings)
-    config.add_route("home", "/")
-    config.add_route("events", "/events.json")
-    config.add_view(home, route_name="home")
-    config.add_view(events_json, route_name="events")
-    return config.make_wsgi_app()
