@@ -37,7 +37,7 @@ PLUGIN   := forksafe_plugin.so
 .PHONY: bench all deps run check unit asan valgrind integration differential python fixtures tools clean format-check
 
 all: deps
-	@$(MAKE) --no-print-directory $(PLUGIN) $(EXAMPLE_SO)
+	@$(MAKE) --no-print-directory $(PLUGIN) $(LIBFORKSAFE) $(EXAMPLE_SO)
 
 deps:
 	@PYTHON=$(PYTHON) scripts/deps.sh
@@ -66,6 +66,12 @@ $(BUILD)/plugin/forksafe_plugin.o: forksafe_plugin.c $(LIB_HDR) $(UWSGI_H) $(BUI
 
 $(PLUGIN): $(BUILD)/plugin/forksafe_plugin.o $(LIB_OBJ)
 	$(CC) -shared -o $@ $^ $(JANSSON_LIBS) -ldl
+
+# The core alone, for other servers' adapters (ctypes) and native tools:
+# exports only what include/forksafe.h declares.
+LIBFORKSAFE := $(BUILD)/libforksafe.so
+$(LIBFORKSAFE): $(LIB_OBJ)
+	$(CC) -shared -Wl,-soname,libforksafe.so.0 -o $@ $^ $(JANSSON_LIBS) -ldl
 
 $(BUILD)/tests/%: tests/unit/%.c $(LIB_OBJ) tests/unit/unit.h
 	@mkdir -p $(dir $@)

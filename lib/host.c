@@ -1,0 +1,211 @@
+/*
+ * host.c - the host API of include/forksafe.h: the core driven by servers
+ * other than uWSGI (pyramid_forksafe's gunicorn and Celery adapters, through
+ * ctypes over libforksafe.so).  Same settings, same subscriptions, same
+ * handler kinds and policy words as the uWSGI plugin; the server adapter
+ * says what happened and acts on the returned policy.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "forksafe_internal.h"
+
+struct forksafe_host {
+    forksafe__context context;
+    char *container;
+    char *settings_json;
+};
+
+static void log_to_stderr(void *userdata, int level, const char *message)
+{
+    (void)userdata;
+    (void)level;
+    fprintf(stderr, "[forksafe] %s\n", message);
+}
+
+static int is_json_path(const char *spec)
+{
+    size_t length = strcspn(spec, "#");
+
+    return length >= 5 && strncmp(spec + length - 5, ".json", 5) == 0;
+}
+
+/* Settings and the [forksafe] section, read from the same file. */
+static int load_settings(forksafe_host *host, const char *spec, forksafe__error *err)
+{
+    forksafe__ini ini;
+    char *path;
+    int rc;
+
+    rc = forksafe__settings_load(&host->context.settings, spec, err);
+    if (rc != 0)
+        return rc;
+    host->context.has_settings = 1;
+    if (is_json_path(spec))
+        return 0;
+    path = forksafe__strndup(spec, strcspn(spec, "#"));
+    if (!path)
+        return FORKSAFE__ENOMEM;
+    memset(&ini, 0, sizeof(ini));
+    rc = forksafe__ini_load(&ini, path, err);
+    if (rc == 0)
+        rc = forksafe__subscribe_ini(&host->context, &ini, err);
+    forksafe__ini_free(&ini);
+    forksafe__free(path);
+    return rc;
+}
+
+static int subscribe_lines(forksafe_host *host, const char *lines, const char *source,
+                           forksafe__error *err)
+{
+    const char *line = lines;
+    int number = 0;
+
+    while (line && *line) {
+        size_t length = strcspn(line, "\n");
+        char *text = forksafe__strndup(line, length);
+        int rc;
+
+        number++;
+        if (!text)
+            return FORKSAFE__ENOMEM;
+        rc = 0;
+        if (text[strspn(text, " \t\r")] != '\0')
+            rc = forksafe__subscribe(&host->context, text, source, number, err);
+        forksafe__free(text);
+        if (rc != 0)
+            return rc;
+        line += length;
+        if (*line == '\n')
+            line++;
+    }
+    return 0;
+}
+
+FORKSAFE_EXPORT forksafe_host *forksafe_host_new(const char *container, const char *settings_spec,
+                                                 const char *subscriptions, const char *source,
+                                                 const char *on_error, double timeout, int verbose,
+                                                 char *error, size_t error_size)
+{
+    forksafe_host *host = forksafe__calloc(1, sizeof(*host));
+    forksafe__error err = {0};
+    int rc = FORKSAFE__ENOMEM;
+
+    if (error && error_size)
+        error[0] = '\0';
+    if (!host)
+        goto fail;
+    host->container = forksafe__strdup(container ? container : "unknown");
+    if (!host->container || forksafe__context_init(&host->context, log_to_stderr, NULL) != 0 ||
+        forksafe__context_add_backend(&host->context, forksafe__python_backend()) != 0)
+        goto fail;
+    host->context.container = host->container;
+    host->context.verbose = verbose;
+    if (timeout > 0)
+        host->context.timeout = timeout;
+    if (on_error) {
+        int policy = forksafe__on_error_from_name(on_error);
+        if (policy < 0) {
+            forksafe__error_set(&err, source ? source : "forksafe", 0,
+                                "on-error must be log, exit or fatal, not '%s'", on_error);
+            rc = FORKSAFE__EINVAL;
+            goto fail;
+        }
+        host->context.on_error = policy;
+    }
+    if (settings_spec && (rc = load_settings(host, settings_spec, &err)) != 0)
+        goto fail;
+    if (subscriptions && (rc = subscribe_lines(host, subscriptions,
+                                               source ? source : "forksafe-subscribe", &err)) != 0)
+        goto fail;
+    if ((rc = forksafe__context_seal(&host->context, &err)) != 0)
+        goto fail;
+    return host;
+
+fail:
+    if (!err.set)
+        forksafe__error_set(&err, "forksafe", 0, "%s", forksafe__strerror(rc));
+    if (error && error_size)
+        forksafe__error_format(&err, error, error_size);
+    forksafe_host_free(host);
+    return NULL;
+}
+
+FORKSAFE_EXPORT int forksafe_host_dispatch(forksafe_host *host, const char *event, const char *kind,
+                                           int id, int pid, int ppid, int respawn, int generation,
+                                           const char *child_kind, int child_id, int child_pid,
+                                           int child_respawn, int child_status_known,
+                                           int child_status, const char *cause, const char *reason)
+{
+    forksafe__occurrence occ;
+    forksafe__process child;
+    int type = event ? forksafe_event_type_from_name(event) : -1;
+    int process_kind = kind ? forksafe__process_kind_from_name(kind) : -1;
+
+    if (!host || type < 0 || process_kind < 0)
+        return -1;
+    memset(&occ, 0, sizeof(occ));
+    occ.type = (forksafe_event_type)type;
+    occ.self.kind = process_kind;
+    occ.self.id = id;
+    occ.self.pid = pid > 0 ? pid : getpid();
+    occ.self.ppid = ppid > 0 ? ppid : getppid();
+    occ.self.respawn = respawn;
+    occ.generation = generation;
+    occ.reason = reason;
+    if (child_kind) {
+        int child_process_kind = forksafe__process_kind_from_name(child_kind);
+        if (child_process_kind < 0)
+            return -1;
+        memset(&child, 0, sizeof(child));
+        child.kind = child_process_kind;
+        child.id = child_id;
+        child.pid = child_pid;
+        child.respawn = child_respawn;
+        occ.child = &child;
+        occ.child_status_known = child_status_known;
+        occ.child_status = child_status;
+        occ.child_cause = cause;
+    }
+    if (!forksafe__wants(&host->context, occ.type))
+        return 0;
+    return forksafe__dispatch(&host->context, &occ);
+}
+
+FORKSAFE_EXPORT const char *forksafe_host_settings_json(forksafe_host *host)
+{
+    json_t *object;
+
+    if (!host)
+        return NULL;
+    if (host->settings_json)
+        return host->settings_json;
+    object = json_object();
+    if (!object)
+        return NULL;
+    if (json_object_set_new(object, "settings",
+                            host->context.settings_json ? json_incref(host->context.settings_json)
+                                                        : json_object()) != 0 ||
+        json_object_set_new(object, "global_settings",
+                            host->context.global_settings_json
+                                ? json_incref(host->context.global_settings_json)
+                                : json_object()) != 0) {
+        json_decref(object);
+        return NULL;
+    }
+    host->settings_json = json_dumps(object, JSON_COMPACT | JSON_SORT_KEYS);
+    json_decref(object);
+    return host->settings_json;
+}
+
+FORKSAFE_EXPORT void forksafe_host_free(forksafe_host *host)
+{
+    if (!host)
+        return;
+    forksafe__context_free(&host->context);
+    forksafe__free(host->container);
+    free(host->settings_json);
+    forksafe__free(host);
+}

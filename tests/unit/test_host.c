@@ -1,0 +1,137 @@
+/* The host API (include/forksafe.h) as another server's adapter uses it. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "unit.h"
+
+static char directory[] = "/tmp/forksafe-host-XXXXXX";
+
+static const char *write_file(const char *name, const char *text)
+{
+    static char path[512];
+    FILE *f;
+
+    if (directory[strlen(directory) - 1] == 'X')
+        ck_assert_ptr_nonnull(mkdtemp(directory));
+    snprintf(path, sizeof(path), "%s/%s", directory, name);
+    f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs(text, f);
+    fclose(f);
+    return path;
+}
+
+static char *read_file(const char *name)
+{
+    char path[512], *text = calloc(1, 65536);
+    FILE *f;
+
+    snprintf(path, sizeof(path), "%s/%s", directory, name);
+    f = fopen(path, "r");
+    if (!f) {
+        free(text);
+        return NULL;
+    }
+    if (fread(text, 1, 65535, f) == 0)
+        text[0] = '\0';
+    fclose(f);
+    return text;
+}
+
+START_TEST(settings_section_and_directives_drive_handlers)
+{
+    char error[512], ini[2048], *out;
+    const char *path;
+    forksafe_host *host;
+
+    write_file("placeholder", "");
+    snprintf(ini, sizeof(ini),
+             "[DEFAULT]\nroot = /srv\n[app:main]\nuse = call:x:y\ndb = %%(root)s/db\n"
+             "[forksafe]\npost-fork = exec:cat > %s/post-fork.json\n",
+             directory);
+    path = write_file("app.ini", ini);
+    snprintf(ini, sizeof(ini),
+             "\nworker-exit kind=worker exec:echo $FORKSAFE_EVENT > %s/exit.txt\n", directory);
+    host = forksafe_host_new("gunicorn", path, ini, "gunicorn.conf.py", "log", 5, 0, error,
+                             sizeof(error));
+    ck_assert_msg(host != NULL, "%s", error);
+    ck_assert_ptr_nonnull(strstr(forksafe_host_settings_json(host), "\"db\":\"/srv/db\""));
+    ck_assert_ptr_null(strstr(forksafe_host_settings_json(host), "\"use\""));
+    ck_assert_int_eq(forksafe_host_dispatch(host, "post-fork", "worker", 3, 0, 0, 1, 2, NULL, 0, 0,
+                                            0, 0, 0, NULL, NULL),
+                     0);
+    out = read_file("post-fork.json");
+    ck_assert_ptr_nonnull(out);
+    ck_assert_ptr_nonnull(strstr(out, "\"container\":\"gunicorn\""));
+    ck_assert_ptr_nonnull(strstr(out, "\"kind\":\"worker\",\"id\":3"));
+    ck_assert_ptr_nonnull(strstr(out, "\"generation\":2,\"respawn\":1"));
+    free(out);
+    ck_assert_int_eq(forksafe_host_dispatch(host, "worker-exit", "worker", 1, 0, 0, 0, 0, NULL, 0,
+                                            0, 0, 0, 0, NULL, "shutdown"),
+                     0);
+    out = read_file("exit.txt");
+    ck_assert_str_eq(out, "worker-exit\n");
+    free(out);
+    ck_assert_int_eq(forksafe_host_dispatch(host, "post_fork", "worker", 1, 0, 0, 0, 0, NULL, 0, 0,
+                                            0, 0, 0, NULL, NULL),
+                     -1);
+    ck_assert_int_eq(forksafe_host_dispatch(host, "child-death", "master", 0, 0, 0, 0, 0, "robot",
+                                            1, 1, 0, 0, 0, NULL, NULL),
+                     -1);
+    forksafe_host_free(host);
+}
+END_TEST
+
+START_TEST(failures_return_the_policy)
+{
+    char error[512];
+    forksafe_host *host = forksafe_host_new("celery", NULL,
+                                            "post-fork exec:exit 3\n"
+                                            "worker-exit on-error=fatal exec:false\n",
+                                            "celeryconfig", "exit", 0, 0, error, sizeof(error));
+
+    ck_assert_msg(host != NULL, "%s", error);
+    ck_assert_int_eq(forksafe_host_dispatch(host, "post-fork", "worker", 1, 0, 0, 0, 0, NULL, 0, 0,
+                                            0, 0, 0, NULL, NULL),
+                     1 + FORKSAFE__ON_ERROR_EXIT);
+    ck_assert_int_eq(forksafe_host_dispatch(host, "worker-exit", "worker", 1, 0, 0, 0, 0, NULL, 0,
+                                            0, 0, 0, 0, NULL, "shutdown"),
+                     1 + FORKSAFE__ON_ERROR_FATAL);
+    ck_assert_int_eq(forksafe_host_dispatch(host, "master-start", "master", 0, 0, 0, 0, 0, NULL, 0,
+                                            0, 0, 0, 0, NULL, NULL),
+                     0);
+    forksafe_host_free(host);
+}
+END_TEST
+
+START_TEST(errors_name_source_and_line)
+{
+    char error[512];
+
+    ck_assert_ptr_null(forksafe_host_new("gunicorn", NULL, "post-fork exec:true\n\npost_fork x:y\n",
+                                         "gunicorn.conf.py", NULL, 0, 0, error, sizeof(error)));
+    ck_assert_str_eq(error, "gunicorn.conf.py:3: unknown event 'post_fork' (did you mean "
+                            "'post-fork'?)");
+    ck_assert_ptr_null(
+        forksafe_host_new("gunicorn", NULL, NULL, "conf", "explode", 0, 0, error, sizeof(error)));
+    ck_assert_ptr_nonnull(strstr(error, "log, exit or fatal"));
+    ck_assert_ptr_null(forksafe_host_new("gunicorn", "/nonexistent/app.ini", NULL, "conf", NULL, 0,
+                                         0, error, sizeof(error)));
+    ck_assert_ptr_nonnull(strstr(error, "/nonexistent/app.ini"));
+    forksafe_host_free(NULL);
+}
+END_TEST
+
+Suite *unit_suite(void)
+{
+    Suite *suite = suite_create("host");
+    TCase *tc = tcase_create("core");
+
+    tcase_add_test(tc, settings_section_and_directives_drive_handlers);
+    tcase_add_test(tc, failures_return_the_policy);
+    tcase_add_test(tc, errors_name_source_and_line);
+    suite_add_tcase(suite, tc);
+    return suite;
+}
