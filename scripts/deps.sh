@@ -5,6 +5,7 @@ set -eu
 packages=(
     build-essential pkg-config libjansson-dev check
     uwsgi-core uwsgi-plugin-python3 uwsgi-dev
+    gunicorn
     python3-pastedeploy python3-pyramid python3-uwsgidecorators
     valgrind clang-format
     python3-sqlalchemy python3-psycopg2 postgresql
