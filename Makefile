@@ -129,7 +129,7 @@ differential: tools
 valgrind: $(UNIT_BIN) fixtures
 	@PYTHON=$(PYTHON) tests/run_suite.sh valgrind $(UNIT_BIN)
 
-integration: $(PLUGIN) fixtures
+integration: $(PLUGIN) $(LIBFORKSAFE) fixtures
 	@PYTHON=$(PYTHON) tests/run_suite.sh integration tests/integration
 
 check: deps

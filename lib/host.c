@@ -18,6 +18,38 @@ struct forksafe_host {
     char *settings_json;
 };
 
+/* One production.ini serves every server, and its [forksafe] section may
+ * name uWSGI hook actions: outside uWSGI they are accepted with a warning at
+ * start-up and do nothing, rather than making the file unusable. */
+static int hook_resolve(forksafe__context *ctx, void *data, const char *spec, void **handle,
+                        forksafe__error *err)
+{
+    (void)data;
+    (void)err;
+    *handle = NULL;
+    forksafe__log(ctx, FORKSAFE__LOG_WARNING,
+                  "hook:%s is a uWSGI hook action: it does nothing under %s", spec, ctx->container);
+    return 0;
+}
+
+static int hook_invoke(forksafe__context *ctx, void *data, void *handle, const forksafe_event *ev,
+                       char *why, size_t why_size)
+{
+    (void)ctx;
+    (void)data;
+    (void)handle;
+    (void)ev;
+    (void)why;
+    (void)why_size;
+    return 0;
+}
+
+static forksafe__backend uwsgi_only_hook_backend = {
+    .kind = "hook",
+    .resolve = hook_resolve,
+    .invoke = hook_invoke,
+};
+
 static void log_to_stderr(void *userdata, int level, const char *message)
 {
     (void)userdata;
@@ -99,7 +131,8 @@ FORKSAFE_EXPORT forksafe_host *forksafe_host_new(const char *container, const ch
         goto fail;
     host->container = forksafe__strdup(container ? container : "unknown");
     if (!host->container || forksafe__context_init(&host->context, log_to_stderr, NULL) != 0 ||
-        forksafe__context_add_backend(&host->context, forksafe__python_backend()) != 0)
+        forksafe__context_add_backend(&host->context, forksafe__python_backend()) != 0 ||
+        forksafe__context_add_backend(&host->context, &uwsgi_only_hook_backend) != 0)
         goto fail;
     host->context.container = host->container;
     host->context.verbose = verbose;
