@@ -9,6 +9,7 @@ packages=(
     python3-pastedeploy python3-pyramid python3-uwsgidecorators
     valgrind clang-format
     python3-sqlalchemy python3-psycopg2 postgresql
+    python3-celery redis-server python3-redis
 )
 missing=()
 for package in "${packages[@]}"; do

@@ -1,0 +1,47 @@
+"""A Celery app with pyramid_forksafe's Celery adapter, for the integration
+tests (tests/integration/test_celery.py).
+
+The broker URL comes from $CELERY_BROKER (also the result backend), the
+settings file from $FORKSAFE_SETTINGS (the adapter reads it); with
+$CELERY_APP_PYRAMID=1 the Pyramid application of that file is loaded in the
+main process (registry="bootstrap") and hears every event.  Extra
+subscriptions: $CELERY_APP_SUBSCRIBE, one per line.
+"""
+import os
+import time
+
+from celery import Celery
+
+from pyramid_forksafe.containers.celery import install
+
+broker = os.environ.get("CELERY_BROKER", "memory://")
+app = Celery("celery_app", broker=broker, backend=os.environ.get("CELERY_BROKER"))
+app.conf.update(
+    worker_hijack_root_logger=False,
+    result_expires=None,
+)
+
+forksafe = install(
+    app,
+    subscriptions=os.environ.get("CELERY_APP_SUBSCRIBE", ""),
+    registry="bootstrap" if os.environ.get("CELERY_APP_PYRAMID") == "1" else None,
+    on_error=os.environ.get("CELERY_APP_ON_ERROR") or None,
+)
+
+
+@app.task(name="celery_app.getpid")
+def getpid():
+    """The pid of the pool child that ran the task."""
+    return os.getpid()
+
+
+@app.task(name="celery_app.nap")
+def nap(seconds):
+    time.sleep(seconds)
+    return os.getpid()
+
+
+def fail_on_first_respawn(payload):
+    """A python: handler that fails in the first replacement of a slot."""
+    if payload["respawn"] == 1:
+        raise RuntimeError("failing in respawn 1 of worker %d" % payload["process"]["id"])
