@@ -160,8 +160,8 @@ typedef struct forksafe_host forksafe_host;
  * forksafe_host_free, or NULL with "FILE:LINE: what is wrong" in ERROR. */
 FORKSAFE_EXPORT forksafe_host *forksafe_host_new(const char *container, const char *settings_spec,
                                                  const char *subscriptions, const char *source,
-                                                 const char *on_error, double timeout,
-                                                 int verbose, char *error, size_t error_size);
+                                                 const char *on_error, double timeout, int verbose,
+                                                 char *error, size_t error_size);
 
 /* Delivers EVENT (an event name) to the host's subscriptions, run by the
  * calling process: KIND ("master", "worker", ...) and ID describe it (PID
@@ -172,12 +172,11 @@ FORKSAFE_EXPORT forksafe_host *forksafe_host_new(const char *container, const ch
  * (NULL: none).  Returns 0 if every handler succeeded, otherwise 1 + the
  * strongest failing policy (1 log, 2 exit, 3 fatal) for the caller to act
  * on; -1 for an unknown event or kind. */
-FORKSAFE_EXPORT int forksafe_host_dispatch(forksafe_host *host, const char *event,
-                                           const char *kind, int id, int pid, int ppid,
-                                           int respawn, int generation, const char *child_kind,
-                                           int child_id, int child_pid, int child_respawn,
-                                           int child_status_known, int child_status,
-                                           const char *cause, const char *reason);
+FORKSAFE_EXPORT int forksafe_host_dispatch(forksafe_host *host, const char *event, const char *kind,
+                                           int id, int pid, int ppid, int respawn, int generation,
+                                           const char *child_kind, int child_id, int child_pid,
+                                           int child_respawn, int child_status_known,
+                                           int child_status, const char *cause, const char *reason);
 
 /* Returns the settings as a JSON object {"settings": {...},
  * "global_settings": {...}}.  Borrowed; valid until forksafe_host_free. */
