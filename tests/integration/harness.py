@@ -42,8 +42,56 @@ def wait_for(predicate, timeout=15.0, interval=0.05, what="condition"):
     raise AssertionError("timed out after %.1fs waiting for %s" % (timeout, what))
 
 
-class Uwsgi:
+class ServerProcess:
+    """A server started in a session of its own (start_new_session=True),
+    with `proc` (its Popen) and `log` (its output file): stopped by the pid
+    we started, and on cleanup its whole process group killed and reaped."""
+
+    name = "server"
+    stop_signal = signal.SIGTERM
+    proc = None
+    log = None
+
+    def log_text(self):
+        try:
+            with open(self.log, errors="replace") as f:
+                return f.read()
+        except (FileNotFoundError, TypeError):
+            return ""
+
+    def stop(self, signum=None, timeout=30):
+        """Signals the server (its own graceful stop by default), reaps it,
+        and returns its exit status."""
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else None
+        os.kill(self.proc.pid, signum or self.stop_signal)
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError("%s did not stop within %ss:\n%s"
+                                 % (self.name, timeout, self.log_text()[-6000:])) from None
+
+    def kill(self):
+        """Last resort, always run as a cleanup: SIGKILL the process group
+        (children left behind by a dead master die with it), reap."""
+        if self.proc is None:
+            return
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
+
+
+class Uwsgi(ServerProcess):
     """One uWSGI instance in its own temp dir."""
+
+    name = "uWSGI"
+    stop_signal = signal.SIGINT  # SIGTERM would be a reload without die-on-term
 
     def __init__(self, testcase, ini_body, settings=None, extra_sections="", name="uwsgi.ini"):
         self.testcase = testcase
@@ -124,45 +172,10 @@ class Uwsgi:
     def send_signal(self, signum):
         os.kill(self.proc.pid, signum)
 
-    def stop(self, signum=signal.SIGINT, timeout=20):
-        """Stops the instance by the pid we started and reaps it."""
-        if self.proc is None or self.proc.poll() is not None:
-            return self.proc.returncode if self.proc else None
-        os.kill(self.proc.pid, signum)
-        try:
-            return self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            raise AssertionError("uWSGI did not stop within %ss:\n%s" % (timeout, self.log_text()))
-
-    def kill(self):
-        """Last resort, always run as a cleanup: SIGKILL our process group, reap."""
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            self.proc.wait(timeout=10)
-        else:
-            # children left behind by a dead master die with the group
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-
     def get(self, path="/", timeout=10):
         with urllib.request.urlopen("http://127.0.0.1:%d%s" % (self.port, path),
                                     timeout=timeout) as r:
             return r.read().decode()
-
-    def log_text(self):
-        try:
-            with open(self.log, errors="replace") as f:
-                return f.read()
-        except FileNotFoundError:
-            return ""
 
     def events(self, name=None):
         try:

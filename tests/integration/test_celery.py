@@ -20,7 +20,7 @@ import textwrap
 import time
 import unittest
 
-from harness import APP_DIR, RECORDER, ROOT, free_port, wait_for
+from harness import APP_DIR, RECORDER, ROOT, ServerProcess, free_port, wait_for
 
 PYTHON = "/usr/bin/python3"
 REDIS = "redis-server"
@@ -110,8 +110,10 @@ class Redis(object):
                 self.proc.wait(timeout=10)
 
 
-class Worker(object):
+class Worker(ServerProcess):
     """`celery -A celery_app worker` in DIR, in its own session."""
+
+    name = "celery worker"
 
     def __init__(self, testcase, directory, broker, ini, env=None, args=()):
         self.testcase = testcase
@@ -196,27 +198,6 @@ class Worker(object):
         except ProcessLookupError:
             pass
         return ps
-
-    def kill(self):
-        """Cleanup: SIGKILL our process group (the pool children are in it)."""
-        if self.proc is None:
-            return
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            pass
-
-    def log_text(self):
-        try:
-            with open(self.log, errors="replace") as f:
-                return f.read()
-        except FileNotFoundError:
-            return ""
-
 
 def by_pid(events):
     out = {}

@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import textwrap
 import unittest
 
 from harness import APP_DIR, BUILD, ROOT, UWSGI, free_port, wait_for

@@ -33,7 +33,7 @@ import textwrap
 import unittest
 import urllib.request
 
-from harness import BUILD, ROOT, free_port, wait_for
+from harness import BUILD, ROOT, ServerProcess, free_port, wait_for
 
 GUNICORN = os.environ.get("GUNICORN", "/usr/bin/gunicorn")
 PYTHON_PACKAGE = os.path.join(ROOT, "python")
@@ -192,8 +192,10 @@ timeout = 30
 '''
 
 
-class Gunicorn:
+class Gunicorn(ServerProcess):
     """One gunicorn in its own temp dir."""
+
+    name = "gunicorn"
 
     def __init__(self, testcase, conf, ini=INI, workers=2, include=True, extra_files=None):
         self.testcase = testcase
@@ -263,38 +265,10 @@ class Gunicorn:
             raise AssertionError("%s\n%s" % (e, self.log_text()[-6000:])) from None
         return self.events(file, name, **match)
 
-    def stop(self, sig=signal.SIGTERM, timeout=30):
-        """Signals the arbiter (SIGTERM: graceful) and reaps it."""
-        if self.proc is None or self.proc.poll() is not None:
-            return self.proc.returncode if self.proc else None
-        os.kill(self.proc.pid, sig)
-        try:
-            return self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            raise AssertionError("gunicorn did not stop:\n" + self.log_text()) from None
-
-    def kill(self):
-        """Cleanup: SIGKILL our process group (workers too), reap the arbiter."""
-        if self.proc is None:
-            return
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.proc.wait(timeout=10)
-
     def get(self, path="/", timeout=10):
         with urllib.request.urlopen("http://127.0.0.1:%d%s" % (self.port, path),
                                     timeout=timeout) as r:
             return json.loads(r.read().decode())
-
-    def log_text(self):
-        try:
-            with open(self.log, errors="replace") as f:
-                return f.read()
-        except FileNotFoundError:
-            return ""
 
     def events(self, file="native.jsonl", name=None, **match):
         try:
@@ -781,8 +755,10 @@ class GunicornPostgresTest(unittest.TestCase):
         self.assertFalse(server.events(), "no forksafe event without the hooks")
 
 
-class PgServer:
+class PgServer(ServerProcess):
     """What test_postgres.py's assertions read from a server."""
+
+    name = "gunicorn"
 
     def __init__(self, proc, port, record, log, pidfile):
         self.proc = proc
@@ -823,31 +799,3 @@ class PgServer:
         except FileNotFoundError:
             return []
         return [e for e in lines if name is None or e["event"] == name]
-
-    def log_text(self):
-        try:
-            with open(self.log, errors="replace") as f:
-                return f.read()
-        except FileNotFoundError:
-            return ""
-
-    def stop(self, sig=signal.SIGTERM, timeout=30):
-        if self.proc.poll() is not None:
-            return self.proc.returncode
-        os.kill(self.proc.pid, sig)
-        try:
-            return self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            raise AssertionError("gunicorn did not stop:\n" + self.log_text()) from None
-
-    def kill(self):
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.proc.wait(timeout=10)
-
-
-if __name__ == "__main__":
-    sys.exit(unittest.main())

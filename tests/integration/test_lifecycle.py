@@ -2,7 +2,6 @@
 
 import os
 import signal
-import time
 
 from harness import IntegrationCase, Uwsgi, wait_for
 
