@@ -34,6 +34,7 @@ static struct python_api {
     int (*PyObject_SetAttrString)(PyObject *, const char *, PyObject *);
     int (*PyObject_HasAttrString)(PyObject *, const char *);
     int (*PyCallable_Check)(PyObject *);
+    long (*PyObject_Size)(PyObject *);
     PyObject *(*PyObject_CallFunctionObjArgs)(PyObject *, ...);
     PyObject *(*PyUnicode_FromString)(const char *);
     PyObject *(*PyUnicode_AsUTF8String)(PyObject *);
@@ -63,6 +64,7 @@ static struct python_api {
     X(PyObject_SetAttrString)       \
     X(PyObject_HasAttrString)       \
     X(PyCallable_Check)             \
+    X(PyObject_Size)                \
     X(PyObject_CallFunctionObjArgs) \
     X(PyUnicode_FromString)         \
     X(PyUnicode_AsUTF8String)       \
@@ -523,13 +525,19 @@ int forksafe__python_bridge_deliver(forksafe__context *ctx, const forksafe__occu
     ev.ctx = ctx;
     ev.occ = occ;
     ev.subscription = &bridge_subscription;
-    ev.payload = forksafe__payload_new(ctx, occ);
-    if (!ev.payload)
-        return 1 + ctx->on_error;
     gil = py.PyGILState_Ensure();
     listeners = py.PyObject_GetAttrString(bridge, "listeners");
+    /* Nobody listens (no app included pyramid_forksafe yet): only a
+     * post-fork is worth recording, for an app loaded later (lazy-apps) to
+     * replay.  Every other fork event costs nothing here. */
+    if (listeners && occ->type != FORKSAFE_POST_FORK && py.PyObject_Size(listeners) == 0) {
+        decref(listeners);
+        py.PyGILState_Release(gil);
+        return 0;
+    }
     delivered = py.PyObject_GetAttrString(bridge, "delivered");
-    payload = payload_dict(&ev);
+    ev.payload = forksafe__payload_new(ctx, occ);
+    payload = ev.payload ? payload_dict(&ev) : NULL;
     if (!listeners || !delivered || !payload) {
         char why[256];
         char *traceback = take_exception(why, sizeof(why));
