@@ -29,10 +29,10 @@ INI = """
 use = call:simple_app:make_app
 greeting = hello %(who)s
 who = world
-conformance_log = %(here)s/conformance.jsonl
+python_log = %(here)s/conformance.jsonl
 
 [forksafe]
-* = python:conformance:record
+* = python:handlers:record
 
 [uwsgi]
 plugin-dir = {root}
