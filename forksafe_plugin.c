@@ -44,6 +44,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -105,6 +106,8 @@ static struct forksafe_options {
     char *settings;
     char *on_error;
     char *timeout;
+    char *stats;
+    char *history;
     int check;
     int verbose;
 } options;
@@ -127,6 +130,13 @@ static struct uwsgi_option forksafe_options_table[] = {
     {"forksafe-check", no_argument, 0,
      "print the resolved subscriptions and settings, then exit 0 if valid, 1 if not",
      uwsgi_opt_true, &options.check, 0},
+    {"forksafe-stats", required_argument, 0,
+     "serve counters and the recent dispatch history as JSON on ADDRESS (unix path or "
+     "HOST:PORT), like uWSGI's stats server",
+     uwsgi_opt_set_str, &options.stats, 0},
+    {"forksafe-history", required_argument, 0,
+     "how many handler runs the dispatch history keeps (default 128, 0: none)", uwsgi_opt_set_str,
+     &options.history, 0},
     {"forksafe-verbose", no_argument, 0, "log every dispatch with its duration", uwsgi_opt_true,
      &options.verbose, 0},
     {0, 0, 0, 0, 0, 0, 0},
@@ -174,6 +184,9 @@ static struct forksafe_shared_state *shared_state;
 static struct forksafe_child_slot *slots;
 static int slot_count;
 static int spooler_count;
+
+static int stats_fd = -1; /* forksafe-stats listening socket, master only */
+static int stats_thread_started;
 
 static int dispatching;    /* a dispatch is running in this process */
 static int forking_worker; /* between pre_uwsgi_fork and the scan */
@@ -507,6 +520,169 @@ static void parse_policy_options(void)
     context.verbose = options.verbose;
 }
 
+static unsigned history_size_option(void)
+{
+    forksafe__error err = {0};
+    char file[PATH_MAX], *end = NULL;
+    unsigned long size;
+    int line;
+
+    if (!options.history)
+        return FORKSAFE__HISTORY_DEFAULT;
+    errno = 0;
+    size = strtoul(options.history, &end, 10);
+    if (errno || !end || *end || end == options.history || options.history[0] == '-' ||
+        size > FORKSAFE__HISTORY_MAX) {
+        line = locate_directive("forksafe-history", options.history, file, sizeof(file));
+        forksafe__error_set(&err, file, line,
+                            "forksafe-history must be a number of handler runs between 0 and %d, "
+                            "not '%s'",
+                            FORKSAFE__HISTORY_MAX, options.history);
+        die_with_error(&err);
+    }
+    return (unsigned)size;
+}
+
+/* ------------------------------------------------------------ counters */
+
+/* uWSGI's metrics collector (a thread in the master) copies these shared
+ * counters into its own table every second, so they reach the stats
+ * server, carbon, statsd... and what a killed process added stays. */
+static void register_metrics(void)
+{
+    static const struct {
+        const char *suffix;
+        size_t offset;
+        uint8_t type;
+    } fields[] = {
+        {"fired", offsetof(forksafe__event_stats, fired), UWSGI_METRIC_COUNTER},
+        {"handlers", offsetof(forksafe__event_stats, handlers_run), UWSGI_METRIC_COUNTER},
+        {"failed", offsetof(forksafe__event_stats, failed), UWSGI_METRIC_COUNTER},
+        {"last_us", offsetof(forksafe__event_stats, last_duration_us), UWSGI_METRIC_GAUGE},
+        {"max_us", offsetof(forksafe__event_stats, max_duration_us), UWSGI_METRIC_GAUGE},
+    };
+    int type;
+    size_t i;
+
+    if (!uwsgi.has_metrics) {
+        if (uwsgi.stats)
+            uwsgi_log("[forksafe] counters are published in the stats server with "
+                      "`enable-metrics = true`\n");
+        return;
+    }
+    for (type = 0; type < FORKSAFE_EVENT_COUNT; type++) {
+        for (i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
+            char name[128];
+            snprintf(name, sizeof(name), "forksafe.%s.%s",
+                     forksafe_event_type_name((forksafe_event_type)type), fields[i].suffix);
+            uwsgi_register_metric(name, NULL, fields[i].type, "ptr",
+                                  (char *)&context.stats->events[type] + fields[i].offset, 0, NULL);
+        }
+    }
+}
+
+static void bind_stats_socket(void)
+{
+    char *address = uwsgi_str(options.stats);
+    char *tcp_port = strchr(address, ':');
+
+    if (tcp_port)
+        stats_fd = bind_to_tcp(address, uwsgi.listen_queue, tcp_port);
+    else
+        stats_fd =
+            bind_to_unix(address, uwsgi.listen_queue, uwsgi.chmod_socket, uwsgi.abstract_socket);
+    free(address);
+    if (stats_fd < 0) {
+        uwsgi_log("[forksafe] cannot listen on forksafe-stats %s\n", options.stats);
+        exit(1);
+    }
+    /* A reload re-executes the master, which binds it again. */
+    fcntl(stats_fd, F_SETFD, FD_CLOEXEC);
+    uwsgi_log("[forksafe] stats and dispatch history on %s\n", options.stats);
+}
+
+static char *stats_document(void)
+{
+    json_t *root = forksafe__stats_json(&context);
+    char *text;
+
+    if (!root)
+        return NULL;
+    json_object_set_new(root, "version", json_string(FORKSAFE_VERSION));
+    json_object_set_new(root, "container", json_string("uwsgi"));
+    json_object_set_new(root, "pid", json_integer(getpid()));
+    json_object_set_new(root, "generation", json_integer((json_int_t)uwsgi.reloads));
+    text = json_dumps(root, JSON_INDENT(1));
+    json_decref(root);
+    return text;
+}
+
+static void write_all(int fd, const char *data, size_t length)
+{
+    while (length > 0) {
+        ssize_t written = write(fd, data, length);
+        if (written < 0 && errno == EINTR)
+            continue;
+        if (written <= 0)
+            return;
+        data += written;
+        length -= (size_t)written;
+    }
+}
+
+/* One JSON document per connection, then close: the protocol of uWSGI's
+ * stats server, so `uwsgi --connect-and-read ADDRESS` and its tools read
+ * it too.  A thread, because the master loop has no place for a plugin's
+ * socket; it only reads shared memory. */
+static void *serve_stats(void *unused)
+{
+    sigset_t all;
+
+    (void)unused;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, NULL);
+    for (;;) {
+        int client = accept(stats_fd, NULL, NULL);
+        char *text;
+
+        if (client < 0) {
+            if (errno == EINTR || errno == ECONNABORTED || errno == EAGAIN)
+                continue;
+            uwsgi_error("[forksafe] stats accept()");
+            return NULL;
+        }
+        text = stats_document();
+        if (text) {
+            write_all(client, text, strlen(text));
+            write_all(client, "\n", 1);
+        }
+        free(text);
+        close(client);
+    }
+    return NULL;
+}
+
+static void start_stats_thread(void)
+{
+    pthread_t thread;
+
+    if (!options.stats || stats_thread_started)
+        return;
+    /* Bound here, not in init: after a reload uWSGI closes inherited
+     * sockets it does not recognise, which would take a socket bound
+     * earlier with them. */
+    bind_stats_socket();
+    /* bind_to_tcp/unix leave the socket non-blocking for uWSGI's event
+     * loop; this thread wants to sleep in accept(). */
+    fcntl(stats_fd, F_SETFL, fcntl(stats_fd, F_GETFL) & ~O_NONBLOCK);
+    if (pthread_create(&thread, NULL, serve_stats, NULL) != 0) {
+        uwsgi_log("[forksafe] cannot start the stats thread\n");
+        exit(1);
+    }
+    pthread_detach(thread);
+    stats_thread_started = 1;
+}
+
 static int count_spoolers(void)
 {
     struct uwsgi_spooler *spooler;
@@ -581,6 +757,10 @@ static int forksafe_init(void)
         exit(1);
     }
     parse_policy_options();
+    if (forksafe__stats_setup(&context, history_size_option()) != 0) {
+        uwsgi_log("[forksafe] cannot map shared memory for the counters\n");
+        exit(1);
+    }
     load_settings(&ini, &have_ini);
 
     for (item = options.set; item; item = item->next) {
@@ -606,6 +786,9 @@ static int forksafe_init(void)
     forksafe__ini_free(&ini);
 
     setup_child_tracking();
+    if (!options.check) {
+        register_metrics();
+    }
     self.kind = FORKSAFE__MASTER;
     self.id = 0;
     return 0;
@@ -697,7 +880,8 @@ static void fire(forksafe_event_type type, const forksafe__process *child, int s
     occ.reason = reason;
     occ.generation = (int)uwsgi.reloads;
     dispatching++;
-    result = forksafe__wants(&context, type) ? forksafe__dispatch(&context, &occ) : 0;
+    /* Always: dispatch counts the occurrence even when nobody listens. */
+    result = forksafe__dispatch(&context, &occ);
     /* pyramid_forksafe's listeners hear every event, after the
      * subscriptions. */
     bridge_result = forksafe__python_bridge_deliver(&context, &occ);
@@ -718,6 +902,7 @@ static void forksafe_master_fixup(int in_child)
     self.kind = FORKSAFE__MASTER;
     self.id = 0;
     self.respawn = 0;
+    start_stats_thread();
     fire(FORKSAFE_MASTER_START, NULL, 0, 0, NULL, NULL, 0);
 }
 
@@ -975,6 +1160,10 @@ static void forksafe_post_fork(void)
         return;
     forking_worker = 0;
     self_started_ns = now_ns();
+    if (stats_fd >= 0) {
+        close(stats_fd);
+        stats_fd = -1;
+    }
     if (uwsgi.muleid > 0) {
         self.kind = FORKSAFE__MULE;
         self.id = uwsgi.muleid;

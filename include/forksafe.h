@@ -182,6 +182,15 @@ FORKSAFE_EXPORT int forksafe_host_dispatch(forksafe_host *host, const char *even
  * "global_settings": {...}}.  Borrowed; valid until forksafe_host_free. */
 FORKSAFE_EXPORT const char *forksafe_host_settings_json(forksafe_host *host);
 
+/* Returns the counters and recent history of every process forked after
+ * forksafe_host_new (they share memory with it) as a JSON object:
+ * {"events": {EVENT: {"fired", "handlers", "failed", "last_us", "max_us"}},
+ * "history": [{"seq", "time", "event", "process", "subscription",
+ * "handler", "result", "duration_us"}, ...] oldest first, "history_size",
+ * "subscriptions": [...]}.  Borrowed; valid until the next call or
+ * forksafe_host_free; NULL when out of memory. */
+FORKSAFE_EXPORT const char *forksafe_host_stats_json(forksafe_host *host);
+
 /* Frees HOST (NULL is fine). */
 FORKSAFE_EXPORT void forksafe_host_free(forksafe_host *host);
 

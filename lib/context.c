@@ -177,6 +177,11 @@ int forksafe__context_seal(forksafe__context *ctx, forksafe__error *err)
             return rc;
         any_once |= ctx->subscriptions[i].once;
     }
+    if (forksafe__stats_setup(ctx, FORKSAFE__HISTORY_DEFAULT) != 0) {
+        forksafe__error_set(err, "forksafe", 0, "cannot map shared memory for the counters: %s",
+                            strerror(errno));
+        return FORKSAFE__ENOMEM;
+    }
     if (build_settings_json(ctx)) {
         forksafe__error_set(err, "forksafe", 0, "out of memory building the settings JSON");
         return FORKSAFE__ENOMEM;
@@ -274,6 +279,8 @@ static int run_handler(forksafe__context *ctx, const forksafe__subscription *sub
     clock_gettime(CLOCK_MONOTONIC, &start);
     rc = sub->backend->invoke(ctx, sub->backend->data, sub->handle, ev, why, sizeof(why));
     ms = elapsed_ms(&start);
+    forksafe__stats_handler_ran(ctx, ev->occ, (int)sub->index, rc,
+                                why[0] ? why : forksafe__strerror(rc), (int64_t)(ms * 1e6));
     if (rc != 0)
         forksafe__log(ctx, FORKSAFE__LOG_ERROR, "handler '%s' failed on %s in %s: %s", sub->name,
                       event, where, why[0] ? why : forksafe__strerror(rc));
@@ -299,6 +306,7 @@ int forksafe__dispatch(forksafe__context *ctx, const forksafe__occurrence *occ)
 
     if ((int)occ->type < 0 || occ->type >= FORKSAFE_EVENT_COUNT)
         return 0;
+    forksafe__stats_fired(ctx, occ->type);
     if (!ctx->sealed) {
         if (forksafe__wants(ctx, occ->type))
             forksafe__log(ctx, FORKSAFE__LOG_ERROR,
@@ -468,6 +476,8 @@ void forksafe__context_free(forksafe__context *ctx)
     json_decref(ctx->global_settings_json);
     if (ctx->once_flags)
         munmap((void *)ctx->once_flags, ctx->once_flags_size);
+    if (ctx->stats)
+        munmap(ctx->stats, ctx->stats_size);
     if (ctx->has_settings)
         forksafe__settings_free(&ctx->settings);
     memset(ctx, 0, sizeof(*ctx));

@@ -361,6 +361,50 @@ typedef struct forksafe__subscription {
     unsigned index; /* position in the table, for the once flags */
 } forksafe__subscription;
 
+/* ------------------------------------------------------------------ stats */
+
+/* Counters of one event, summed over every process of the instance. */
+typedef struct forksafe__event_stats {
+    int64_t fired;            /* occurrences, in any process, handled or not */
+    int64_t handlers_run;     /* handler runs (a listener call counts as one) */
+    int64_t failed;           /* handler runs that failed */
+    int64_t last_duration_us; /* the most recent handler run */
+    int64_t max_duration_us;  /* the slowest handler run */
+} forksafe__event_stats;
+
+/* One handler run.  A record is valid when `stamp` equals its sequence
+ * number + 1: a writer zeroes the stamp first and sets it last, so a record
+ * torn by a process killed while writing it is skipped, never misread. */
+typedef struct forksafe__dispatch_record {
+    uint64_t stamp;
+    int64_t time_us; /* wall clock at the end of the run */
+    int64_t duration_us;
+    int32_t event;
+    int32_t kind;
+    int32_t id;
+    int32_t pid;
+    int32_t subscription; /* index, or FORKSAFE__STATS_LISTENERS */
+    int32_t result;       /* 0 or a FORKSAFE__E* code */
+    char why[96];         /* why it failed, truncated; "" on success */
+} forksafe__dispatch_record;
+
+/* The subscription index recorded for pyramid_forksafe's listeners. */
+#define FORKSAFE__STATS_LISTENERS (-1)
+
+/* Lives in MAP_SHARED memory made in the master before any fork, so every
+ * process adds to the same counters with atomic operations, and what a
+ * process recorded survives it being killed. */
+typedef struct forksafe__stats {
+    forksafe__event_stats events[FORKSAFE_EVENT_COUNT];
+    uint64_t next_sequence;
+    uint32_t history_capacity;
+    forksafe__dispatch_record history[];
+} forksafe__stats;
+
+/* The default number of handler runs kept in the history. */
+#define FORKSAFE__HISTORY_DEFAULT 128
+#define FORKSAFE__HISTORY_MAX     1000000
+
 /* ---------------------------------------------------------------- context */
 
 /* One instance's configuration: settings, subscriptions, policy, backends.
@@ -390,6 +434,11 @@ struct forksafe__context {
      * subscription; created by forksafe__context_seal in the master. */
     volatile unsigned char *once_flags;
     size_t once_flags_size;
+
+    /* Counters and recent history shared by every process; made by
+     * forksafe__stats_setup (or by seal with the default size). */
+    forksafe__stats *stats;
+    size_t stats_size;
 
     /* Set by a successful forksafe__context_seal: handlers resolved, no
      * more subscriptions may be added. */
@@ -443,6 +492,27 @@ void forksafe__context_describe(const forksafe__context *ctx);
 
 /* Frees everything; CTX can be initialised again. */
 void forksafe__context_free(forksafe__context *ctx);
+
+/* Maps the shared counters and a history of HISTORY handler runs (0 keeps
+ * counters only).  Must run in the master before any fork; a second call
+ * does nothing.  Returns 0, FORKSAFE__EINVAL (HISTORY too large) or
+ * FORKSAFE__ENOMEM. */
+int forksafe__stats_setup(forksafe__context *ctx, unsigned history);
+
+/* Counts one occurrence of TYPE. */
+void forksafe__stats_fired(forksafe__context *ctx, forksafe_event_type type);
+
+/* Records one handler run: counters and a history record.  SUBSCRIPTION is
+ * an index into ctx->subscriptions or FORKSAFE__STATS_LISTENERS; WHY (may be
+ * NULL or "") says why a failed run failed. */
+void forksafe__stats_handler_ran(forksafe__context *ctx, const forksafe__occurrence *occ,
+                                 int subscription, int result, const char *why,
+                                 int64_t duration_ns);
+
+/* Returns a new JSON object: {"events": {EVENT: {fired, handlers, failed,
+ * last_us, max_us}}, "history": [oldest first], "subscriptions": [...]}
+ * with handler specs redacted as in forksafe-check; NULL on ENOMEM. */
+json_t *forksafe__stats_json(const forksafe__context *ctx);
 
 /* ------------------------------------------------------------ event object */
 

@@ -16,6 +16,7 @@ struct forksafe_host {
     forksafe__context context;
     char *container;
     char *settings_json;
+    char *stats_json;
 };
 
 /* One production.ini serves every server, and its [forksafe] section may
@@ -202,9 +203,26 @@ FORKSAFE_EXPORT int forksafe_host_dispatch(forksafe_host *host, const char *even
         occ.child_status = child_status;
         occ.child_cause = cause;
     }
-    if (!forksafe__wants(&host->context, occ.type))
-        return 0;
     return forksafe__dispatch(&host->context, &occ);
+}
+
+FORKSAFE_EXPORT const char *forksafe_host_stats_json(forksafe_host *host)
+{
+    json_t *object;
+    char *text;
+
+    if (!host)
+        return NULL;
+    object = forksafe__stats_json(&host->context);
+    if (!object)
+        return NULL;
+    text = json_dumps(object, JSON_COMPACT);
+    json_decref(object);
+    if (!text)
+        return NULL;
+    free(host->stats_json);
+    host->stats_json = text;
+    return text;
 }
 
 FORKSAFE_EXPORT const char *forksafe_host_settings_json(forksafe_host *host)
@@ -240,5 +258,6 @@ FORKSAFE_EXPORT void forksafe_host_free(forksafe_host *host)
     forksafe__context_free(&host->context);
     forksafe__free(host->container);
     free(host->settings_json);
+    free(host->stats_json);
     forksafe__free(host);
 }

@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "forksafe_internal.h"
 
@@ -562,12 +563,19 @@ int forksafe__python_bridge_deliver(forksafe__context *ctx, const forksafe__occu
     for (i = 0; i < count; i++) {
         PyObject *listener = py.PyTuple_GetItem(snapshot, i);
         char why[512] = "";
+        struct timespec start, end;
+        int rc;
         if (!listener) {
             py.PyErr_Clear();
             break;
         }
-        if (call_with_payload(ctx, listener, payload, "pyramid_forksafe", &ev, why, sizeof(why)) !=
-            0)
+        clock_gettime(CLOCK_MONOTONIC, &start);
+        rc = call_with_payload(ctx, listener, payload, "pyramid_forksafe", &ev, why, sizeof(why));
+        clock_gettime(CLOCK_MONOTONIC, &end);
+        forksafe__stats_handler_ran(ctx, occ, FORKSAFE__STATS_LISTENERS, rc, why,
+                                    (int64_t)(end.tv_sec - start.tv_sec) * 1000000000 +
+                                        (end.tv_nsec - start.tv_nsec));
+        if (rc != 0)
             failed = 1;
     }
 out:

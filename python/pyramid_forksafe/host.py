@@ -146,6 +146,8 @@ def _declare(lib):
         ]
         lib.forksafe_host_settings_json.restype = c_char_p
         lib.forksafe_host_settings_json.argtypes = [ctypes.c_void_p]
+        lib.forksafe_host_stats_json.restype = c_char_p
+        lib.forksafe_host_stats_json.argtypes = [ctypes.c_void_p]
         lib.forksafe_host_free.restype = None
         lib.forksafe_host_free.argtypes = [ctypes.c_void_p]
     except AttributeError as exc:
@@ -370,6 +372,20 @@ class Host(object):
         if event in REASON_EVENTS and reason is not None:
             payload["reason"] = reason
         return payload
+
+    # ------------------------------------------------------------ counters
+
+    def stats(self):
+        """The counters and recent dispatch history of this host and of every
+        process forked from it after it was created (they share memory):
+        {"events": {EVENT: {"fired", "handlers", "failed", "last_us",
+        "max_us"}}, "history": [...], "history_size", "subscriptions"}."""
+        if self._handle is None:
+            raise ForksafeError("the host is closed")
+        raw = self._lib.forksafe_host_stats_json(self._handle)
+        if raw is None:
+            raise MemoryError("forksafe_host_stats_json")
+        return json.loads(raw.decode("utf-8"))
 
     # ------------------------------------------------------------ lifetime
 

@@ -403,6 +403,35 @@ class TestHost(unittest.TestCase):
                 self.assertAlmostEqual(mine.pop("time"), core.pop("time"), delta=5)
                 self.assertEqual(mine, core)
 
+    def test_stats_count_what_forked_children_ran(self):
+        Capture(self)
+        path = write_ini(self, self.INI)
+        host = fs_host.Host("gunicorn", path, ["worker-ready exec:/bin/false"])
+        self.addCleanup(host.close)
+        pids = []
+        for wid in (1, 2):
+            pid = os.fork()
+            if pid == 0:
+                try:
+                    host.dispatch("post-fork", "worker", wid)
+                    host.dispatch("worker-ready", "worker", wid)
+                finally:
+                    os._exit(0)
+            os.waitpid(pid, 0)
+            pids.append(pid)
+        stats = host.stats()
+        self.assertEqual(stats["events"]["post-fork"]["fired"], 2)
+        self.assertEqual(stats["events"]["post-fork"]["handlers"], 2)
+        self.assertEqual(stats["events"]["worker-ready"]["failed"], 2)
+        self.assertEqual([(h["event"], h["process"]["pid"], h["result"]) for h in stats["history"]],
+                         [("post-fork", pids[0], "ok"), ("worker-ready", pids[0], "failed"),
+                          ("post-fork", pids[1], "ok"), ("worker-ready", pids[1], "failed")])
+        self.assertEqual([s["handler"] for s in stats["subscriptions"]],
+                         ["python:_fs_capture:record", "exec:/bin/false"])
+        host.close()
+        with self.assertRaises(fs_host.ForksafeError):
+            host.stats()
+
     def test_pre_fork_child_has_no_pid_and_reasons(self):
         capture = Capture(self)
         host = fs_host.Host("celery", None, ["pre-fork,worker-exit python:_fs_capture:record"])

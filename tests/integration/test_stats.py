@@ -1,0 +1,200 @@
+"""Counters in uWSGI's metrics / stats server, and the dispatch history on
+the forksafe-stats socket, read from a real uWSGI like an operator would."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+
+from harness import UWSGI, IntegrationCase, Uwsgi, free_port, wait_for
+
+BASE = """
+[uwsgi]
+plugin-dir = {plugin_dir}
+plugins = python3,forksafe
+master = true
+processes = 2
+mules = 1
+http-socket = 127.0.0.1:{port}
+pidfile = {pidfile}
+wsgi-file = {app_dir}/simple_app.py
+forksafe-settings = %p
+forksafe-subscribe = * dl:{recorder}:record
+"""
+
+SETTINGS = {"db.password": "hunter2"}
+
+
+def read_socket(address):
+    """One JSON document per connection, like uWSGI's stats server."""
+    if address.startswith("/"):
+        s = socket.socket(socket.AF_UNIX)
+        target = address
+    else:
+        host, port = address.rsplit(":", 1)
+        s = socket.socket(socket.AF_INET)
+        target = (host, int(port))
+    chunks = []
+    with s:
+        s.settimeout(10)
+        s.connect(target)
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    return json.loads(b"".join(chunks))
+
+
+class StatsTest(IntegrationCase):
+
+    def start(self, extra="", ready=2):
+        self.stats_port = free_port()
+        body = BASE + extra.replace("{stats_port}", str(self.stats_port))
+        u = Uwsgi(self, body, settings=SETTINGS)
+        u.forksafe_stats = os.path.join(u.dir, "forksafe-stats.sock")
+        u.start(wait_ready=ready)
+        return u
+
+    def metrics(self):
+        document = read_socket("127.0.0.1:%d" % self.stats_port)
+        return {name: m["value"] for name, m in document.get("metrics", {}).items()
+                if name.startswith("forksafe.")}
+
+    def wait_metric(self, name, expected):
+        """uWSGI's collector copies the shared counters once a second."""
+        seen = {}
+
+        def ready():
+            seen.update(self.metrics())
+            return seen.get(name) == expected
+        try:
+            wait_for(ready, timeout=10, what="%s == %s" % (name, expected))
+        except AssertionError:
+            self.fail("%s is %r, expected %r; forksafe metrics: %s"
+                      % (name, seen.get(name), expected, seen))
+        return seen
+
+    def test_counters_in_the_stats_server_survive_a_killed_worker(self):
+        u = self.start("""
+enable-metrics = true
+stats = 127.0.0.1:{stats_port}
+forksafe-subscribe = worker-ready exec:/bin/false
+""")
+        m = self.wait_metric("forksafe.worker-ready.fired", 2)
+        # 2 workers + 1 mule forked, every name registered for every event.
+        self.assertEqual(m["forksafe.post-fork.fired"], 3)
+        self.assertEqual(m["forksafe.pre-fork.fired"], 3)
+        self.assertEqual(m["forksafe.master-start.fired"], 1)
+        self.assertEqual(m["forksafe.worker-ready.handlers"], 4)
+        self.assertEqual(m["forksafe.worker-ready.failed"], 2)
+        self.assertEqual(m["forksafe.post-fork.failed"], 0)
+        self.assertGreater(m["forksafe.worker-ready.max_us"], 0)
+        self.assertGreaterEqual(m["forksafe.worker-ready.max_us"],
+                                m["forksafe.worker-ready.last_us"])
+        self.assertEqual(m["forksafe.child-death.fired"], 0)
+        for event in ("master-start", "pre-fork", "post-fork", "post-fork-parent",
+                      "worker-ready", "worker-exit", "child-death", "master-exit"):
+            for field in ("fired", "handlers", "failed", "last_us", "max_us"):
+                self.assertIn("forksafe.%s.%s" % (event, field), m)
+
+        # What the killed worker counted stays; its replacement adds to it.
+        victim = [e["process"]["pid"] for e in u.events("worker-ready")
+                  if e["process"]["id"] == 1][0]
+        os.kill(victim, signal.SIGKILL)
+        m = self.wait_metric("forksafe.worker-ready.fired", 3)
+        self.assertEqual(m["forksafe.child-death.fired"], 1)
+        self.assertEqual(m["forksafe.child-death.handlers"], 1)
+        self.assertEqual(m["forksafe.post-fork.fired"], 4)
+        self.assertEqual(m["forksafe.post-fork.handlers"], 4)
+        self.assertEqual(m["forksafe.worker-ready.failed"], 3)
+        self.assertEqual(u.stop(), 0)
+
+    def test_history_says_what_ran_where(self):
+        u = self.start("""
+forksafe-stats = {dir}/forksafe-stats.sock
+forksafe-subscribe = post-fork kind=worker exec:/bin/sh -c 'sleep 0.2'
+forksafe-subscribe = worker-ready id=2 exec:/bin/sh -c 'exit 7'
+forksafe-subscribe = master-start exec:/bin/true postgresql://app:hunter2@db/app
+""")
+        doc = read_socket(u.forksafe_stats)
+        self.assertEqual(doc["pid"], u.master_pid)
+        self.assertEqual(doc["container"], "uwsgi")
+        self.assertEqual(doc["generation"], 0)
+        self.assertEqual(doc["history_size"], 128)
+        self.assertNotIn("hunter2", json.dumps(doc))
+        specs = [s["handler"] for s in doc["subscriptions"]]
+        self.assertIn("exec:/bin/true postgresql://app:***@db/app", specs)
+        self.assertTrue(all(s["source"] == u.ini for s in doc["subscriptions"]), doc["subscriptions"])
+
+        history = doc["history"]
+        self.assertEqual([h["seq"] for h in history], sorted(h["seq"] for h in history))
+        recorded = {(e["event"], e["process"]["kind"], e["process"]["id"], e["process"]["pid"])
+                    for e in u.events()}
+        for h in history:
+            p = h["process"]
+            self.assertIn((h["event"], p["kind"], p["id"], p["pid"]), recorded, h)
+        sleeps = [h for h in history if h["handler"] == "exec:/bin/sh -c 'sleep 0.2'"]
+        self.assertEqual(sorted(h["process"]["id"] for h in sleeps), [1, 2])
+        self.assertTrue(all(h["result"] == "ok" and h["duration_us"] >= 150000 for h in sleeps),
+                        sleeps)
+        self.assertGreaterEqual(doc["events"]["post-fork"]["max_us"], 150000)
+        failed = [h for h in history if h["result"] == "failed"]
+        self.assertEqual(len(failed), 1, failed)
+        self.assertEqual((failed[0]["event"], failed[0]["process"]["id"]), ("worker-ready", 2))
+        self.assertIn("7", failed[0]["error"])
+        self.assertEqual(failed[0]["subscription"], 3)
+        self.assertEqual(doc["events"]["worker-ready"]["failed"], 1)
+
+        # The operator's own tool reads it too.
+        out = subprocess.run([UWSGI, "--connect-and-read", u.forksafe_stats],
+                             capture_output=True, timeout=20)
+        self.assertEqual(json.loads(out.stdout.decode() or out.stderr.decode())["pid"],
+                         u.master_pid)
+        self.assertEqual(u.stop(), 0)
+
+    def test_history_ring_and_reload(self):
+        u = self.start("""
+forksafe-stats = {dir}/forksafe-stats.sock
+forksafe-history = 4
+""")
+        doc = read_socket(u.forksafe_stats)
+        self.assertEqual(doc["history_size"], 4)
+        self.assertEqual(len(doc["history"]), 4)
+        runs = sum(c["handlers"] for c in doc["events"].values())
+        self.assertGreater(runs, 4)
+        self.assertEqual(doc["history"][-1]["seq"], runs - 1)
+
+        # A reload re-executes the master: the socket is bound again and the
+        # counters start over for the new generation.
+        u.send_signal(signal.SIGHUP)
+        wait_for(lambda: len(u.events("worker-ready")) >= 4, timeout=30, what="reload")
+
+        def reloaded():
+            try:
+                return read_socket(u.forksafe_stats)["generation"] == 1
+            except (OSError, ValueError):
+                return False
+        wait_for(reloaded, timeout=15, what="stats after the reload")
+        doc = read_socket(u.forksafe_stats)
+        self.assertEqual(doc["pid"], u.master_pid)
+        self.assertEqual(doc["events"]["master-start"]["fired"], 1)
+        self.assertEqual(u.stop(), 0)
+
+    def test_without_metrics_the_log_says_how(self):
+        u = self.start("stats = 127.0.0.1:{stats_port}\n")
+        self.assertLogHas(u, "[forksafe] counters are published in the stats server with "
+                             "`enable-metrics = true`")
+        self.assertEqual(self.metrics(), {})
+        self.assertEqual(u.stop(), 0)
+
+    def test_bad_history_is_a_startup_error(self):
+        for value in ("-1", "lots", "2000000"):
+            u = Uwsgi(self, BASE + "forksafe-history = %s\n" % value, settings=SETTINGS)
+            self.assertEqual(u.run_to_exit(), 1)
+            with open(u.ini) as f:
+                line = [i for i, text in enumerate(f, 1) if text.startswith("forksafe-history")][0]
+            self.assertLogHas(u, "[forksafe] %s:%d: forksafe-history must be a number of handler "
+                                 "runs between 0 and 1000000, not '%s'" % (u.ini, line, value))
+            self.assertEqual(u.events(), [], "nothing may run before a config error")
