@@ -44,7 +44,11 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <netdb.h>
+#include <stddef.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -581,23 +585,99 @@ static void register_metrics(void)
     }
 }
 
+/* Returns a listening socket for a unix path, "@abstract" or HOST:PORT,
+ * or -1 with errno set. */
+static int listen_on(const char *address)
+{
+    int fd = -1, saved;
+
+    if (address[0] == '/' || address[0] == '.' || address[0] == '@' || !strchr(address, ':')) {
+        struct sockaddr_un where;
+        struct stat existing;
+        size_t length = strlen(address);
+
+        if (length == 0 || length >= sizeof(where.sun_path)) {
+            errno = ENAMETOOLONG;
+            return -1;
+        }
+        memset(&where, 0, sizeof(where));
+        where.sun_family = AF_UNIX;
+        memcpy(where.sun_path, address, length);
+        if (address[0] == '@')
+            where.sun_path[0] = '\0';
+        /* A socket file left by an earlier run (or the master before a
+         * reload) is ours to replace; any other file is not. */
+        else if (lstat(address, &existing) == 0 && S_ISSOCK(existing.st_mode))
+            unlink(address);
+        fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd < 0)
+            return -1;
+        if (bind(fd, (struct sockaddr *)&where,
+                 (socklen_t)(offsetof(struct sockaddr_un, sun_path) + length)) != 0)
+            goto fail;
+    }
+    else {
+        struct addrinfo hints, *found = NULL, *ai;
+        char host[256];
+        const char *colon = strrchr(address, ':');
+        size_t host_length = (size_t)(colon - address);
+        int rc, yes = 1;
+
+        if (host_length >= sizeof(host) || !colon[1]) {
+            errno = EINVAL;
+            return -1;
+        }
+        memcpy(host, address, host_length);
+        host[host_length] = '\0';
+        memset(&hints, 0, sizeof(hints));
+        hints.ai_socktype = SOCK_STREAM;
+        hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+        rc = getaddrinfo(host_length ? host : NULL, colon + 1, &hints, &found);
+        if (rc != 0) {
+            errno = rc == EAI_SYSTEM ? errno : EINVAL;
+            return -1;
+        }
+        errno = EADDRNOTAVAIL;
+        for (ai = found; ai; ai = ai->ai_next) {
+            fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
+            if (fd < 0)
+                continue;
+            setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
+            if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0)
+                break;
+            saved = errno;
+            close(fd);
+            fd = -1;
+            errno = saved;
+        }
+        freeaddrinfo(found);
+        if (fd < 0)
+            return -1;
+    }
+    if (listen(fd, 16) != 0)
+        goto fail;
+    return fd;
+fail:
+    saved = errno;
+    close(fd);
+    errno = saved;
+    return -1;
+}
+
 static void bind_stats_socket(void)
 {
-    char *address = uwsgi_str(options.stats);
-    char *tcp_port = strchr(address, ':');
+    forksafe__error err = {0};
+    char file[PATH_MAX];
+    int line;
 
-    if (tcp_port)
-        stats_fd = bind_to_tcp(address, uwsgi.listen_queue, tcp_port);
-    else
-        stats_fd =
-            bind_to_unix(address, uwsgi.listen_queue, uwsgi.chmod_socket, uwsgi.abstract_socket);
-    free(address);
+    /* Close-on-exec: a reload re-executes the master, which binds again. */
+    stats_fd = listen_on(options.stats);
     if (stats_fd < 0) {
-        uwsgi_log("[forksafe] cannot listen on forksafe-stats %s\n", options.stats);
-        exit(1);
+        line = locate_directive("forksafe-stats", options.stats, file, sizeof(file));
+        forksafe__error_set(&err, file, line, "forksafe-stats cannot listen on '%s': %s",
+                            options.stats, strerror(errno));
+        die_with_error(&err);
     }
-    /* A reload re-executes the master, which binds it again. */
-    fcntl(stats_fd, F_SETFD, FD_CLOEXEC);
     uwsgi_log("[forksafe] stats and dispatch history on %s\n", options.stats);
 }
 
@@ -672,9 +752,6 @@ static void start_stats_thread(void)
      * sockets it does not recognise, which would take a socket bound
      * earlier with them. */
     bind_stats_socket();
-    /* bind_to_tcp/unix leave the socket non-blocking for uWSGI's event
-     * loop; this thread wants to sleep in accept(). */
-    fcntl(stats_fd, F_SETFL, fcntl(stats_fd, F_GETFL) & ~O_NONBLOCK);
     if (pthread_create(&thread, NULL, serve_stats, NULL) != 0) {
         uwsgi_log("[forksafe] cannot start the stats thread\n");
         exit(1);

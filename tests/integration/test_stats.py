@@ -198,3 +198,17 @@ forksafe-history = 4
             self.assertLogHas(u, "[forksafe] %s:%d: forksafe-history must be a number of handler "
                                  "runs between 0 and 1000000, not '%s'" % (u.ini, line, value))
             self.assertEqual(u.events(), [], "nothing may run before a config error")
+
+    def test_bad_stats_address_stops_before_any_fork(self):
+        for address, why in (("{dir}/no/such/dir/stats.sock", "No such file or directory"),
+                             ("127.0.0.1:http-ish", "Invalid argument"),
+                             ("192.0.2.1:9", "Cannot assign requested address")):
+            u = Uwsgi(self, BASE + "forksafe-stats = %s\n" % address, settings=SETTINGS)
+            self.assertEqual(u.run_to_exit(), 1)
+            with open(u.ini) as f:
+                line, value = [(i, text.split("=", 1)[1].strip()) for i, text in enumerate(f, 1)
+                               if text.startswith("forksafe-stats")][0]
+            self.assertLogHas(u, "[forksafe] %s:%d: forksafe-stats cannot listen on '%s': %s"
+                              % (u.ini, line, value, why))
+            self.assertEqual([e["event"] for e in u.events()], [],
+                             "nothing may run before a config error")
