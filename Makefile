@@ -4,6 +4,7 @@
 #   make run      serve the example app with forksafe on 127.0.0.1:8080
 #   make check    every test suite; ends with "N passed, N failed"
 #   make install  plugin, header, forksafe.pc, libforksafe (PREFIX, DESTDIR, PLUGINDIR, ...)
+#   make deb      Debian packages in build/deb/ (dpkg-buildpackage on a copy of the tree)
 
 PYTHON   ?= /usr/bin/python3
 UWSGI    ?= uwsgi
@@ -38,7 +39,7 @@ UWSGI_H  := $(BUILD)/uwsgi/uwsgi.h
 PLUGIN   := forksafe_plugin.so
 
 .PHONY: bench all deps run check unit asan valgrind integration differential python fixtures tools clean format-check
-.PHONY: install uninstall package
+.PHONY: install uninstall deb package
 
 all: deps
 	@$(MAKE) --no-print-directory $(PLUGIN) $(LIBFORKSAFE) $(EXAMPLE_SO)
@@ -157,6 +158,22 @@ uninstall:
 	    $(DESTDIR)$(LIBDIR)/libforksafe.so.$(FORKSAFE_VERSION) $(DESTDIR)$(LIBDIR)/libforksafe.so.0 \
 	    $(DESTDIR)$(PKGCONFIGDIR)/forksafe.pc
 
+# Builds from a copy of the working tree's files (tracked and untracked, not
+# ignored; outside git, everything but build/) in build/deb/src, so dpkg-buildpackage writes its .debs into
+# build/deb/ and never into the repository's parent directory.
+DEB_DIR := $(BUILD)/deb
+deb: deps
+	rm -rf $(DEB_DIR)
+	mkdir -p $(DEB_DIR)/src
+	if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then \
+	    git ls-files -z --cached --others --exclude-standard; \
+	else \
+	    find . \( -path ./build -o -path ./.git \) -prune -o \( -type f -o -type l \) -print0; \
+	fi | tar -c --null --ignore-failed-read -T - -f - | tar -x -C $(DEB_DIR)/src
+	cd $(DEB_DIR)/src && dpkg-buildpackage -us -uc -b
+	@if command -v lintian >/dev/null; then echo "lintian:"; lintian $(DEB_DIR)/*.changes; fi
+	@echo "built:"; ls -1 $(DEB_DIR)/*.deb
+
 package:
 	@PYTHON=$(PYTHON) tests/run_suite.sh package tests/package
 
@@ -190,6 +207,7 @@ check: deps
 	@PYTHON=$(PYTHON) tests/run_suite.sh differential tests/differential || true
 	@PYTHON=$(PYTHON) tests/run_suite.sh python python/tests || true
 	@PYTHON=$(PYTHON) tests/run_suite.sh integration tests/integration || true
+	@$(MAKE) --no-print-directory deb >$(BUILD)/deb.log 2>&1 || echo "make deb failed: see $(BUILD)/deb.log"
 	@PYTHON=$(PYTHON) tests/run_suite.sh package tests/package || true
 	@tests/format_check.sh || true
 	@tests/summarize.sh $(BUILD)/results.txt
