@@ -3,6 +3,8 @@
 #   make          build forksafe_plugin.so against the installed uWSGI
 #   make run      serve the example app with forksafe on 127.0.0.1:8080
 #   make check    every test suite; ends with "N passed, N failed"
+#   make install  plugin, header, forksafe.pc, libforksafe (PREFIX, DESTDIR, PLUGINDIR, ...)
+#   make deb      Debian packages in build/deb/ (dpkg-buildpackage on a copy of the tree)
 
 PYTHON   ?= /usr/bin/python3
 UWSGI    ?= uwsgi
@@ -10,7 +12,9 @@ CC       ?= gcc
 BUILD    := build
 
 WARNINGS := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes
-BASE_CFLAGS := -std=gnu11 -g -O2 -fPIC $(WARNINGS) -Iinclude -Ilib
+# CPPFLAGS/CFLAGS/LDFLAGS from the environment come last, so a package build's
+# hardening flags (dpkg-buildflags) apply.
+BASE_CFLAGS := -std=gnu11 -g -O2 -fPIC $(WARNINGS) -Iinclude -Ilib $(CPPFLAGS) $(CFLAGS)
 JANSSON_CFLAGS = $(shell pkg-config --cflags jansson 2>/dev/null)
 JANSSON_LIBS   = $(shell pkg-config --libs jansson 2>/dev/null || echo -ljansson)
 CHECK_LIBS     = $(shell pkg-config --libs check 2>/dev/null || echo -lcheck)
@@ -35,6 +39,7 @@ UWSGI_H  := $(BUILD)/uwsgi/uwsgi.h
 PLUGIN   := forksafe_plugin.so
 
 .PHONY: bench all deps run check unit asan valgrind integration differential python fixtures tools clean format-check
+.PHONY: install uninstall deb package
 
 all: deps
 	@$(MAKE) --no-print-directory $(PLUGIN) $(LIBFORKSAFE) $(EXAMPLE_SO)
@@ -65,13 +70,13 @@ $(BUILD)/plugin/forksafe_plugin.o: forksafe_plugin.c $(LIB_HDR) $(UWSGI_H) $(BUI
 	    -fvisibility=hidden -c $< -o $@
 
 $(PLUGIN): $(BUILD)/plugin/forksafe_plugin.o $(LIB_OBJ)
-	$(CC) -shared -o $@ $^ $(JANSSON_LIBS) -ldl
+	$(CC) -shared $(LDFLAGS) -o $@ $^ $(JANSSON_LIBS) -ldl
 
 # The core alone, for other servers' adapters (ctypes) and native tools:
 # exports only what include/forksafe.h declares.
 LIBFORKSAFE := $(BUILD)/libforksafe.so
 $(LIBFORKSAFE): $(LIB_OBJ)
-	$(CC) -shared -Wl,-soname,libforksafe.so.0 -o $@ $^ $(JANSSON_LIBS) -ldl
+	$(CC) -shared $(LDFLAGS) -Wl,-soname,libforksafe.so.0 -o $@ $^ $(JANSSON_LIBS) -ldl
 
 $(BUILD)/tests/%: tests/unit/%.c $(LIB_OBJ) tests/unit/unit.h
 	@mkdir -p $(dir $@)
@@ -87,9 +92,25 @@ $(BUILD)/fixtures/%.so: tests/fixtures/%.c include/forksafe.h
 	@mkdir -p $(dir $@)
 	$(CC) $(BASE_CFLAGS) -shared -o $@ $<
 
-$(BUILD)/examples/%.so: examples/native_handler/%.c include/forksafe.h
+# The example's own Makefile, as a handler author would use it: the header
+# comes from `pkg-config --cflags forksafe`, here the uninstalled forksafe.pc
+# (first on PKG_CONFIG_PATH, so an installed forksafe never shadows the tree).
+$(BUILD)/examples/%.so: examples/native_handler/%.c examples/native_handler/Makefile \
+		include/forksafe.h $(BUILD)/pkgconfig/forksafe.pc
 	@mkdir -p $(dir $@)
-	$(CC) $(BASE_CFLAGS) -shared -o $@ $<
+	PKG_CONFIG_PATH=$(CURDIR)/$(BUILD)/pkgconfig$(if $(PKG_CONFIG_PATH),:$(PKG_CONFIG_PATH)) \
+	    $(MAKE) --no-print-directory -C examples/native_handler OUT=$(CURDIR)/$(BUILD)/examples \
+	    CC="$(CC)" CFLAGS="-std=gnu11 -g -O2 $(WARNINGS) $(CPPFLAGS) $(CFLAGS)" $(CURDIR)/$@
+
+# forksafe.pc: prefix, includedir, plugindir and version filled in.
+FORKSAFE_VERSION := $(shell sed -n 's/^\#define FORKSAFE_VERSION "\(.*\)"$$/\1/p' include/forksafe.h)
+forksafe_pc = sed -e 's|@prefix@|$(1)|' -e 's|@includedir@|$(2)|' -e 's|@plugindir@|$(3)|' \
+	-e 's|@version@|$(FORKSAFE_VERSION)|' -e '/^\#/d' forksafe.pc.in
+
+# Uninstalled: in-tree builds use pkg-config too (PKG_CONFIG_PATH=build/pkgconfig).
+$(BUILD)/pkgconfig/forksafe.pc: forksafe.pc.in include/forksafe.h
+	@mkdir -p $(dir $@)
+	$(call forksafe_pc,$(CURDIR),$(CURDIR)/include,$(CURDIR)) >$@.tmp && mv $@.tmp $@
 
 fixtures: $(FIXTURE_SO) $(EXAMPLE_SO)
 
@@ -110,6 +131,51 @@ $(BUILD)/bench/%: bench/%.c $(LIB_OBJ)
 # Benchmarks print ratios against a baseline measured in the same run.
 bench: $(BUILD)/bench/parse_bench
 	$(BUILD)/bench/parse_bench
+
+PREFIX       ?= /usr/local
+INCLUDEDIR   ?= $(PREFIX)/include
+LIBDIR       ?= $(PREFIX)/lib
+PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
+# `plugins = forksafe` (no plugin-dir) looks only in the directory compiled
+# into uWSGI, so that is the default whatever PREFIX is.
+PLUGINDIR    ?= $(or $(shell $(UWSGI) --cflags 2>/dev/null | grep -o 'UWSGI_PLUGIN_DIR=[^ ]*' \
+	| tr -d '"\\' | cut -d= -f2),/usr/lib/uwsgi/plugins)
+
+# No deps here: debian/rules reuses this (dh_auto_install) with the tools
+# from Build-Depends, as a user who is not root.
+install: $(PLUGIN) $(LIBFORKSAFE)
+	install -d $(DESTDIR)$(PLUGINDIR) $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(LIBDIR) \
+	    $(DESTDIR)$(PKGCONFIGDIR)
+	install -m 0644 $(PLUGIN) $(DESTDIR)$(PLUGINDIR)/$(PLUGIN)
+	install -m 0644 include/forksafe.h $(DESTDIR)$(INCLUDEDIR)/forksafe.h
+	install -m 0644 $(LIBFORKSAFE) $(DESTDIR)$(LIBDIR)/libforksafe.so.$(FORKSAFE_VERSION)
+	ln -sf libforksafe.so.$(FORKSAFE_VERSION) $(DESTDIR)$(LIBDIR)/libforksafe.so.0
+	$(call forksafe_pc,$(PREFIX),$(INCLUDEDIR),$(PLUGINDIR)) \
+	    >$(DESTDIR)$(PKGCONFIGDIR)/forksafe.pc
+
+uninstall:
+	rm -f $(DESTDIR)$(PLUGINDIR)/$(PLUGIN) $(DESTDIR)$(INCLUDEDIR)/forksafe.h \
+	    $(DESTDIR)$(LIBDIR)/libforksafe.so.$(FORKSAFE_VERSION) $(DESTDIR)$(LIBDIR)/libforksafe.so.0 \
+	    $(DESTDIR)$(PKGCONFIGDIR)/forksafe.pc
+
+# Builds from a copy of the working tree's files (tracked and untracked, not
+# ignored; outside git, everything but build/) in build/deb/src, so dpkg-buildpackage writes its .debs into
+# build/deb/ and never into the repository's parent directory.
+DEB_DIR := $(BUILD)/deb
+deb: deps
+	rm -rf $(DEB_DIR)
+	mkdir -p $(DEB_DIR)/src
+	if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then \
+	    git ls-files -z --cached --others --exclude-standard; \
+	else \
+	    find . \( -path ./build -o -path ./.git \) -prune -o \( -type f -o -type l \) -print0; \
+	fi | tar -c --null --ignore-failed-read -T - -f - | tar -x -C $(DEB_DIR)/src
+	cd $(DEB_DIR)/src && dpkg-buildpackage -us -uc -b
+	@if command -v lintian >/dev/null; then echo "lintian:"; lintian $(DEB_DIR)/*.changes; fi
+	@echo "built:"; ls -1 $(DEB_DIR)/*.deb
+
+package:
+	@PYTHON=$(PYTHON) tests/run_suite.sh package tests/package
 
 run: deps $(PLUGIN)
 	$(MAKE) -C examples/pyramid_sqlalchemy run PYTHON=$(PYTHON) UWSGI=$(UWSGI)
@@ -141,6 +207,8 @@ check: deps
 	@PYTHON=$(PYTHON) tests/run_suite.sh differential tests/differential || true
 	@PYTHON=$(PYTHON) tests/run_suite.sh python python/tests || true
 	@PYTHON=$(PYTHON) tests/run_suite.sh integration tests/integration || true
+	@$(MAKE) --no-print-directory deb >$(BUILD)/deb.log 2>&1 || echo "make deb failed: see $(BUILD)/deb.log"
+	@PYTHON=$(PYTHON) tests/run_suite.sh package tests/package || true
 	@tests/format_check.sh || true
 	@tests/summarize.sh $(BUILD)/results.txt
 

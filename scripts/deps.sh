@@ -10,6 +10,7 @@ packages=(
     valgrind clang-format
     python3-sqlalchemy python3-psycopg2 postgresql
     python3-celery redis-server python3-redis
+    debhelper dh-python python3-all python3-setuptools lintian
 )
 missing=()
 for package in "${packages[@]}"; do
