@@ -101,6 +101,7 @@ static void forksafe_atexit(void);
 static void forksafe_harakiri(int);
 static void forksafe_master_cleanup(void);
 static void forksafe_atfork_prepare(void);
+static void hook_emperor_messages(void);
 
 /* ---------------------------------------------------------------- options */
 
@@ -863,9 +864,9 @@ static int forksafe_init(void)
     forksafe__ini_free(&ini);
 
     setup_child_tracking();
-    if (!options.check) {
+    hook_emperor_messages();
+    if (!options.check)
         register_metrics();
-    }
     self.kind = FORKSAFE__MASTER;
     self.id = 0;
     return 0;
@@ -1356,6 +1357,32 @@ static void record_instance_state(int signum)
     }
     shared_state->instance_state = reload ? INSTANCE_RELOADING : INSTANCE_STOPPING;
     shared_state->state_changed_ns = now_ns();
+}
+
+/* A vassal's Emperor stops or reloads it through a pipe, not a signal:
+ * the master calls kill_them_all() / gracefully_kill_them_all() /
+ * grace_them_all() itself, and its workers can exit before forksafe's next
+ * master cycle notices.  uWSGI runs the emperor-stop/-reload/-lost hooks in
+ * the master right before, so the reason is in shared memory first. */
+static int forksafe_exit_reason_hook(char *reason)
+{
+    if (!shared_state || !is_master())
+        return 0;
+    shared_state->instance_state =
+        strcmp(reason, "reload") == 0 ? INSTANCE_RELOADING : INSTANCE_STOPPING;
+    shared_state->state_changed_ns = now_ns();
+    return 0;
+}
+
+static void hook_emperor_messages(void)
+{
+    if (!uwsgi.has_emperor)
+        return;
+    uwsgi_register_hook("forksafe-exit-reason", forksafe_exit_reason_hook);
+    /* uwsgi_hooks_run() edits the string in place: heap copies. */
+    uwsgi_string_new_list(&uwsgi.hook_emperor_stop, uwsgi_str("forksafe-exit-reason:shutdown"));
+    uwsgi_string_new_list(&uwsgi.hook_emperor_reload, uwsgi_str("forksafe-exit-reason:reload"));
+    uwsgi_string_new_list(&uwsgi.hook_emperor_lost, uwsgi_str("forksafe-exit-reason:shutdown"));
 }
 
 /* Runs before uWSGI's own handler, which curses the workers: by the time
