@@ -3,6 +3,7 @@
 #   make          build forksafe_plugin.so against the installed uWSGI
 #   make run      serve the example app with forksafe on 127.0.0.1:8080
 #   make check    every test suite; ends with "N passed, N failed"
+#   make embedded a monolithic uWSGI with python and forksafe built in
 
 PYTHON   ?= /usr/bin/python3
 UWSGI    ?= uwsgi
@@ -35,6 +36,7 @@ UWSGI_H  := $(BUILD)/uwsgi/uwsgi.h
 PLUGIN   := forksafe_plugin.so
 
 .PHONY: bench all deps run check unit asan valgrind integration differential python fixtures tools clean format-check
+.PHONY: embedded embedded-check
 
 all: deps
 	@$(MAKE) --no-print-directory $(PLUGIN) $(LIBFORKSAFE) $(EXAMPLE_SO)
@@ -132,6 +134,15 @@ valgrind: $(UNIT_BIN) fixtures
 integration: $(PLUGIN) $(LIBFORKSAFE) fixtures
 	@PYTHON=$(PYTHON) tests/run_suite.sh integration tests/integration
 
+# build/embedded/uwsgi from Debian's uWSGI source package, rebuilt only when
+# forksafe changed (scripts/embedded.sh; profile buildconf/forksafe-embedded.ini).
+embedded: deps
+	@PYTHON=$(PYTHON) CC=$(CC) scripts/embedded.sh
+
+# The lifecycle tests and symbol: handlers against that binary.
+embedded-check: embedded fixtures
+	@PYTHON=$(PYTHON) tests/run_suite.sh embedded tests/embedded
+
 check: deps
 	@$(MAKE) --no-print-directory all fixtures tools $(UNIT_BIN) $(ASAN_BIN)
 	@rm -f $(BUILD)/results.txt
@@ -141,6 +152,8 @@ check: deps
 	@PYTHON=$(PYTHON) tests/run_suite.sh differential tests/differential || true
 	@PYTHON=$(PYTHON) tests/run_suite.sh python python/tests || true
 	@PYTHON=$(PYTHON) tests/run_suite.sh integration tests/integration || true
+	@PYTHON=$(PYTHON) CC=$(CC) scripts/embedded.sh || true
+	@PYTHON=$(PYTHON) tests/run_suite.sh embedded tests/embedded || true
 	@tests/format_check.sh || true
 	@tests/summarize.sh $(BUILD)/results.txt
 
