@@ -5,6 +5,7 @@
 #   make check    every test suite; ends with "N passed, N failed"
 #   make install  plugin, header, forksafe.pc, libforksafe (PREFIX, DESTDIR, PLUGINDIR, ...)
 #   make deb      Debian packages in build/deb/ (dpkg-buildpackage on a copy of the tree)
+#   make embedded a monolithic uWSGI with python and forksafe built in
 
 PYTHON   ?= /usr/bin/python3
 UWSGI    ?= uwsgi
@@ -40,6 +41,7 @@ PLUGIN   := forksafe_plugin.so
 
 .PHONY: bench all deps run check unit asan valgrind integration differential python fixtures tools clean format-check
 .PHONY: install uninstall deb package
+.PHONY: embedded embedded-check
 
 all: deps
 	@$(MAKE) --no-print-directory $(PLUGIN) $(LIBFORKSAFE) $(EXAMPLE_SO)
@@ -198,6 +200,15 @@ valgrind: $(UNIT_BIN) fixtures
 integration: $(PLUGIN) $(LIBFORKSAFE) fixtures
 	@PYTHON=$(PYTHON) tests/run_suite.sh integration tests/integration
 
+# build/embedded/uwsgi from Debian's uWSGI source package, rebuilt only when
+# forksafe changed (scripts/embedded.sh; profile buildconf/forksafe-embedded.ini).
+embedded: deps
+	@PYTHON=$(PYTHON) CC=$(CC) scripts/embedded.sh
+
+# The lifecycle tests and symbol: handlers against that binary.
+embedded-check: embedded fixtures
+	@PYTHON=$(PYTHON) tests/run_suite.sh embedded tests/embedded
+
 check: deps
 	@$(MAKE) --no-print-directory all fixtures tools $(UNIT_BIN) $(ASAN_BIN)
 	@rm -f $(BUILD)/results.txt
@@ -209,6 +220,8 @@ check: deps
 	@PYTHON=$(PYTHON) tests/run_suite.sh integration tests/integration || true
 	@$(MAKE) --no-print-directory deb >$(BUILD)/deb.log 2>&1 || echo "make deb failed: see $(BUILD)/deb.log"
 	@PYTHON=$(PYTHON) tests/run_suite.sh package tests/package || true
+	@PYTHON=$(PYTHON) CC=$(CC) scripts/embedded.sh || true
+	@PYTHON=$(PYTHON) tests/run_suite.sh embedded tests/embedded || true
 	@tests/format_check.sh || true
 	@tests/summarize.sh $(BUILD)/results.txt
 

@@ -1,13 +1,31 @@
 # Build description for uWSGI's own build system: used by
 # `uwsgi --build-plugin /path/to/forksafe` and by embedded (monolithic)
-# builds.  `make` builds the same sources without it.
+# builds (`embedded_plugins = python, forksafe=/path/to/forksafe` in a
+# buildconf profile).  `make` builds the same sources without it.
 import glob
 import os
 import subprocess
+import sys
 
 NAME = 'forksafe'
 
-here = os.path.dirname(os.path.abspath(__file__))
+
+def plugin_dir():
+    """This directory, absolute: CFLAGS must name include/ and lib/ from
+    whatever directory uWSGI builds in."""
+    try:
+        return os.path.dirname(os.path.abspath(__file__))
+    except NameError:
+        pass
+    # uwsgiconfig.py exec()s this file without __file__; the function doing
+    # so holds the plugin directory in its local `path`.
+    frame = sys._getframe(1)
+    while frame is not None:
+        path = frame.f_locals.get('path')
+        if isinstance(path, str) and os.path.isfile(os.path.join(path, 'forksafe_plugin.c')):
+            return os.path.abspath(path)
+        frame = frame.f_back
+    raise RuntimeError('forksafe uwsgiplugin.py: cannot tell which directory it was loaded from')
 
 
 def pkg_config(*args):
@@ -17,7 +35,11 @@ def pkg_config(*args):
         return []
 
 
-CFLAGS = ['-I%s/include' % here, '-I%s/lib' % here] + pkg_config('--cflags')
+here = plugin_dir()
+# Hidden by default, as in `make`: only what include/forksafe.h declares
+# (FORKSAFE_EXPORT) and the plugin struct are exported, also from a
+# monolithic uwsgi, which exports its symbols (-rdynamic).
+CFLAGS = ['-I%s/include' % here, '-I%s/lib' % here, '-fvisibility=hidden'] + pkg_config('--cflags')
 LDFLAGS = []
 LIBS = (pkg_config('--libs') or ['-ljansson']) + ['-ldl']
 GCC_LIST = ['forksafe_plugin'] + sorted(

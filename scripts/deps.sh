@@ -4,6 +4,7 @@
 set -eu
 packages=(
     build-essential pkg-config libjansson-dev check
+    python3-dev python3-distutils # make embedded: uWSGI's python plugin, compiled in
     uwsgi-core uwsgi-plugin-python3 uwsgi-dev
     gunicorn
     python3-pastedeploy python3-pyramid python3-uwsgidecorators

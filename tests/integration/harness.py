@@ -8,6 +8,7 @@ fixture (tests/fixtures/recorder.c) as one JSON line per event.
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -22,8 +23,43 @@ BUILD = os.path.join(ROOT, "build")
 PLUGIN_DIR = ROOT
 RECORDER = os.path.join(BUILD, "examples", "event_log.so")
 FAILING = os.path.join(BUILD, "fixtures", "failing.so")
-UWSGI = os.environ.get("UWSGI", "uwsgi")
+UWSGI = os.environ.get("FORKSAFE_UWSGI") or os.environ.get("UWSGI", "uwsgi")
 APP_DIR = os.path.join(ROOT, "tests", "integration", "apps")
+# FORKSAFE_EMBEDDED=1: FORKSAFE_UWSGI has python and forksafe compiled in
+# (make embedded), so the generated ini must not load them as plugins.
+EMBEDDED = os.environ.get("FORKSAFE_EMBEDDED") == "1"
+
+
+def _compiled_in(plugin):
+    name = os.path.basename(plugin)
+    if name.endswith("_plugin.so"):
+        name = name[:-len("_plugin.so")]
+    return re.fullmatch(r"python[0-9]*|forksafe", name)
+
+
+def without_plugin_loading(text):
+    """TEXT with its [uwsgi] section's plugin-dir lines dropped and the
+    python and forksafe entries of plugins / need-plugins lines removed
+    (other plugins stay; a line left empty goes)."""
+    out, section = [], None
+    for line in text.splitlines(keepends=True):
+        stripped = line.strip()
+        if stripped.startswith("[") and stripped.endswith("]"):
+            section = stripped[1:-1].strip()
+        key, eq, value = line.partition("=")
+        key = key.strip().replace("_", "-")
+        if section != "uwsgi" or not eq:
+            out.append(line)
+        elif key in ("plugin-dir", "plugins-dir"):
+            continue
+        elif key in ("plugin", "plugins", "need-plugin", "need-plugins"):
+            plugins = [p.strip() for p in value.split(",") if p.strip()]
+            kept = [p for p in plugins if not _compiled_in(p)]
+            if kept:
+                out.append("%s = %s\n" % (key, ",".join(kept)))
+        else:
+            out.append(line)
+    return "".join(out)
 
 
 def free_port():
@@ -120,6 +156,8 @@ class Uwsgi(ServerProcess):
             lines += ["%s = %s" % kv for kv in settings.items()]
             text += "\n" + "\n".join(lines) + "\n"
         text += textwrap.dedent(extra_sections).format(**substitutions)
+        if EMBEDDED:
+            text = without_plugin_loading(text)
         with open(self.ini, "w") as f:
             f.write(text)
 
