@@ -211,7 +211,7 @@ embedded-check: embedded fixtures
 
 check: deps
 	@$(MAKE) --no-print-directory all fixtures tools $(UNIT_BIN) $(ASAN_BIN)
-	@rm -f $(BUILD)/results.txt
+	@rm -f $(BUILD)/results.txt $(BUILD)/failures.txt
 	@PYTHON=$(PYTHON) tests/run_suite.sh unit $(UNIT_BIN) || true
 	@PYTHON=$(PYTHON) tests/run_suite.sh asan $(ASAN_BIN) || true
 	@PYTHON=$(PYTHON) tests/run_suite.sh valgrind $(UNIT_BIN) || true

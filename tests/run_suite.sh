@@ -8,6 +8,8 @@ suite=$1
 shift
 PYTHON=${PYTHON:-/usr/bin/python3}
 results=build/results.txt
+# What failed, by name, so the end of a long CI log says which test it was.
+failure_log=build/failures.txt
 mkdir -p build
 passed=0
 failed=0
@@ -25,14 +27,17 @@ run_check_binary() {
     local status=$?
     if [ "$status" -eq 99 ]; then
         echo "!! valgrind reported errors in $binary"
+        echo "$suite: valgrind reported errors in $binary" >>"$failure_log"
         failed=$((failed + 1))
     fi
     cat "$log"
+    grep -E '^[^:]+:[0-9]+:[FE]:' "$log" | sed "s|^|$suite: |" >>"$failure_log"
     local line
     line=$(grep -E '^[0-9]+%: Checks: [0-9]+, Failures: [0-9]+, Errors: [0-9]+' "$log" | tail -n 1)
     rm -f "$log"
     if [ -z "$line" ]; then
         echo "!! $binary printed no Check summary (exit $status)"
+        echo "$suite: $binary printed no Check summary (exit $status)" >>"$failure_log"
         failed=$((failed + 1))
         return
     fi
@@ -54,10 +59,12 @@ run_python_dir() {
     fi
     (cd "$dir" && "$PYTHON" -m unittest discover -v -p 'test_*.py') >"$log" 2>&1
     cat "$log"
+    grep -E '^(FAIL|ERROR): ' "$log" | sed "s|^|$suite: |" >>"$failure_log"
     local ran fails errors skipped
     ran=$(grep -E '^Ran [0-9]+ tests?' "$log" | tail -n 1 | sed -E 's/^Ran ([0-9]+).*/\1/')
     if [ -z "$ran" ]; then
         echo "!! $dir: unittest printed no result"
+        echo "$suite: $dir: unittest printed no result" >>"$failure_log"
         failed=$((failed + 1))
         rm -f "$log"
         return

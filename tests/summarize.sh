@@ -9,6 +9,11 @@ if [ ! -s "$results" ]; then
     echo "0 passed, 1 failed"
     exit 1
 fi
+failures=$(dirname "$results")/failures.txt
+if [ -s "$failures" ]; then
+    echo "failed tests:"
+    head -n 40 "$failures" | sed 's/^/  /'
+fi
 while read -r suite p f; do
     printf '  %-14s %5d passed %5d failed\n' "$suite" "$p" "$f"
     passed=$((passed + p))

@@ -673,7 +673,7 @@ START_TEST(slow_in_process_handler_warns)
     if (!line)
         dump_logs();
     ck_assert_ptr_nonnull(line);
-    ck_assert_ptr_nonnull(strstr(line, "handler 'dl:" FIXTURE ":slow' took 0."));
+    ck_assert_ptr_nonnull(strstr(line, "handler 'dl:" FIXTURE ":slow' took "));
     ck_assert_int_eq(logs[0].level, FORKSAFE__LOG_WARNING);
 }
 END_TEST

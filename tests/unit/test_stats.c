@@ -4,10 +4,12 @@
  * made by forked (and SIGKILLed) children, the JSON an operator reads (with
  * secrets redacted), and every allocation of that JSON failing in turn.
  */
+#include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "unit.h"
@@ -206,8 +208,11 @@ START_TEST(history_records_what_ran_where)
     ck_assert_str_eq(json_string_value(json_object_get(second, "result")), "failed");
     ck_assert_ptr_nonnull(strstr(json_string_value(json_object_get(second, "error")), "3"));
     ck_assert_int_eq(json_integer_value(json_object_get(second, "subscription")), 2);
-    ck_assert(json_real_value(json_object_get(second, "time")) >=
-              json_real_value(json_object_get(first, "time")));
+    /* Wall-clock time, which a fresh machine's time sync may step back, so
+     * order comes from seq and time is only checked to be plausible. */
+    ck_assert_int_eq(json_integer_value(json_object_get(second, "seq")), 1);
+    ck_assert_double_lt(fabs(json_real_value(json_object_get(second, "time")) - (double)time(NULL)),
+                        60.0);
     json_decref(stats);
 }
 END_TEST
