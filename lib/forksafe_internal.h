@@ -149,6 +149,8 @@ typedef struct forksafe__ini {
     size_t count;
     forksafe__ini_problem *problems; /* in line order */
     size_t problem_count;
+    int *comment_lines; /* every full-line comment, in line order */
+    size_t comment_count;
 } forksafe__ini;
 
 /* Reads and parses PATH.  Returns 0 (problems, if any, are recorded in INI),
@@ -160,6 +162,15 @@ int forksafe__ini_load(forksafe__ini *ini, const char *path, forksafe__error *er
  * and __file__. */
 int forksafe__ini_parse(forksafe__ini *ini, const char *name, const char *text, size_t length,
                         forksafe__error *err);
+
+/* Opens PATH for reading if it is a regular file (never blocking on a
+ * FIFO).  Returns the descriptor, or FORKSAFE__EIO with ERR saying why,
+ * with the path. */
+int forksafe__open_settings_file(const char *path, forksafe__error *err);
+
+/* The line of INI that holds line OFFSET (0-based) of the multi-line value
+ * whose key is on KEY_LINE: comment lines the value skipped are counted. */
+int forksafe__ini_value_line(const forksafe__ini *ini, int key_line, int offset);
 
 /* Returns the section called NAME, or NULL. Borrowed. */
 const forksafe__ini_section *forksafe__ini_find(const forksafe__ini *ini, const char *name);

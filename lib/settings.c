@@ -1260,7 +1260,7 @@ static void *watched_json_malloc(size_t size)
     return memory;
 }
 
-static json_t *load_json_file(const char *path, json_error_t *json_err, int *out_of_memory)
+static json_t *load_json_file(FILE *stream, json_error_t *json_err, int *out_of_memory)
 {
     json_malloc_t malloc_function;
     json_free_t free_function;
@@ -1270,7 +1270,7 @@ static json_t *load_json_file(const char *path, json_error_t *json_err, int *out
     json_underlying_malloc = malloc_function;
     json_allocation_failed = 0;
     json_set_alloc_funcs(watched_json_malloc, free_function);
-    root = json_load_file(path, JSON_REJECT_DUPLICATES, json_err);
+    root = json_loadf(stream, JSON_REJECT_DUPLICATES, json_err);
     json_set_alloc_funcs(malloc_function, free_function);
     *out_of_memory =
         !root && (json_allocation_failed || json_error_code(json_err) == json_error_out_of_memory);
@@ -1285,15 +1285,21 @@ static int settings_load_json(forksafe__settings *settings, const char *path, fo
     const char *key;
     char *here = NULL;
     int rc = 0;
+    FILE *stream;
+    int fd = forksafe__open_settings_file(path, err);
 
-    root = load_json_file(path, &json_err, &out_of_memory);
-    if (!root && out_of_memory) {
+    if (fd < 0)
+        return fd;
+    if (!(stream = fdopen(fd, "rb"))) {
+        close(fd);
         forksafe__error_set(err, path, 0, "%s", forksafe__strerror(FORKSAFE__ENOMEM));
         return FORKSAFE__ENOMEM;
     }
-    if (!root && json_error_code(&json_err) == json_error_cannot_open_file) {
-        forksafe__error_set(err, path, 0, "cannot open the settings file: %s", strerror(errno));
-        return FORKSAFE__EIO;
+    root = load_json_file(stream, &json_err, &out_of_memory);
+    fclose(stream);
+    if (!root && out_of_memory) {
+        forksafe__error_set(err, path, 0, "%s", forksafe__strerror(FORKSAFE__ENOMEM));
+        return FORKSAFE__ENOMEM;
     }
     if (!root) {
         forksafe__error_set(err, path, json_err.line > 0 ? json_err.line : 0, "invalid JSON: %s",

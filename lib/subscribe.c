@@ -534,11 +534,11 @@ int forksafe__subscribe(forksafe__context *ctx, const char *text, const char *so
 
 /* ------------------------------------------------------------- [forksafe] */
 
-/* Appends the subscriptions of one [forksafe] entry.  The line of the Nth
- * line of the value is taken to be KEY_LINE + N: exact unless comment lines
- * inside the value were dropped by the parser or interpolation brought in
- * extra newlines, in which case the error points a little too high - near
- * enough for a human, and the message quotes the handler. */
+/* Appends the subscriptions of one [forksafe] entry.  The Nth line of the
+ * value is on the Nth non-comment line after the key: exact unless
+ * interpolation brought in extra newlines, in which case the error points a
+ * little too low - near enough for a human, and the message quotes the
+ * handler. */
 static int subscribe_entry(forksafe__context *ctx, const forksafe__ini *ini,
                            const forksafe__entry *entry, forksafe__error *err)
 {
@@ -559,18 +559,19 @@ static int subscribe_entry(forksafe__context *ctx, const forksafe__ini *ini,
         size_t length = strcspn(p, "\n");
         const char *start = skip_space(p);
         parsed out = events;
+        int where = forksafe__ini_value_line(ini, entry->line, offset);
         char *line_text;
 
         if (start < p + length) {
             line_text = forksafe__strndup(p, length);
             if (!line_text) {
-                forksafe__error_set(err, source, entry->line + offset, "out of memory");
+                forksafe__error_set(err, source, where, "out of memory");
                 rc = FORKSAFE__ENOMEM;
                 break;
             }
-            rc = parse_rest(ctx, line_text, &out, source, entry->line + offset, err);
+            rc = parse_rest(ctx, line_text, &out, source, where, err);
             if (!rc)
-                rc = append(ctx, &out, source, entry->line + offset, err);
+                rc = append(ctx, &out, source, where, err);
             forksafe__free(line_text);
             if (rc)
                 break;

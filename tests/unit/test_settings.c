@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -433,6 +434,15 @@ START_TEST(json_errors)
 
     path = write_file("array.json", "[1]");
     ck_assert_ptr_nonnull(strstr(load(&settings, path), "must hold one object"));
+
+    /* A FIFO would block json_load_file until a writer came. */
+    snprintf(expected, sizeof(expected), "%s/fifo.json", directory);
+    ck_assert_int_eq(mkfifo(expected, 0600), 0);
+    alarm(10);
+    ck_assert_int_eq(forksafe__settings_load(&settings, expected, &err), FORKSAFE__EIO);
+    alarm(0);
+    ck_assert_str_eq(err.text, "cannot read the settings file: it is a FIFO, not a regular file");
+    memset(&err, 0, sizeof(err));
 
     ck_assert_int_eq(forksafe__settings_load(&settings, "/nonexistent/x.json", &err),
                      FORKSAFE__EIO);

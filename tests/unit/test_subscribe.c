@@ -339,6 +339,11 @@ static const struct {
      "run in the master as filtered here"},
     {"[forksafe]\npost-fork = exec:ok\n    nope:x\n",
      "/etc/app/app.ini:3: unknown handler kind 'nope:'; known kinds are exec:, dl:, symbol:"},
+    /* Comment lines inside the value are dropped from it, not from the
+     * count of lines: the error names the line that holds the mistake. */
+    {"[forksafe]\n; before\npost-fork =\n    exec:ok\n# one\n\n; two\n    exec:fine\n"
+     "    nope:x\n# after\n",
+     "/etc/app/app.ini:9: unknown handler kind 'nope:'; known kinds are exec:, dl:, symbol:"},
 };
 
 START_TEST(ini_refused)
