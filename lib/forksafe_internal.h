@@ -183,6 +183,11 @@ int forksafe__ini_check(const forksafe__ini *ini, const char *const *sections,
 
 void forksafe__ini_free(forksafe__ini *ini);
 
+/* Returns the offset of the first byte of TEXT that is not valid UTF-8 (as
+ * Python's strict decoder judges it), or strlen(TEXT) if all of it is.
+ * Settings and handler specs must be text: they end up in JSON. */
+size_t forksafe__utf8_invalid_offset(const char *text);
+
 /* Narrows [*START, *END) past the whitespace Python's str.strip() removes
  * (ASCII and Unicode spaces in UTF-8), as ConfigParser does to keys, values
  * and section names. */
@@ -237,7 +242,8 @@ int forksafe__settings_from_ini(forksafe__settings *settings, const forksafe__in
  * PasteDeploy; a NAME containing ':' is a section name as written.  Default
  * "app:main".  A PATH ending in ".json" is read as a flat JSON object of
  * strings (numbers and booleans are converted to their JSON text).
- * Returns as forksafe__settings_from_ini, plus FORKSAFE__EIO. */
+ * Returns as forksafe__settings_from_ini, plus FORKSAFE__EIO, and
+ * FORKSAFE__EINVAL for a path that is not valid UTF-8. */
 int forksafe__settings_load(forksafe__settings *settings, const char *spec, forksafe__error *err);
 
 /* Applies an override "KEY=VALUE" to the local settings.  SOURCE and LINE

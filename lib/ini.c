@@ -161,6 +161,11 @@ static size_t utf8_invalid_offset(const unsigned char *text, size_t length)
     return length;
 }
 
+size_t forksafe__utf8_invalid_offset(const char *text)
+{
+    return utf8_invalid_offset((const unsigned char *)text, strlen(text));
+}
+
 /* ------------------------------------------------------------- key index */
 
 static size_t hash_bytes(const char *key, size_t length)

@@ -512,6 +512,13 @@ static int loader_open(loader *ld, const forksafe__ini *ini, const table *extra,
 
     memset(ld, 0, sizeof(*ld));
     ld->ini = ini;
+    if (ini->path[forksafe__utf8_invalid_offset(ini->path)]) {
+        /* here and __file__ are text to Pyramid and in every payload. */
+        forksafe__error_set(err, ini->path, 0,
+                            "the settings file's path is not valid UTF-8; rename it or a "
+                            "directory above it");
+        return FORKSAFE__EINVAL;
+    }
     ld->file = absolute_path(ini->path);
     if (!ld->file || !(here = directory_of(ld->file)))
         goto fail;
@@ -1286,9 +1293,15 @@ static int settings_load_json(forksafe__settings *settings, const char *path, fo
     char *here = NULL;
     int rc = 0;
     FILE *stream;
-    int fd = forksafe__open_settings_file(path, err);
+    int fd;
 
-    if (fd < 0)
+    if (path[forksafe__utf8_invalid_offset(path)]) {
+        forksafe__error_set(err, path, 0,
+                            "the settings file's path is not valid UTF-8; rename it or a "
+                            "directory above it");
+        return FORKSAFE__EINVAL;
+    }
+    if ((fd = forksafe__open_settings_file(path, err)) < 0)
         return fd;
     if (!(stream = fdopen(fd, "rb"))) {
         close(fd);
@@ -1431,6 +1444,12 @@ int forksafe__settings_override(forksafe__settings *settings, const char *assign
     if (!equals || key == key_end) {
         forksafe__error_set(err, source, line,
                             "'%s' is not a setting override of the form KEY=VALUE", assignment);
+        return FORKSAFE__EINVAL;
+    }
+    if (assignment[forksafe__utf8_invalid_offset(assignment)]) {
+        forksafe__error_set(
+            err, source, line, "the setting override '%s' is not valid UTF-8 (byte 0x%02x)",
+            assignment, (unsigned char)assignment[forksafe__utf8_invalid_offset(assignment)]);
         return FORKSAFE__EINVAL;
     }
     value = equals + 1;

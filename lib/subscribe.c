@@ -523,6 +523,16 @@ int forksafe__subscribe(forksafe__context *ctx, const char *text, const char *so
                             (int)n, p);
         return FORKSAFE__ESYNTAX;
     }
+    if (text[forksafe__utf8_invalid_offset(text)]) {
+        /* The spec is shown in logs and in the stats JSON, which must be
+         * text; the [forksafe] section is held to the same rule by the ini
+         * reader. */
+        forksafe__error_set(err, source, line,
+                            "byte 0x%02x (byte %zu) of the subscription is not valid UTF-8",
+                            (unsigned char)text[forksafe__utf8_invalid_offset(text)],
+                            forksafe__utf8_invalid_offset(text) + 1);
+        return FORKSAFE__ESYNTAX;
+    }
     out.on_error = FORKSAFE__ON_ERROR_INHERIT;
     rc = parse_events(p, n, &out, source, line, err);
     if (!rc)

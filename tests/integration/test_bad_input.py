@@ -242,6 +242,10 @@ CASES = {
         head=PASTE_HEAD, body=b"paste = config:%p\npythonpath = {app_dir}\nprocname = w\xfcrker\n",
         extra="\n[app:main]\nuse = call:simple_app:make_app\n" + PASTE_WITNESS,
         expect=r"byte 0xfc .* not valid UTF-8", at=("uwsgi.ini", b"w\xfcrker")),
+    "uwsgi_ini_nul_with_paste": dict(
+        head=PASTE_HEAD, body=b"paste = config:%p\npythonpath = {app_dir}\nprocname = a\x00b\n",
+        extra="\n[app:main]\nuse = call:simple_app:make_app\n" + PASTE_WITNESS,
+        expect=r"NUL byte in line.*PasteDeploy will refuse", at=("uwsgi.ini", b"a\x00b")),
     "uwsgi_ini_app_section_bad_interpolation": dict(
         body="", extra="\n[app:main]\na = 1\nurl = %(undefined_here)s\n",
         expect=r"refers to %\(undefined_here\)s", at=("uwsgi.ini", "undefined_here")),
@@ -339,6 +343,16 @@ CASES = {
         body="forksafe-stats = /nonexistent/dir/forksafe.sock\n",
         expect=r"forksafe-stats cannot listen on '/nonexistent/dir/forksafe.sock'",
         at=("uwsgi.ini", "/nonexistent/dir")),
+    "set_invalid_utf8": dict(
+        body=b"forksafe-set = name=caf\xe9\n",
+        expect=r"not valid UTF-8", at=("uwsgi.ini", b"caf\xe9")),
+    "subscribe_invalid_utf8_handler": dict(
+        body=b"forksafe-subscribe = post-fork exec:echo caf\xe9\n",
+        expect=r"not valid UTF-8", at=("uwsgi.ini", b"caf\xe9")),
+    "settings_path_invalid_utf8": dict(
+        body=b"forksafe-settings = {dir}/caf\xe9.ini\n",
+        files={b"caf\xe9.ini": "[app:main]\na = 1\n"},
+        expect=r"not valid UTF-8", at=("uwsgi.ini", b"caf\xe9")),
     "set_without_equals": dict(
         body="forksafe-set = just-a-word\n",
         expect=r"'just-a-word' is not a setting override", at=("uwsgi.ini", "just-a-word")),
@@ -392,7 +406,8 @@ class BadInputTest(IntegrationCase):
         with open(u.ini, "wb") as f:
             f.write(head)
         for filename, content in case.get("files", {}).items():
-            path = os.path.join(u.dir, filename)
+            path = os.path.join(u.dir.encode(), filename if isinstance(filename, bytes)
+                                else filename.encode())
             if content is None:
                 os.mkfifo(path)
             elif isinstance(content, dict):

@@ -478,8 +478,35 @@ START_TEST(overrides)
     memset(&err, 0, sizeof(err));
     ck_assert_int_eq(forksafe__settings_override(&settings, " = x", "uwsgi.ini", 7, &err),
                      FORKSAFE__EINVAL);
+    /* Not text: it could not go into the settings JSON, which used to fail
+     * later as "out of memory" with no line. */
+    memset(&err, 0, sizeof(err));
+    ck_assert_int_eq(forksafe__settings_override(&settings, "k=caf\xe9", "uwsgi.ini", 8, &err),
+                     FORKSAFE__EINVAL);
+    forksafe__error_format(&err, message, sizeof(message));
+    ck_assert_str_eq(message, "uwsgi.ini:8: the setting override 'k=caf\xe9' is not valid UTF-8 "
+                              "(byte 0xe9)");
     ck_assert_uint_eq(settings.local.count, 3);
+    ck_assert_str_eq(local(&settings, "k"), "overridden");
     forksafe__settings_free(&settings);
+}
+END_TEST
+
+START_TEST(path_that_is_not_utf8)
+{
+    forksafe__settings settings;
+    forksafe__error err = {0};
+    char path[600];
+
+    snprintf(path, sizeof(path), "%s", write_file("caf\xe9.ini", "[app:main]\nk = v\n"));
+    ck_assert_int_eq(forksafe__settings_load(&settings, path, &err), FORKSAFE__EINVAL);
+    ck_assert_str_eq(err.source, path);
+    ck_assert_str_eq(err.text, "the settings file's path is not valid UTF-8; rename it or a "
+                               "directory above it");
+    memset(&err, 0, sizeof(err));
+    snprintf(path, sizeof(path), "%s", write_file("caf\xe9.json", "{\"k\": \"v\"}"));
+    ck_assert_int_eq(forksafe__settings_load(&settings, path, &err), FORKSAFE__EINVAL);
+    ck_assert_str_eq(err.source, path);
 }
 END_TEST
 
@@ -776,6 +803,7 @@ Suite *unit_suite(void)
     tcase_add_test(core, json_flat_object);
     tcase_add_test(core, json_errors);
     tcase_add_test(core, overrides);
+    tcase_add_test(core, path_that_is_not_utf8);
     tcase_add_test(core, interpolate_any_section);
     tcase_add_test(core, secret_keys);
     tcase_add_test(core, redaction);

@@ -196,6 +196,8 @@ static const struct {
     {"exec:/bin/true",
      "src:5: no event before the handler 'exec:/bin/true': expected EVENT[,EVENT...] "
      "[OPTION...] KIND:SPEC"},
+    {"post-fork exec:echo caf\xe9", "src:5: byte 0xe9 (byte 24) of the subscription is not valid "
+                                    "UTF-8"},
 };
 
 START_TEST(refused)
