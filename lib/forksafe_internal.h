@@ -370,7 +370,7 @@ typedef struct forksafe__subscription {
     int once;        /* run in the first process that reaches it only */
     int on_error;    /* enum forksafe__on_error */
     char *spec;      /* "exec:/usr/bin/true", as written */
-    char *name;      /* short label for logs: the spec, truncated */
+    char *name;      /* label for logs: the spec, URL passwords redacted, truncated */
     const forksafe__backend *backend;
     void *handle;
     char *source; /* file or "forksafe-subscribe" */

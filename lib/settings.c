@@ -1538,7 +1538,8 @@ static int contains_ignoring_case(const char *text, const char *word)
 
 int forksafe__is_secret_key(const char *key)
 {
-    static const char *const words[] = {"password", "secret", "token", "key", "credential", NULL};
+    static const char *const words[] = {"password", "passwd",     "secret", "token",
+                                        "key",      "credential", NULL};
     size_t i;
 
     for (i = 0; words[i]; i++) {
@@ -1557,6 +1558,57 @@ static int is_scheme_char(char c)
 static int is_url_space(char c)
 {
     return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
+}
+
+static int is_name_char(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+           c == '-' || c == '.';
+}
+
+/* Hides the value of every NAME=VALUE whose NAME is secret-looking and
+ * that starts the text, a word or a query parameter: libpq's
+ * "host=db password=..." and "postgresql://db/app?password=...".  Returns a
+ * new string (TEXT is freed), NULL on ENOMEM. */
+static char *redact_assignments(char *text)
+{
+    /* "***" replaces at least one byte after at least "key=": three times
+     * the length is always enough. */
+    char *result = forksafe__malloc(strlen(text) * 3 + 1);
+    size_t used = 0;
+    const char *p = text;
+
+    if (!result) {
+        forksafe__free(text);
+        return NULL;
+    }
+    while (*p) {
+        const char *name = p, *end = p;
+        char saved[64];
+
+        if (p == text || is_url_space(p[-1]) || p[-1] == '?' || p[-1] == '&' || p[-1] == ';') {
+            while (is_name_char(*end))
+                end++;
+        }
+        if (end > name && *end == '=' && (size_t)(end - name) < sizeof(saved) && end[1] &&
+            end[1] != '&' && end[1] != ';' && !is_url_space(end[1])) {
+            memcpy(saved, name, (size_t)(end - name));
+            saved[end - name] = '\0';
+            if (forksafe__is_secret_key(saved)) {
+                memcpy(result + used, name, (size_t)(end - name) + 1);
+                used += (size_t)(end - name) + 1;
+                memcpy(result + used, "***", 3);
+                used += 3;
+                for (p = end + 1; *p && *p != '&' && *p != ';' && !is_url_space(*p); p++)
+                    ;
+                continue;
+            }
+        }
+        result[used++] = *p++;
+    }
+    result[used] = '\0';
+    forksafe__free(text);
+    return result;
 }
 
 char *forksafe__redact(const char *key, const char *value)
@@ -1613,5 +1665,5 @@ char *forksafe__redact(const char *key, const char *value)
         p = at;
     }
     result[used] = '\0';
-    return result;
+    return redact_assignments(result);
 }

@@ -440,19 +440,21 @@ static int parse_rest(const forksafe__context *ctx, const char *text, parsed *ou
     return check_reachable(out, source, line, err);
 }
 
-/* The label used in logs: the spec, cut to NAME_MAX_LENGTH. */
+/* The label used in logs, stats and errors: the spec with URL passwords
+ * redacted - before it is cut, or a cut through the '@' would hide the
+ * password from the redactor - then cut to NAME_MAX_LENGTH bytes, never
+ * inside a UTF-8 sequence. */
 static char *short_name(const char *spec)
 {
-    size_t length = strlen(spec);
-    char *name;
+    char *name = forksafe__redact("handler", spec);
+    size_t length;
 
-    if (length <= NAME_MAX_LENGTH)
-        return forksafe__strdup(spec);
-    name = forksafe__malloc(NAME_MAX_LENGTH + 1);
-    if (!name)
-        return NULL;
-    memcpy(name, spec, NAME_MAX_LENGTH - 3);
-    memcpy(name + NAME_MAX_LENGTH - 3, "...", 4);
+    if (!name || strlen(name) <= NAME_MAX_LENGTH)
+        return name;
+    length = NAME_MAX_LENGTH - 3;
+    while (length > 0 && ((unsigned char)name[length] & 0xc0) == 0x80)
+        length--;
+    memcpy(name + length, "...", 4);
     return name;
 }
 

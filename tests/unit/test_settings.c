@@ -585,6 +585,20 @@ START_TEST(redaction)
     assert_redacted("site", "mailto:someone@example.com", "mailto:someone@example.com");
     assert_redacted("site", "://a:b@c", "://a:b@c");
     assert_redacted("x", "", "");
+    assert_redacted("ldap.bindpasswd", "x", "***");
+    /* libpq keyword DSNs and query parameters with secret-looking names. */
+    assert_redacted("db.dsn", "host=db user=app password=hunter2 dbname=app",
+                    "host=db user=app password=*** dbname=app");
+    assert_redacted("url", "postgresql://db/app?sslmode=require&password=hunter2&x=1",
+                    "postgresql://db/app?sslmode=require&password=***&x=1");
+    assert_redacted("url", "https://h/cb?access_token=abc;api_key=def",
+                    "https://h/cb?access_token=***;api_key=***");
+    assert_redacted("url", "postgresql://u:p@h/db?password=q",
+                    "postgresql://u:***@h/db?password=***");
+    assert_redacted("note", "password= keyring=x a_token=", "password= keyring=*** a_token=");
+    assert_redacted("note", "mypassword=x", "mypassword=***");
+    assert_redacted("note", "sqlpassword==x", "sqlpassword=***");
+    assert_redacted("note", "t=1 monkey=banana key", "t=1 monkey=*** key");
 }
 END_TEST
 

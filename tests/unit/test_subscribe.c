@@ -101,6 +101,38 @@ START_TEST(long_specs_get_a_short_name)
 }
 END_TEST
 
+/* The label goes into every verbose and failure log line: a URL password
+ * in the spec must be hidden there too, also when the cut at 60 bytes
+ * would fall between the password and its '@'. */
+START_TEST(short_names_hide_url_passwords)
+{
+    forksafe__error err = {0};
+
+    ck_assert_int_eq(forksafe__subscribe(&ctx,
+                                         "post-fork exec:notify postgresql://deploy:"
+                                         "s3cr3t-0123456789abcdef0123456789@db.example/app",
+                                         "a", 1, &err),
+                     0);
+    ck_assert_str_eq(ctx.subscriptions[0].name,
+                     "exec:notify postgresql://deploy:***@db.example/app");
+    ck_assert_int_eq(forksafe__subscribe(&ctx,
+                                         "post-fork exec:x https://u:pw@h/ "
+                                         "\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9"
+                                         "\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9"
+                                         "\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9"
+                                         "\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9",
+                                         "a", 2, &err),
+                     0);
+    /* 57 bytes would end inside an e-acute: the cut backs off to 56. */
+    ck_assert_str_eq(ctx.subscriptions[1].name, "exec:x https://u:***@h/ "
+                                                "\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9"
+                                                "\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9"
+                                                "\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9"
+                                                "\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9"
+                                                "...");
+}
+END_TEST
+
 static forksafe__backend hook_backend = {"hook", NULL, NULL, NULL, NULL};
 
 START_TEST(host_backends_are_known)
@@ -405,6 +437,7 @@ Suite *unit_suite(void)
     tcase_add_test(tc, defaults_and_order);
     tcase_add_test(tc, star_means_every_event_the_filter_allows);
     tcase_add_test(tc, long_specs_get_a_short_name);
+    tcase_add_test(tc, short_names_hide_url_passwords);
     tcase_add_test(tc, host_backends_are_known);
     tcase_add_loop_test(tc, refused, 0, sizeof(refusals) / sizeof(refusals[0]));
     tcase_add_test(tc, default_source);
