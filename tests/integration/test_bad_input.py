@@ -166,6 +166,17 @@ CASES = {
         head=PASTE_HEAD, body="paste = config:%p#nosuch\npythonpath = {app_dir}\n",
         extra="\n[app:main]\nuse = call:simple_app:make_app\n" + PASTE_WITNESS,
         expect=r"uwsgi\.ini: no section \[app:nosuch\]", at=("uwsgi.ini", "paste =")),
+    "settings_empty_path": dict(
+        body="forksafe-settings = #main\n",
+        expect=r"cannot open the settings file", at=("uwsgi.ini", "forksafe-settings")),
+    "settings_dev_zero": dict(
+        body="forksafe-settings = /dev/zero\n",
+        expect=r"/dev/zero: cannot read the settings file: it is a character device",
+        at=("uwsgi.ini", "forksafe-settings")),
+    "settings_use_config_fifo": dict(
+        body=SETTINGS, files={"app.ini": "[app:main]\na = 1\nuse = config:other.ini\n",
+                              "other.ini": None},
+        expect=r"other\.ini: cannot read the settings file: it is a FIFO", at=("app.ini", "use =")),
     "settings_use_unknown_scheme": dict(
         app("[app:main]\nuse = foo:bar\n"),
         expect=r"'foo:bar' uses an unknown scheme", at=("app.ini", "use =")),
