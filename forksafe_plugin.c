@@ -35,6 +35,7 @@
  * pointing at uWSGI's unconfigured default), choosing from 249 down to 200 and
  * never taking a used slot.
  */
+#include <ctype.h>
 #include <dlfcn.h>
 #include <errno.h>
 #include <limits.h>
@@ -280,19 +281,48 @@ static void forksafe_on_load(void)
 
 /* ------------------------------------------------- locating directives */
 
+/* How well line TEXT of a uWSGI ini matches "NAME = VALUE": 3 exactly, 2
+ * when VALUE is part of the written value (uWSGI expands %p, %d, ... before
+ * forksafe sees it), 1 for the key alone, 0 for another key, a comment or a
+ * section header. */
+static int directive_match(char *text, const char *name, const char *value)
+{
+    char *key = text, *equals, *end;
+
+    while (*key == ' ' || *key == '\t')
+        key++;
+    if (*key == ';' || *key == '#' || *key == '[' || !(equals = strchr(key, '=')))
+        return 0;
+    for (end = equals; end > key && (end[-1] == ' ' || end[-1] == '\t'); end--)
+        ;
+    if ((size_t)(end - key) != strlen(name) || strncmp(key, name, (size_t)(end - key)) != 0)
+        return 0;
+    for (text = equals + 1; *text == ' ' || *text == '\t'; text++)
+        ;
+    for (end = text + strlen(text); end > text && isspace((unsigned char)end[-1]); end--)
+        ;
+    *end = '\0';
+    if (strcmp(text, value) == 0)
+        return 3;
+    return strstr(text, value) || strstr(value, text) ? 2 : 1;
+}
+
 /* uWSGI does not keep the file and line an option came from.  Errors must
- * name them, so look the directive up in the config files uWSGI was given. */
+ * name them, so look the directive up in the [uwsgi] section (or the
+ * section named after "file.ini:") of the ini files uWSGI was given:
+ * comments are skipped, and the line whose value matches best wins. */
 static int locate_directive(const char *name, const char *value, char *file, size_t file_size)
 {
-    int i;
+    int i, best = 0, best_score = 0;
 
     for (i = 0; i < uwsgi.exported_opts_cnt; i++) {
         struct uwsgi_opt *opt = uwsgi.exported_opts[i];
         char path[PATH_MAX];
+        const char *section = "uwsgi";
         FILE *stream;
         char *line = NULL;
         size_t capacity = 0;
-        int number = 0;
+        int number = 0, inside = 0;
 
         if (!opt->key || !opt->value || strcmp(opt->key, "ini") != 0)
             continue;
@@ -300,26 +330,61 @@ static int locate_directive(const char *name, const char *value, char *file, siz
         /* "file.ini:section" */
         {
             char *colon = strrchr(path, ':');
-            if (colon && access(path, R_OK) != 0)
+            if (colon && access(path, R_OK) != 0) {
                 *colon = '\0';
+                section = opt->value + (colon - path) + 1;
+            }
         }
         stream = fopen(path, "r");
         if (!stream)
             continue;
         while (getline(&line, &capacity, stream) > 0) {
+            char *header = line;
+            int score;
+
             number++;
-            if (strstr(line, name) && strstr(line, value)) {
-                free(line);
-                fclose(stream);
-                snprintf(file, file_size, "%s", path);
-                return number;
+            while (*header == ' ' || *header == '\t')
+                header++;
+            if (*header == '[') {
+                char *close = strchr(header, ']');
+                inside = close && (size_t)(close - header - 1) == strlen(section) &&
+                         strncmp(header + 1, section, strlen(section)) == 0;
+                continue;
             }
+            if (!inside || (score = directive_match(line, name, value)) <= best_score)
+                continue;
+            best_score = score;
+            best = number;
+            snprintf(file, file_size, "%s", path);
+            if (score == 3)
+                break;
         }
         free(line);
         fclose(stream);
+        if (best_score == 3)
+            break;
     }
+    if (best > 0)
+        return best;
     snprintf(file, file_size, "%s (option)", name);
     return 0;
+}
+
+/* An error about a whole settings file (missing, unreadable, no such
+ * section) has no line of its own: it belongs to the directive that named
+ * the file. */
+static void die_with_settings_error(forksafe__error *err, const char *directive, const char *value)
+{
+    char file[PATH_MAX], text[sizeof(err->source) + sizeof(err->text) + 2];
+    int line;
+
+    if (err->line == 0 && (line = locate_directive(directive, value, file, sizeof(file))) > 0) {
+        snprintf(text, sizeof(text), "%s: %s", err->source, err->text);
+        snprintf(err->source, sizeof(err->source), "%.*s", (int)sizeof(err->source) - 1, file);
+        snprintf(err->text, sizeof(err->text), "%.*s", (int)sizeof(err->text) - 1, text);
+        err->line = line;
+    }
+    die_with_error(err);
 }
 
 /* ------------------------------------------------------ settings source */
@@ -377,12 +442,12 @@ static void load_settings(forksafe__ini *ini, int *have_ini)
         const char *hash = strchr(options.settings, '#');
         size_t length = hash ? (size_t)(hash - options.settings) : strlen(options.settings);
         if (forksafe__settings_load(&context.settings, options.settings, &err) != 0)
-            die_with_error(&err);
+            die_with_settings_error(&err, "forksafe-settings", options.settings);
         context.has_settings = 1;
         snprintf(path, sizeof(path), "%.*s", (int)length, options.settings);
         if (length < 5 || strcmp(path + length - 5, ".json") != 0) {
             if (forksafe__ini_load(ini, path, &err) != 0)
-                die_with_error(&err);
+                die_with_settings_error(&err, "forksafe-settings", options.settings);
             *have_ini = 1;
         }
     }
@@ -393,10 +458,10 @@ static void load_settings(forksafe__ini *ini, int *have_ini)
         const char *spec = strncmp(paste, "config:", 7) == 0 ? paste + 7 : paste;
         paste_file(paste, path, sizeof(path));
         if (forksafe__settings_load(&context.settings, spec, &err) != 0)
-            die_with_error(&err);
+            die_with_settings_error(&err, "paste", paste);
         context.has_settings = 1;
         if (forksafe__ini_load(ini, path, &err) != 0)
-            die_with_error(&err);
+            die_with_settings_error(&err, "paste", paste);
         *have_ini = 1;
     }
     else if (ini_option()) {

@@ -149,6 +149,8 @@ typedef struct forksafe__ini {
     size_t count;
     forksafe__ini_problem *problems; /* in line order */
     size_t problem_count;
+    int *comment_lines; /* every full-line comment, in line order */
+    size_t comment_count;
 } forksafe__ini;
 
 /* Reads and parses PATH.  Returns 0 (problems, if any, are recorded in INI),
@@ -161,6 +163,15 @@ int forksafe__ini_load(forksafe__ini *ini, const char *path, forksafe__error *er
 int forksafe__ini_parse(forksafe__ini *ini, const char *name, const char *text, size_t length,
                         forksafe__error *err);
 
+/* Opens PATH for reading if it is a regular file (never blocking on a
+ * FIFO).  Returns the descriptor, or FORKSAFE__EIO with ERR saying why,
+ * with the path. */
+int forksafe__open_settings_file(const char *path, forksafe__error *err);
+
+/* The line of INI that holds line OFFSET (0-based) of the multi-line value
+ * whose key is on KEY_LINE: comment lines the value skipped are counted. */
+int forksafe__ini_value_line(const forksafe__ini *ini, int key_line, int offset);
+
 /* Returns the section called NAME, or NULL. Borrowed. */
 const forksafe__ini_section *forksafe__ini_find(const forksafe__ini *ini, const char *name);
 
@@ -171,6 +182,11 @@ int forksafe__ini_check(const forksafe__ini *ini, const char *const *sections,
                         forksafe__error *err);
 
 void forksafe__ini_free(forksafe__ini *ini);
+
+/* Returns the offset of the first byte of TEXT that is not valid UTF-8 (as
+ * Python's strict decoder judges it), or strlen(TEXT) if all of it is.
+ * Settings and handler specs must be text: they end up in JSON. */
+size_t forksafe__utf8_invalid_offset(const char *text);
 
 /* Narrows [*START, *END) past the whitespace Python's str.strip() removes
  * (ASCII and Unicode spaces in UTF-8), as ConfigParser does to keys, values
@@ -226,7 +242,8 @@ int forksafe__settings_from_ini(forksafe__settings *settings, const forksafe__in
  * PasteDeploy; a NAME containing ':' is a section name as written.  Default
  * "app:main".  A PATH ending in ".json" is read as a flat JSON object of
  * strings (numbers and booleans are converted to their JSON text).
- * Returns as forksafe__settings_from_ini, plus FORKSAFE__EIO. */
+ * Returns as forksafe__settings_from_ini, plus FORKSAFE__EIO, and
+ * FORKSAFE__EINVAL for a path that is not valid UTF-8. */
 int forksafe__settings_load(forksafe__settings *settings, const char *spec, forksafe__error *err);
 
 /* Applies an override "KEY=VALUE" to the local settings.  SOURCE and LINE
@@ -353,7 +370,7 @@ typedef struct forksafe__subscription {
     int once;        /* run in the first process that reaches it only */
     int on_error;    /* enum forksafe__on_error */
     char *spec;      /* "exec:/usr/bin/true", as written */
-    char *name;      /* short label for logs: the spec, truncated */
+    char *name;      /* label for logs: the spec, URL passwords redacted, truncated */
     const forksafe__backend *backend;
     void *handle;
     char *source; /* file or "forksafe-subscribe" */

@@ -19,6 +19,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "forksafe_internal.h"
@@ -30,6 +31,7 @@ typedef struct parser {
     forksafe__ini *ini;
     size_t section_capacity;
     size_t problem_capacity;
+    size_t comment_capacity;
     forksafe__index section_index;
     forksafe__index *key_indexes; /* one per section, parallel to ini->sections */
 
@@ -157,6 +159,11 @@ static size_t utf8_invalid_offset(const unsigned char *text, size_t length)
         i += need + 1;
     }
     return length;
+}
+
+size_t forksafe__utf8_invalid_offset(const char *text)
+{
+    return utf8_invalid_offset((const unsigned char *)text, strlen(text));
 }
 
 /* ------------------------------------------------------------- key index */
@@ -364,6 +371,26 @@ static void quote_line(char *buf, size_t size, const char *line, const char *end
 }
 
 /* ---------------------------------------------------------------- storage */
+
+/* A comment line inside a multi-line value is dropped from the value, so
+ * the Nth line of a value is not always KEY_LINE + N; these let
+ * forksafe__ini_value_line find the real one. */
+static int add_comment_line(parser *p)
+{
+    forksafe__ini *ini = p->ini;
+
+    if (ini->comment_count == p->comment_capacity) {
+        size_t capacity = p->comment_capacity ? p->comment_capacity * 2 : 16;
+        int *grown = forksafe__realloc(ini->comment_lines, capacity * sizeof(*grown));
+
+        if (!grown)
+            return FORKSAFE__ENOMEM;
+        ini->comment_lines = grown;
+        p->comment_capacity = capacity;
+    }
+    ini->comment_lines[ini->comment_count++] = p->line;
+    return 0;
+}
 
 static int add_section(parser *p, const char *name, size_t length)
 {
@@ -603,7 +630,7 @@ static int parse_line(parser *p, const char *line, const char *end)
     stop = end;
     forksafe__ini_strip(&start, &stop);
     if (start < stop && (*start == '#' || *start == ';'))
-        return 0;
+        return add_comment_line(p);
     if (start == stop) {
         if (p->option >= 0)
             p->pending_blank_lines++;
@@ -699,17 +726,46 @@ int forksafe__ini_parse(forksafe__ini *ini, const char *name, const char *text, 
     return rc;
 }
 
-/* Reads all of PATH into a new NUL-terminated buffer. */
-static int read_file(const char *path, char **text, size_t *length, forksafe__error *err)
+int forksafe__open_settings_file(const char *path, forksafe__error *err)
 {
-    size_t used = 0, capacity = 0;
-    char *buffer = NULL;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    struct stat st;
+    const char *what;
+    /* O_NONBLOCK: opening a FIFO for reading would otherwise wait for a
+     * writer, and the instance would hang at start-up instead of failing. */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
 
     if (fd < 0) {
         forksafe__error_set(err, path, 0, "cannot open the settings file: %s", strerror(errno));
         return FORKSAFE__EIO;
     }
+    if (fstat(fd, &st) != 0) {
+        forksafe__error_set(err, path, 0, "cannot read the settings file: %s", strerror(errno));
+        close(fd);
+        return FORKSAFE__EIO;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        what = S_ISDIR(st.st_mode)    ? "a directory"
+               : S_ISFIFO(st.st_mode) ? "a FIFO"
+               : S_ISSOCK(st.st_mode) ? "a socket"
+               : S_ISCHR(st.st_mode)  ? "a character device"
+                                      : "a special file";
+        forksafe__error_set(err, path, 0,
+                            "cannot read the settings file: it is %s, not a regular file", what);
+        close(fd);
+        return FORKSAFE__EIO;
+    }
+    return fd;
+}
+
+/* Reads all of PATH into a new NUL-terminated buffer. */
+static int read_file(const char *path, char **text, size_t *length, forksafe__error *err)
+{
+    size_t used = 0, capacity = 0;
+    char *buffer = NULL;
+    int fd = forksafe__open_settings_file(path, err);
+
+    if (fd < 0)
+        return fd;
     for (;;) {
         ssize_t got;
 
@@ -771,6 +827,24 @@ const forksafe__ini_section *forksafe__ini_find(const forksafe__ini *ini, const 
     return NULL;
 }
 
+int forksafe__ini_value_line(const forksafe__ini *ini, int key_line, int offset)
+{
+    int line = key_line;
+    size_t i = 0;
+
+    /* comment_lines is in file order: skip those before the key once. */
+    while (i < ini->comment_count && ini->comment_lines[i] <= line)
+        i++;
+    while (offset-- > 0) {
+        line++;
+        while (i < ini->comment_count && ini->comment_lines[i] == line) {
+            line++;
+            i++;
+        }
+    }
+    return line;
+}
+
 static int problem_applies(const forksafe__ini_problem *problem, const char *const *sections)
 {
     if (!sections || !problem->section)
@@ -811,6 +885,7 @@ void forksafe__ini_free(forksafe__ini *ini)
     }
     forksafe__free(ini->sections);
     forksafe__free(ini->problems);
+    forksafe__free(ini->comment_lines);
     forksafe__free(ini->path);
     memset(ini, 0, sizeof(*ini));
 }

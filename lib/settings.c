@@ -512,6 +512,13 @@ static int loader_open(loader *ld, const forksafe__ini *ini, const table *extra,
 
     memset(ld, 0, sizeof(*ld));
     ld->ini = ini;
+    if (ini->path[forksafe__utf8_invalid_offset(ini->path)]) {
+        /* here and __file__ are text to Pyramid and in every payload. */
+        forksafe__error_set(err, ini->path, 0,
+                            "the settings file's path is not valid UTF-8; rename it or a "
+                            "directory above it");
+        return FORKSAFE__EINVAL;
+    }
     ld->file = absolute_path(ini->path);
     if (!ld->file || !(here = directory_of(ld->file)))
         goto fail;
@@ -1260,7 +1267,7 @@ static void *watched_json_malloc(size_t size)
     return memory;
 }
 
-static json_t *load_json_file(const char *path, json_error_t *json_err, int *out_of_memory)
+static json_t *load_json_file(FILE *stream, json_error_t *json_err, int *out_of_memory)
 {
     json_malloc_t malloc_function;
     json_free_t free_function;
@@ -1270,7 +1277,7 @@ static json_t *load_json_file(const char *path, json_error_t *json_err, int *out
     json_underlying_malloc = malloc_function;
     json_allocation_failed = 0;
     json_set_alloc_funcs(watched_json_malloc, free_function);
-    root = json_load_file(path, JSON_REJECT_DUPLICATES, json_err);
+    root = json_loadf(stream, JSON_REJECT_DUPLICATES, json_err);
     json_set_alloc_funcs(malloc_function, free_function);
     *out_of_memory =
         !root && (json_allocation_failed || json_error_code(json_err) == json_error_out_of_memory);
@@ -1285,15 +1292,27 @@ static int settings_load_json(forksafe__settings *settings, const char *path, fo
     const char *key;
     char *here = NULL;
     int rc = 0;
+    FILE *stream;
+    int fd;
 
-    root = load_json_file(path, &json_err, &out_of_memory);
-    if (!root && out_of_memory) {
+    if (path[forksafe__utf8_invalid_offset(path)]) {
+        forksafe__error_set(err, path, 0,
+                            "the settings file's path is not valid UTF-8; rename it or a "
+                            "directory above it");
+        return FORKSAFE__EINVAL;
+    }
+    if ((fd = forksafe__open_settings_file(path, err)) < 0)
+        return fd;
+    if (!(stream = fdopen(fd, "rb"))) {
+        close(fd);
         forksafe__error_set(err, path, 0, "%s", forksafe__strerror(FORKSAFE__ENOMEM));
         return FORKSAFE__ENOMEM;
     }
-    if (!root && json_error_code(&json_err) == json_error_cannot_open_file) {
-        forksafe__error_set(err, path, 0, "cannot open the settings file: %s", strerror(errno));
-        return FORKSAFE__EIO;
+    root = load_json_file(stream, &json_err, &out_of_memory);
+    fclose(stream);
+    if (!root && out_of_memory) {
+        forksafe__error_set(err, path, 0, "%s", forksafe__strerror(FORKSAFE__ENOMEM));
+        return FORKSAFE__ENOMEM;
     }
     if (!root) {
         forksafe__error_set(err, path, json_err.line > 0 ? json_err.line : 0, "invalid JSON: %s",
@@ -1427,6 +1446,12 @@ int forksafe__settings_override(forksafe__settings *settings, const char *assign
                             "'%s' is not a setting override of the form KEY=VALUE", assignment);
         return FORKSAFE__EINVAL;
     }
+    if (assignment[forksafe__utf8_invalid_offset(assignment)]) {
+        forksafe__error_set(
+            err, source, line, "the setting override '%s' is not valid UTF-8 (byte 0x%02x)",
+            assignment, (unsigned char)assignment[forksafe__utf8_invalid_offset(assignment)]);
+        return FORKSAFE__EINVAL;
+    }
     value = equals + 1;
     value_end = value + strlen(value);
     forksafe__ini_strip(&value, &value_end);
@@ -1513,7 +1538,8 @@ static int contains_ignoring_case(const char *text, const char *word)
 
 int forksafe__is_secret_key(const char *key)
 {
-    static const char *const words[] = {"password", "secret", "token", "key", "credential", NULL};
+    static const char *const words[] = {"password", "passwd",     "secret", "token",
+                                        "key",      "credential", NULL};
     size_t i;
 
     for (i = 0; words[i]; i++) {
@@ -1532,6 +1558,57 @@ static int is_scheme_char(char c)
 static int is_url_space(char c)
 {
     return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
+}
+
+static int is_name_char(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+           c == '-' || c == '.';
+}
+
+/* Hides the value of every NAME=VALUE whose NAME is secret-looking and
+ * that starts the text, a word or a query parameter: libpq's
+ * "host=db password=..." and "postgresql://db/app?password=...".  Returns a
+ * new string (TEXT is freed), NULL on ENOMEM. */
+static char *redact_assignments(char *text)
+{
+    /* "***" replaces at least one byte after at least "key=": three times
+     * the length is always enough. */
+    char *result = forksafe__malloc(strlen(text) * 3 + 1);
+    size_t used = 0;
+    const char *p = text;
+
+    if (!result) {
+        forksafe__free(text);
+        return NULL;
+    }
+    while (*p) {
+        const char *name = p, *end = p;
+        char saved[64];
+
+        if (p == text || is_url_space(p[-1]) || p[-1] == '?' || p[-1] == '&' || p[-1] == ';') {
+            while (is_name_char(*end))
+                end++;
+        }
+        if (end > name && *end == '=' && (size_t)(end - name) < sizeof(saved) && end[1] &&
+            end[1] != '&' && end[1] != ';' && !is_url_space(end[1])) {
+            memcpy(saved, name, (size_t)(end - name));
+            saved[end - name] = '\0';
+            if (forksafe__is_secret_key(saved)) {
+                memcpy(result + used, name, (size_t)(end - name) + 1);
+                used += (size_t)(end - name) + 1;
+                memcpy(result + used, "***", 3);
+                used += 3;
+                for (p = end + 1; *p && *p != '&' && *p != ';' && !is_url_space(*p); p++)
+                    ;
+                continue;
+            }
+        }
+        result[used++] = *p++;
+    }
+    result[used] = '\0';
+    forksafe__free(text);
+    return result;
 }
 
 char *forksafe__redact(const char *key, const char *value)
@@ -1588,5 +1665,5 @@ char *forksafe__redact(const char *key, const char *value)
         p = at;
     }
     result[used] = '\0';
-    return result;
+    return redact_assignments(result);
 }

@@ -440,19 +440,21 @@ static int parse_rest(const forksafe__context *ctx, const char *text, parsed *ou
     return check_reachable(out, source, line, err);
 }
 
-/* The label used in logs: the spec, cut to NAME_MAX_LENGTH. */
+/* The label used in logs, stats and errors: the spec with URL passwords
+ * redacted - before it is cut, or a cut through the '@' would hide the
+ * password from the redactor - then cut to NAME_MAX_LENGTH bytes, never
+ * inside a UTF-8 sequence. */
 static char *short_name(const char *spec)
 {
-    size_t length = strlen(spec);
-    char *name;
+    char *name = forksafe__redact("handler", spec);
+    size_t length;
 
-    if (length <= NAME_MAX_LENGTH)
-        return forksafe__strdup(spec);
-    name = forksafe__malloc(NAME_MAX_LENGTH + 1);
-    if (!name)
-        return NULL;
-    memcpy(name, spec, NAME_MAX_LENGTH - 3);
-    memcpy(name + NAME_MAX_LENGTH - 3, "...", 4);
+    if (!name || strlen(name) <= NAME_MAX_LENGTH)
+        return name;
+    length = NAME_MAX_LENGTH - 3;
+    while (length > 0 && ((unsigned char)name[length] & 0xc0) == 0x80)
+        length--;
+    memcpy(name + length, "...", 4);
     return name;
 }
 
@@ -523,6 +525,16 @@ int forksafe__subscribe(forksafe__context *ctx, const char *text, const char *so
                             (int)n, p);
         return FORKSAFE__ESYNTAX;
     }
+    if (text[forksafe__utf8_invalid_offset(text)]) {
+        /* The spec is shown in logs and in the stats JSON, which must be
+         * text; the [forksafe] section is held to the same rule by the ini
+         * reader. */
+        forksafe__error_set(err, source, line,
+                            "byte 0x%02x (byte %zu) of the subscription is not valid UTF-8",
+                            (unsigned char)text[forksafe__utf8_invalid_offset(text)],
+                            forksafe__utf8_invalid_offset(text) + 1);
+        return FORKSAFE__ESYNTAX;
+    }
     out.on_error = FORKSAFE__ON_ERROR_INHERIT;
     rc = parse_events(p, n, &out, source, line, err);
     if (!rc)
@@ -534,11 +546,11 @@ int forksafe__subscribe(forksafe__context *ctx, const char *text, const char *so
 
 /* ------------------------------------------------------------- [forksafe] */
 
-/* Appends the subscriptions of one [forksafe] entry.  The line of the Nth
- * line of the value is taken to be KEY_LINE + N: exact unless comment lines
- * inside the value were dropped by the parser or interpolation brought in
- * extra newlines, in which case the error points a little too high - near
- * enough for a human, and the message quotes the handler. */
+/* Appends the subscriptions of one [forksafe] entry.  The Nth line of the
+ * value is on the Nth non-comment line after the key: exact unless
+ * interpolation brought in extra newlines, in which case the error points a
+ * little too low - near enough for a human, and the message quotes the
+ * handler. */
 static int subscribe_entry(forksafe__context *ctx, const forksafe__ini *ini,
                            const forksafe__entry *entry, forksafe__error *err)
 {
@@ -559,18 +571,19 @@ static int subscribe_entry(forksafe__context *ctx, const forksafe__ini *ini,
         size_t length = strcspn(p, "\n");
         const char *start = skip_space(p);
         parsed out = events;
+        int where = forksafe__ini_value_line(ini, entry->line, offset);
         char *line_text;
 
         if (start < p + length) {
             line_text = forksafe__strndup(p, length);
             if (!line_text) {
-                forksafe__error_set(err, source, entry->line + offset, "out of memory");
+                forksafe__error_set(err, source, where, "out of memory");
                 rc = FORKSAFE__ENOMEM;
                 break;
             }
-            rc = parse_rest(ctx, line_text, &out, source, entry->line + offset, err);
+            rc = parse_rest(ctx, line_text, &out, source, where, err);
             if (!rc)
-                rc = append(ctx, &out, source, entry->line + offset, err);
+                rc = append(ctx, &out, source, where, err);
             forksafe__free(line_text);
             if (rc)
                 break;

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -274,7 +275,45 @@ START_TEST(missing_file_names_the_path)
     ck_assert_uint_eq(ini.count, 0);
     memset(&err, 0, sizeof(err));
     ck_assert_int_eq(forksafe__ini_load(&ini, "tests/golden", &err), FORKSAFE__EIO);
-    ck_assert_ptr_nonnull(strstr(err.text, "Is a directory"));
+    ck_assert_str_eq(err.text, "cannot read the settings file: it is a directory, not a regular "
+                               "file");
+}
+END_TEST
+
+/* Opening a FIFO for reading waits for a writer: a settings file that is
+ * one must be refused at once, not hang the start-up. */
+START_TEST(fifo_is_refused_without_blocking)
+{
+    char directory[] = "/tmp/forksafe-fifo-XXXXXX", path[64];
+    forksafe__error err = {0};
+    forksafe__ini ini;
+
+    ck_assert_ptr_nonnull(mkdtemp(directory));
+    snprintf(path, sizeof(path), "%s/app.ini", directory);
+    ck_assert_int_eq(mkfifo(path, 0600), 0);
+    alarm(10); /* a regression hangs here: let Check report it */
+    ck_assert_int_eq(forksafe__ini_load(&ini, path, &err), FORKSAFE__EIO);
+    alarm(0);
+    ck_assert_str_eq(err.text, "cannot read the settings file: it is a FIFO, not a regular file");
+    ck_assert_int_eq(forksafe__ini_load(&ini, "/dev/null", &err), FORKSAFE__EIO);
+    unlink(path);
+    rmdir(directory);
+}
+END_TEST
+
+START_TEST(value_lines_skip_comment_lines)
+{
+    forksafe__ini ini;
+
+    ck_assert_int_eq(parse_text(&ini, "; 1\n[s]\nk =\n  a\n# 5\n; 6\n\n  b\n# 9\n  c\n"), 0);
+    ck_assert_int_eq(forksafe__ini_value_line(&ini, 3, 0), 3);
+    ck_assert_int_eq(forksafe__ini_value_line(&ini, 3, 1), 4);
+    ck_assert_int_eq(forksafe__ini_value_line(&ini, 3, 2), 7);
+    ck_assert_int_eq(forksafe__ini_value_line(&ini, 3, 3), 8);
+    ck_assert_int_eq(forksafe__ini_value_line(&ini, 3, 4), 10);
+    ck_assert_str_eq(forksafe__map_get(&forksafe__ini_find(&ini, "s")->entries, "k"),
+                     "\na\n\nb\nc");
+    forksafe__ini_free(&ini);
 }
 END_TEST
 
@@ -458,6 +497,8 @@ Suite *unit_suite(void)
     tcase_add_test(core, whole_file_problems_are_always_reported);
     tcase_add_test(core, embedded_nul_is_a_problem_not_a_crash);
     tcase_add_test(core, missing_file_names_the_path);
+    tcase_add_test(core, fifo_is_refused_without_blocking);
+    tcase_add_test(core, value_lines_skip_comment_lines);
     tcase_add_test(core, empty_input);
     tcase_add_test(core, strip_removes_python_whitespace);
     tcase_add_test(core, index_finds_every_key);

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -434,6 +435,15 @@ START_TEST(json_errors)
     path = write_file("array.json", "[1]");
     ck_assert_ptr_nonnull(strstr(load(&settings, path), "must hold one object"));
 
+    /* A FIFO would block json_load_file until a writer came. */
+    snprintf(expected, sizeof(expected), "%s/fifo.json", directory);
+    ck_assert_int_eq(mkfifo(expected, 0600), 0);
+    alarm(10);
+    ck_assert_int_eq(forksafe__settings_load(&settings, expected, &err), FORKSAFE__EIO);
+    alarm(0);
+    ck_assert_str_eq(err.text, "cannot read the settings file: it is a FIFO, not a regular file");
+    memset(&err, 0, sizeof(err));
+
     ck_assert_int_eq(forksafe__settings_load(&settings, "/nonexistent/x.json", &err),
                      FORKSAFE__EIO);
     ck_assert_str_eq(err.source, "/nonexistent/x.json");
@@ -468,8 +478,35 @@ START_TEST(overrides)
     memset(&err, 0, sizeof(err));
     ck_assert_int_eq(forksafe__settings_override(&settings, " = x", "uwsgi.ini", 7, &err),
                      FORKSAFE__EINVAL);
+    /* Not text: it could not go into the settings JSON, which used to fail
+     * later as "out of memory" with no line. */
+    memset(&err, 0, sizeof(err));
+    ck_assert_int_eq(forksafe__settings_override(&settings, "k=caf\xe9", "uwsgi.ini", 8, &err),
+                     FORKSAFE__EINVAL);
+    forksafe__error_format(&err, message, sizeof(message));
+    ck_assert_str_eq(message, "uwsgi.ini:8: the setting override 'k=caf\xe9' is not valid UTF-8 "
+                              "(byte 0xe9)");
     ck_assert_uint_eq(settings.local.count, 3);
+    ck_assert_str_eq(local(&settings, "k"), "overridden");
     forksafe__settings_free(&settings);
+}
+END_TEST
+
+START_TEST(path_that_is_not_utf8)
+{
+    forksafe__settings settings;
+    forksafe__error err = {0};
+    char path[600];
+
+    snprintf(path, sizeof(path), "%s", write_file("caf\xe9.ini", "[app:main]\nk = v\n"));
+    ck_assert_int_eq(forksafe__settings_load(&settings, path, &err), FORKSAFE__EINVAL);
+    ck_assert_str_eq(err.source, path);
+    ck_assert_str_eq(err.text, "the settings file's path is not valid UTF-8; rename it or a "
+                               "directory above it");
+    memset(&err, 0, sizeof(err));
+    snprintf(path, sizeof(path), "%s", write_file("caf\xe9.json", "{\"k\": \"v\"}"));
+    ck_assert_int_eq(forksafe__settings_load(&settings, path, &err), FORKSAFE__EINVAL);
+    ck_assert_str_eq(err.source, path);
 }
 END_TEST
 
@@ -548,6 +585,20 @@ START_TEST(redaction)
     assert_redacted("site", "mailto:someone@example.com", "mailto:someone@example.com");
     assert_redacted("site", "://a:b@c", "://a:b@c");
     assert_redacted("x", "", "");
+    assert_redacted("ldap.bindpasswd", "x", "***");
+    /* libpq keyword DSNs and query parameters with secret-looking names. */
+    assert_redacted("db.dsn", "host=db user=app password=hunter2 dbname=app",
+                    "host=db user=app password=*** dbname=app");
+    assert_redacted("url", "postgresql://db/app?sslmode=require&password=hunter2&x=1",
+                    "postgresql://db/app?sslmode=require&password=***&x=1");
+    assert_redacted("url", "https://h/cb?access_token=abc;api_key=def",
+                    "https://h/cb?access_token=***;api_key=***");
+    assert_redacted("url", "postgresql://u:p@h/db?password=q",
+                    "postgresql://u:***@h/db?password=***");
+    assert_redacted("note", "password= keyring=x a_token=", "password= keyring=*** a_token=");
+    assert_redacted("note", "mypassword=x", "mypassword=***");
+    assert_redacted("note", "sqlpassword==x", "sqlpassword=***");
+    assert_redacted("note", "t=1 monkey=banana key", "t=1 monkey=*** key");
 }
 END_TEST
 
@@ -766,6 +817,7 @@ Suite *unit_suite(void)
     tcase_add_test(core, json_flat_object);
     tcase_add_test(core, json_errors);
     tcase_add_test(core, overrides);
+    tcase_add_test(core, path_that_is_not_utf8);
     tcase_add_test(core, interpolate_any_section);
     tcase_add_test(core, secret_keys);
     tcase_add_test(core, redaction);

@@ -101,6 +101,38 @@ START_TEST(long_specs_get_a_short_name)
 }
 END_TEST
 
+/* The label goes into every verbose and failure log line: a URL password
+ * in the spec must be hidden there too, also when the cut at 60 bytes
+ * would fall between the password and its '@'. */
+START_TEST(short_names_hide_url_passwords)
+{
+    forksafe__error err = {0};
+
+    ck_assert_int_eq(forksafe__subscribe(&ctx,
+                                         "post-fork exec:notify postgresql://deploy:"
+                                         "s3cr3t-0123456789abcdef0123456789@db.example/app",
+                                         "a", 1, &err),
+                     0);
+    ck_assert_str_eq(ctx.subscriptions[0].name,
+                     "exec:notify postgresql://deploy:***@db.example/app");
+    ck_assert_int_eq(forksafe__subscribe(&ctx,
+                                         "post-fork exec:x https://u:pw@h/ "
+                                         "\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9"
+                                         "\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9"
+                                         "\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9"
+                                         "\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9",
+                                         "a", 2, &err),
+                     0);
+    /* 57 bytes would end inside an e-acute: the cut backs off to 56. */
+    ck_assert_str_eq(ctx.subscriptions[1].name, "exec:x https://u:***@h/ "
+                                                "\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9"
+                                                "\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9"
+                                                "\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9"
+                                                "\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9"
+                                                "...");
+}
+END_TEST
+
 static forksafe__backend hook_backend = {"hook", NULL, NULL, NULL, NULL};
 
 START_TEST(host_backends_are_known)
@@ -196,6 +228,8 @@ static const struct {
     {"exec:/bin/true",
      "src:5: no event before the handler 'exec:/bin/true': expected EVENT[,EVENT...] "
      "[OPTION...] KIND:SPEC"},
+    {"post-fork exec:echo caf\xe9", "src:5: byte 0xe9 (byte 24) of the subscription is not valid "
+                                    "UTF-8"},
 };
 
 START_TEST(refused)
@@ -339,6 +373,11 @@ static const struct {
      "run in the master as filtered here"},
     {"[forksafe]\npost-fork = exec:ok\n    nope:x\n",
      "/etc/app/app.ini:3: unknown handler kind 'nope:'; known kinds are exec:, dl:, symbol:"},
+    /* Comment lines inside the value are dropped from it, not from the
+     * count of lines: the error names the line that holds the mistake. */
+    {"[forksafe]\n; before\npost-fork =\n    exec:ok\n# one\n\n; two\n    exec:fine\n"
+     "    nope:x\n# after\n",
+     "/etc/app/app.ini:9: unknown handler kind 'nope:'; known kinds are exec:, dl:, symbol:"},
 };
 
 START_TEST(ini_refused)
@@ -398,6 +437,7 @@ Suite *unit_suite(void)
     tcase_add_test(tc, defaults_and_order);
     tcase_add_test(tc, star_means_every_event_the_filter_allows);
     tcase_add_test(tc, long_specs_get_a_short_name);
+    tcase_add_test(tc, short_names_hide_url_passwords);
     tcase_add_test(tc, host_backends_are_known);
     tcase_add_loop_test(tc, refused, 0, sizeof(refusals) / sizeof(refusals[0]));
     tcase_add_test(tc, default_source);
