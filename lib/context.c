@@ -103,13 +103,27 @@ static const char *spec_argument(const forksafe__subscription *sub)
     return colon ? colon + 1 : sub->spec;
 }
 
+/* Start-up errors name the handler as written, minus what looks like a
+ * secret: they go to the log, which operators share. */
+static void resolve_error(forksafe__error *err, const forksafe__subscription *sub,
+                          const char *detail)
+{
+    char *spec = forksafe__redact("handler", sub->spec);
+    char *why = forksafe__redact("error", detail);
+
+    forksafe__error_set(err, sub->source, sub->line, "handler '%s': %s", spec ? spec : "(redacted)",
+                        why ? why : "(redacted)");
+    forksafe__free(spec);
+    forksafe__free(why);
+}
+
 static int resolve_subscription(forksafe__context *ctx, forksafe__subscription *sub,
                                 forksafe__error *err)
 {
     forksafe__error why = {0};
     const forksafe__backend *backend;
     size_t kind_length = strcspn(sub->spec, ":");
-    char kind[64];
+    char kind[64], detail[128];
     int rc;
 
     /* Looked up again rather than trusting sub->backend, so that a backend
@@ -117,13 +131,13 @@ static int resolve_subscription(forksafe__context *ctx, forksafe__subscription *
     snprintf(kind, sizeof(kind), "%.*s", (int)kind_length, sub->spec);
     backend = forksafe__context_backend(ctx, kind);
     if (!backend) {
-        forksafe__error_set(err, sub->source, sub->line, "handler '%s': no backend for '%s:'",
-                            sub->spec, kind);
+        snprintf(detail, sizeof(detail), "no backend for '%s:'", kind);
+        resolve_error(err, sub, detail);
         return FORKSAFE__EINVAL;
     }
     if (!backend->invoke) {
-        forksafe__error_set(err, sub->source, sub->line,
-                            "handler '%s': the '%s:' backend cannot run handlers", sub->spec, kind);
+        snprintf(detail, sizeof(detail), "the '%s:' backend cannot run handlers", kind);
+        resolve_error(err, sub, detail);
         return FORKSAFE__EINVAL;
     }
     /* A seal retried after a failure must not leak what the first attempt
@@ -138,10 +152,9 @@ static int resolve_subscription(forksafe__context *ctx, forksafe__subscription *
     if (rc == 0)
         return 0;
     if (rc == FORKSAFE__ENOMEM && !why.set)
-        forksafe__error_set(err, sub->source, sub->line, "handler '%s': out of memory", sub->spec);
+        resolve_error(err, sub, "out of memory");
     else
-        forksafe__error_set(err, sub->source, sub->line, "handler '%s': %s", sub->spec,
-                            why.set ? why.text : forksafe__strerror(rc));
+        resolve_error(err, sub, why.set ? why.text : forksafe__strerror(rc));
     return rc < 0 ? rc : FORKSAFE__EINVAL;
 }
 

@@ -241,6 +241,25 @@ START_TEST(seal_reports_source_and_line)
 }
 END_TEST
 
+/* A handler that fails to resolve is named in the start-up log, so what
+ * looks like a secret in its spec is hidden there too. */
+START_TEST(seal_error_redacts_the_spec)
+{
+    static const char expected[] = "app.ini:7: handler 'symbol:lookup api_token=***': expected "
+                                   "symbol:NAME with a C function name, got symbol:lookup "
+                                   "api_token=***";
+    forksafe__error err = {0};
+    char text[1200];
+
+    ck_assert_int_eq(
+        forksafe__subscribe(&ctx, "post-fork symbol:lookup api_token=hunter2", "app.ini", 7, &err),
+        0);
+    ck_assert_int_lt(forksafe__context_seal(&ctx, &err), 0);
+    forksafe__error_format(&err, text, sizeof(text));
+    ck_assert_str_eq(text, expected);
+}
+END_TEST
+
 START_TEST(seal_then_dispatch_symbol)
 {
     forksafe__error err = {0};
@@ -274,6 +293,7 @@ Suite *unit_suite(void)
     tcase_add_test(tc, symbol_finds_handlers_in_the_process);
     tcase_add_test(tc, symbol_not_found);
     tcase_add_test(tc, seal_reports_source_and_line);
+    tcase_add_test(tc, seal_error_redacts_the_spec);
     tcase_add_test(tc, seal_then_dispatch_symbol);
     suite_add_tcase(suite, tc);
     return suite;
