@@ -1650,7 +1650,20 @@ char *forksafe__redact(const char *key, const char *value)
         if (!at)
             continue;
         colon = memchr(authority, ':', (size_t)(at - authority));
-        if (!colon || colon + 1 == at)
+        if (!colon) {
+            /* A user name alone is often the credential itself
+             * (https://TOKEN@host), so all of it is hidden; an '@' past a
+             * '/', '?' or '#' is in the path or query, not userinfo. */
+            if (at == authority || memchr(authority, '/', (size_t)(at - authority)) ||
+                memchr(authority, '?', (size_t)(at - authority)) ||
+                memchr(authority, '#', (size_t)(at - authority)))
+                continue;
+            memcpy(result + used, "***", 3);
+            used += 3;
+            p = at;
+            continue;
+        }
+        if (colon + 1 == at)
             continue;
         for (q = authority; q < colon; q++) {
             if (*q == '/')

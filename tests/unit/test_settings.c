@@ -576,7 +576,12 @@ START_TEST(redaction)
     assert_redacted("session.secret", "hunter2", "***");
     assert_redacted("sqlalchemy.url", "postgresql://app:hunter2@db:5432/app",
                     "postgresql://app:***@db:5432/app");
-    assert_redacted("sqlalchemy.url", "postgresql://app@db/app", "postgresql://app@db/app");
+    /* Without a password, the user name may be the token itself. */
+    assert_redacted("sqlalchemy.url", "postgresql://app@db/app", "postgresql://***@db/app");
+    assert_redacted("repo", "https://ghp_abc123@github.com/o/r.git",
+                    "https://***@github.com/o/r.git");
+    assert_redacted("page", "https://example.com/users/@alice", "https://example.com/users/@alice");
+    assert_redacted("page", "https://example.com?u=@alice", "https://example.com?u=@alice");
     assert_redacted("sqlalchemy.url", "sqlite:///%(here)s/app.db", "sqlite:///%(here)s/app.db");
     assert_redacted("cache", "redis://:pw@localhost:6379/0", "redis://:***@localhost:6379/0");
     assert_redacted("url", "mysql://u:p@ss:w/rd@h/db", "mysql://u:***@h/db");
