@@ -65,6 +65,27 @@ static void check_structure(const forksafe__ini *ini, int lines)
     }
 }
 
+/* PasteDeploy decodes the whole file as strict UTF-8 and refuses it at the
+ * first bad byte, wherever it is; jansson's decoder applies the same rules
+ * (no overlong forms, surrogates or code points past U+10FFFF), so it is
+ * the reference here. */
+static void check_encoding(const forksafe__ini *ini, const unsigned char *data, size_t size)
+{
+    json_t *decoded = json_stringn((const char *)data, size);
+    int reported = 0;
+    size_t i;
+
+    for (i = 0; i < ini->problem_count; i++) {
+        if (strstr(ini->problems[i].text, "is not valid UTF-8"))
+            reported++;
+    }
+    if (!decoded && reported != 1)
+        fuzz_fail("invalid UTF-8 is not reported exactly once");
+    if (decoded && reported)
+        fuzz_fail("valid UTF-8 is reported as invalid");
+    json_decref(decoded);
+}
+
 static void load_section(const forksafe__ini *ini, const char *name)
 {
     forksafe__settings settings;
@@ -99,6 +120,7 @@ int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size)
     if (rc != 0)
         fuzz_fail("parsing failed without running out of memory");
     check_structure(&ini, count_lines(data, size));
+    check_encoding(&ini, data, size);
 
     rc = forksafe__ini_check(&ini, NULL, &err);
     fuzz_check_error(rc, &err);
