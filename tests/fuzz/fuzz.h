@@ -13,6 +13,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "forksafe_internal.h"
 
@@ -72,5 +74,66 @@ __attribute__((unused)) static char *fuzz_text(const char *prefix, const unsigne
     text[prefix_length + size] = '\0';
     return text;
 }
+
+/* A private directory for the harnesses that need real files, removed
+ * with what was made in it when the fuzzer exits.  In memory when possible:
+ * a disk-backed /tmp makes every run wait on block I/O. */
+static char fuzz_directory[64];
+static char fuzz_made[8][128];
+static int fuzz_made_count;
+
+static void fuzz_remove_made(void)
+{
+    while (fuzz_made_count > 0)
+        remove(fuzz_made[--fuzz_made_count]);
+}
+
+/* Returns DIRECTORY/NAME (a static buffer) and remembers it for removal. */
+static const char *fuzz_made_path(const char *name)
+{
+    static char path[128];
+    int i;
+
+    snprintf(path, sizeof(path), "%s/%s", fuzz_directory, name);
+    for (i = 0; i < fuzz_made_count; i++) {
+        if (strcmp(fuzz_made[i], path) == 0)
+            return path;
+    }
+    if (fuzz_made_count == 8)
+        fuzz_fail("too many temporary files");
+    snprintf(fuzz_made[fuzz_made_count++], sizeof(fuzz_made[0]), "%s", path);
+    return path;
+}
+
+__attribute__((unused)) static const char *fuzz_make_directory(void)
+{
+    snprintf(fuzz_directory, sizeof(fuzz_directory), "%s/forksafe-fuzz-XXXXXX",
+             access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp");
+    if (!mkdtemp(fuzz_directory))
+        fuzz_fail("cannot make a temporary directory");
+    snprintf(fuzz_made[fuzz_made_count++], sizeof(fuzz_made[0]), "%s", fuzz_directory);
+    atexit(fuzz_remove_made);
+    return fuzz_directory;
+}
+
+/* Writes DATA to DIRECTORY/NAME; returns the path (static buffer). */
+__attribute__((unused)) static const char *fuzz_write_file(const char *name, const void *data,
+                                                           size_t size)
+{
+    const char *path = fuzz_made_path(name);
+    FILE *out = fopen(path, "wb");
+
+    if (!out || fwrite(data, 1, size, out) != size || fclose(out) != 0)
+        fuzz_fail("cannot write a temporary file");
+    return path;
+}
+
+__attribute__((unused)) static void fuzz_make_subdirectory(const char *name)
+{
+    if (mkdir(fuzz_made_path(name), 0700) != 0)
+        fuzz_fail("cannot make a temporary subdirectory");
+}
+
+int LLVMFuzzerInitialize(int *argc, char ***argv);
 
 #endif

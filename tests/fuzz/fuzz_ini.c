@@ -4,12 +4,38 @@
  * section of it is loaded as the application, as `forksafe-settings =
  * FILE#NAME` would.
  */
+#define _GNU_SOURCE /* memmem */
 #include "fuzz.h"
 
-/* Absolute, so here and __file__ do not depend on where the fuzzer runs,
- * and in a directory that does not exist, so `use = config:other.ini`
- * fails to open instead of reading whatever lies around. */
-#define FILE_NAME "/nonexistent/forksafe-fuzz/app.ini"
+/* The file is parsed from memory as DIRECTORY/app.ini; it is written there
+ * too only when it can read itself (`use = config:app.ini`).  Beside it,
+ * other.ini and an empty sub/ give `config:` references something to find,
+ * including through "sub/../". */
+static char file_name[128];
+
+static const char other_ini[] = "[DEFAULT]\n"
+                                "shared = from other\n"
+                                "ref = %(here)s/%(shared)s\n"
+                                "[app:main]\n"
+                                "use = call:m:f\n"
+                                "x = %(ref)s\n"
+                                "[app:loop]\n"
+                                "use = config:other.ini#loop\n"
+                                "[filter:f]\n"
+                                "paste.filter_factory = m:f\n"
+                                "[pipeline:p]\n"
+                                "pipeline = f main\n";
+
+int LLVMFuzzerInitialize(int *argc, char ***argv)
+{
+    (void)argc;
+    (void)argv;
+    fuzz_make_directory();
+    fuzz_write_file("other.ini", other_ini, sizeof(other_ini) - 1);
+    fuzz_make_subdirectory("sub");
+    snprintf(file_name, sizeof(file_name), "%s", fuzz_write_file("app.ini", "", 0));
+    return 0;
+}
 
 /* Enough to load every kind of section a small file holds, without making
  * a file of thousands of sections quadratic. */
@@ -76,7 +102,9 @@ static void check_encoding(const forksafe__ini *ini, const unsigned char *data, 
     size_t i;
 
     for (i = 0; i < ini->problem_count; i++) {
-        if (strstr(ini->problems[i].text, "is not valid UTF-8"))
+        /* Other problems quote the line, which may say anything. */
+        if (!ini->problems[i].section && strncmp(ini->problems[i].text, "byte 0x", 7) == 0 &&
+            strstr(ini->problems[i].text, "is not valid UTF-8"))
             reported++;
     }
     if (!decoded && reported != 1)
@@ -97,7 +125,7 @@ static void load_section(const forksafe__ini *ini, const char *name)
         fuzz_fail("loading an existing section failed without a syntax error");
     if (rc != 0)
         return;
-    if (strcmp(settings.path, FILE_NAME) != 0 || strcmp(settings.section, name) != 0)
+    if (strcmp(settings.path, file_name) != 0 || strcmp(settings.section, name) != 0)
         fuzz_fail("the settings name another file or section");
     if (forksafe__map_get(&settings.local, "use"))
         fuzz_fail("'use' is left in local_conf");
@@ -116,7 +144,9 @@ int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size)
     size_t i, loaded = 0;
     int rc;
 
-    rc = forksafe__ini_parse(&ini, FILE_NAME, (const char *)data, size, &err);
+    if (memmem(data, size, "config:", 7))
+        fuzz_write_file("app.ini", data, size);
+    rc = forksafe__ini_parse(&ini, file_name, (const char *)data, size, &err);
     if (rc != 0)
         fuzz_fail("parsing failed without running out of memory");
     check_structure(&ini, count_lines(data, size));

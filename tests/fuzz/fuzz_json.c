@@ -1,45 +1,19 @@
 /*
  * fuzz_json.c - the JSON settings loader (`forksafe-settings = FILE.json`,
  * lib/settings.c).  It reads a file, so each input is written to a
- * settings.json in a private temporary directory first (/dev/shm if
- * there is one).
+ * settings.json in a private temporary directory first.
  */
-#include <unistd.h>
-
 #include "fuzz.h"
 
-static char directory[64];
 static char path[128];
-
-static void remove_directory(void)
-{
-    unlink(path);
-    rmdir(directory);
-}
-
-int LLVMFuzzerInitialize(int *argc, char ***argv);
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     (void)argc;
     (void)argv;
-    /* In memory when possible: a disk-backed /tmp makes every run wait on
-     * block I/O. */
-    snprintf(directory, sizeof(directory), "%s/forksafe-fuzz-json-XXXXXX",
-             access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp");
-    if (!mkdtemp(directory))
-        fuzz_fail("cannot make a temporary directory");
-    snprintf(path, sizeof(path), "%s/settings.json", directory);
-    atexit(remove_directory);
+    fuzz_make_directory();
+    snprintf(path, sizeof(path), "%s", fuzz_write_file("settings.json", "", 0));
     return 0;
-}
-
-static void write_input(const unsigned char *data, size_t size)
-{
-    FILE *out = fopen(path, "wb");
-
-    if (!out || fwrite(data, 1, size, out) != size || fclose(out) != 0)
-        fuzz_fail("cannot write the input file");
 }
 
 /* A number's text must read back as the same number: Python's float()
@@ -73,7 +47,7 @@ int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size)
     forksafe__error err = {0};
     int rc;
 
-    write_input(data, size);
+    fuzz_write_file("settings.json", data, size);
     rc = forksafe__settings_load(&settings, path, &err);
     fuzz_check_error(rc, &err);
     if (rc != 0 && rc != FORKSAFE__ESYNTAX)
