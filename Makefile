@@ -42,7 +42,7 @@ PLUGIN   := forksafe_plugin.so
 
 .PHONY: bench all deps run check unit asan valgrind integration differential python fixtures tools clean format-check
 .PHONY: install uninstall deb package
-.PHONY: embedded embedded-check fuzz fuzz-smoke
+.PHONY: embedded embedded-check fuzz fuzz-smoke fuzz-replay
 
 all: deps
 	@$(MAKE) --no-print-directory $(PLUGIN) $(LIBFORKSAFE) $(EXAMPLE_SO)
@@ -157,6 +157,10 @@ $(FUZZ_BIN): $(BUILD)/fuzz/%: tests/fuzz/%.c tests/fuzz/fuzz.h $(FUZZ_OBJ)
 # New inputs worth keeping are merged into build/fuzz/corpus, never into git.
 fuzz: deps $(FUZZ_BIN)
 	@FUZZ_SECONDS=$(FUZZ_SECONDS) tests/fuzz/run.sh long $(FUZZ_BIN)
+
+# What make fuzz kept, loaded by PasteDeploy too: any disagreement fails.
+fuzz-replay: deps tools
+	$(PYTHON) tests/fuzz/replay_pastedeploy.py
 
 # The short round `make check` runs: regressions replayed, seeds mutated.
 fuzz-smoke: deps $(FUZZ_BIN)
