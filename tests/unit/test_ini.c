@@ -260,7 +260,8 @@ START_TEST(embedded_nul_is_a_problem_not_a_crash)
 }
 END_TEST
 
-/* Found by fuzz_ini: the encoding check stopped at a NUL, so a bad byte
+/* Found by replaying the fuzz_ini corpus against PasteDeploy (make
+ * fuzz-replay): the encoding check stopped at a NUL, so a bad byte
  * after it in another section (here uWSGI's) let a file through that
  * PasteDeploy refuses with UnicodeDecodeError. */
 START_TEST(invalid_utf8_after_nul_is_reported)
