@@ -76,7 +76,7 @@ __attribute__((unused)) static char *fuzz_text(const char *prefix, const unsigne
 }
 
 /* A private directory for the harnesses that need real files, removed
- * with what was made in it when the fuzzer exits.  In memory when possible:
+ * with what was made in it when the fuzzer exits normally.  In memory when possible:
  * a disk-backed /tmp makes every run wait on block I/O. */
 static char fuzz_directory[64];
 static char fuzz_made[8][128];
@@ -107,8 +107,12 @@ static const char *fuzz_made_path(const char *name)
 
 __attribute__((unused)) static const char *fuzz_make_directory(void)
 {
-    snprintf(fuzz_directory, sizeof(fuzz_directory), "%s/forksafe-fuzz-XXXXXX",
-             access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp");
+    /* A crash skips atexit, so run.sh names a directory it removes itself. */
+    const char *base = getenv("FUZZ_TMPDIR");
+
+    if (!base)
+        base = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp";
+    snprintf(fuzz_directory, sizeof(fuzz_directory), "%s/forksafe-fuzz-XXXXXX", base);
     if (!mkdtemp(fuzz_directory))
         fuzz_fail("cannot make a temporary directory");
     snprintf(fuzz_made[fuzz_made_count++], sizeof(fuzz_made[0]), "%s", fuzz_directory);

@@ -20,6 +20,11 @@ seconds=${FUZZ_SECONDS:-60}
 smoke_seconds=${FUZZ_SMOKE_SECONDS:-10}
 passed=0
 failed=0
+# The harnesses' temporary files: in memory if possible, and gone even when
+# a harness crashes before it can clean up.
+FUZZ_TMPDIR=$(mktemp -d -p "$([ -w /dev/shm ] && echo /dev/shm || echo /tmp)" forksafe-fuzz.XXXXXX)
+export FUZZ_TMPDIR
+trap 'rm -rf "$FUZZ_TMPDIR"' EXIT
 total_runs=0
 status=0
 
