@@ -6,6 +6,7 @@
 #   make install  plugin, header, forksafe.pc, libforksafe (PREFIX, DESTDIR, PLUGINDIR, ...)
 #   make deb      Debian packages in build/deb/ (dpkg-buildpackage on a copy of the tree)
 #   make embedded a monolithic uWSGI with python and forksafe built in
+#   make fuzz     each libFuzzer harness for FUZZ_SECONDS (tests/fuzz)
 
 PYTHON   ?= /usr/bin/python3
 UWSGI    ?= uwsgi
@@ -41,7 +42,7 @@ PLUGIN   := forksafe_plugin.so
 
 .PHONY: bench all deps run check unit asan valgrind integration differential python fixtures tools clean format-check
 .PHONY: install uninstall deb package
-.PHONY: embedded embedded-check
+.PHONY: embedded embedded-check fuzz fuzz-smoke fuzz-replay
 
 all: deps
 	@$(MAKE) --no-print-directory $(PLUGIN) $(LIBFORKSAFE) $(EXAMPLE_SO)
@@ -134,6 +135,37 @@ $(BUILD)/bench/%: bench/%.c $(LIB_OBJ)
 bench: $(BUILD)/bench/parse_bench
 	$(BUILD)/bench/parse_bench
 
+# libFuzzer harnesses: lib/ compiled again with clang, instrumented for
+# coverage and sanitizers, apart from the gcc build.
+FUZZ_CC      ?= clang
+FUZZ_SECONDS ?= 60
+FUZZ_CFLAGS  := -std=gnu11 -g -O1 $(WARNINGS) -Iinclude -Ilib -fno-omit-frame-pointer \
+	-fno-sanitize-recover=all
+FUZZ_SRC := $(sort $(wildcard tests/fuzz/fuzz_*.c))
+FUZZ_BIN := $(FUZZ_SRC:tests/fuzz/%.c=$(BUILD)/fuzz/%)
+FUZZ_OBJ := $(LIB_SRC:lib/%.c=$(BUILD)/fuzz/lib/%.o)
+
+$(FUZZ_OBJ): $(BUILD)/fuzz/lib/%.o: lib/%.c $(LIB_HDR)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) $(JANSSON_CFLAGS) -fsanitize=fuzzer-no-link,address,undefined \
+	    -c $< -o $@
+
+$(FUZZ_BIN): $(BUILD)/fuzz/%: tests/fuzz/%.c tests/fuzz/fuzz.h $(FUZZ_OBJ)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) $(JANSSON_CFLAGS) -fsanitize=fuzzer,address,undefined $< \
+	    $(FUZZ_OBJ) -o $@ $(JANSSON_LIBS) -ldl -lm
+
+# New inputs worth keeping are merged into build/fuzz/corpus, never into git.
+fuzz: deps $(FUZZ_BIN)
+	@FUZZ_SECONDS=$(FUZZ_SECONDS) tests/fuzz/run.sh long $(FUZZ_BIN)
+
+# What make fuzz kept, loaded by PasteDeploy too: any disagreement fails.
+fuzz-replay: deps tools
+	$(PYTHON) tests/fuzz/replay_pastedeploy.py
+
+# The short round `make check` runs: regressions replayed, seeds mutated.
+fuzz-smoke: deps $(FUZZ_BIN)
+	@PYTHON=$(PYTHON) tests/run_suite.sh fuzz $(FUZZ_BIN)
+
 PREFIX       ?= /usr/local
 INCLUDEDIR   ?= $(PREFIX)/include
 LIBDIR       ?= $(PREFIX)/lib
@@ -211,9 +243,11 @@ embedded-check: embedded fixtures
 
 check: deps
 	@$(MAKE) --no-print-directory all fixtures tools $(UNIT_BIN) $(ASAN_BIN)
+	@$(MAKE) --no-print-directory $(FUZZ_BIN) || echo "the fuzz harnesses failed to build"
 	@rm -f $(BUILD)/results.txt $(BUILD)/failures.txt
 	@PYTHON=$(PYTHON) tests/run_suite.sh unit $(UNIT_BIN) || true
 	@PYTHON=$(PYTHON) tests/run_suite.sh asan $(ASAN_BIN) || true
+	@PYTHON=$(PYTHON) tests/run_suite.sh fuzz $(FUZZ_BIN) || true
 	@PYTHON=$(PYTHON) tests/run_suite.sh valgrind $(UNIT_BIN) || true
 	@PYTHON=$(PYTHON) tests/run_suite.sh differential tests/differential || true
 	@PYTHON=$(PYTHON) tests/run_suite.sh python python/tests || true

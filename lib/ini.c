@@ -611,8 +611,9 @@ static int parse_line(parser *p, const char *line, const char *end)
         if ((rc = add_problem(p, current_section_name(p),
                               "NUL byte in line; forksafe cannot represent it in a setting")) != 0)
             return rc;
-        end = nul;
     }
+    /* The whole line, bytes after a NUL included: Python decodes the whole
+     * file before it parses anything. */
     if (!p->bad_encoding_seen) {
         size_t offset = utf8_invalid_offset((const unsigned char *)line, (size_t)(end - line));
 
@@ -625,6 +626,8 @@ static int parse_line(parser *p, const char *line, const char *end)
                 return rc;
         }
     }
+    if (nul)
+        end = nul;
 
     start = line;
     stop = end;

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs one test suite and appends "SUITE PASSED FAILED" to build/results.txt.
 #   run_suite.sh unit|asan|valgrind BINARY...   Check binaries
+#   run_suite.sh fuzz BINARY...          libFuzzer harnesses, short round (tests/fuzz/run.sh)
 #   run_suite.sh NAME DIRECTORY          Python unittest files test_*.py in DIRECTORY
 # A suite that cannot run at all counts as one failure, never as zero tests.
 set -u
@@ -80,11 +81,31 @@ run_python_dir() {
     rm -f "$log"
 }
 
+# One pass per harness that runs clean and per regression input replayed.
+run_fuzz_binaries() {
+    local log line
+    log=$(mktemp)
+    tests/fuzz/run.sh smoke "$@" >"$log" 2>&1
+    cat "$log"
+    grep -E '^!! ' "$log" | sed "s|^!! |$suite: |" >>"$failure_log"
+    line=$(grep -E '^=== fuzz counts: [0-9]+ [0-9]+$' "$log" | tail -n 1)
+    rm -f "$log"
+    if [ -z "$line" ]; then
+        echo "!! tests/fuzz/run.sh printed no counts"
+        failed=$((failed + 1))
+        return
+    fi
+    passed=$((passed + $(cut -d' ' -f4 <<<"$line")))
+    failed=$((failed + $(cut -d' ' -f5 <<<"$line")))
+}
+
 echo "=== suite: $suite"
 if [ "$suite" = unit ] || [ "$suite" = asan ] || [ "$suite" = valgrind ]; then
     for binary in "$@"; do
         run_check_binary "$binary"
     done
+elif [ "$suite" = fuzz ]; then
+    run_fuzz_binaries "$@"
 else
     run_python_dir "$1"
 fi

@@ -261,6 +261,27 @@ START_TEST(embedded_nul_is_a_problem_not_a_crash)
 }
 END_TEST
 
+/* Found by replaying the fuzz_ini corpus against PasteDeploy (make
+ * fuzz-replay): the encoding check stopped at a NUL, so a bad byte
+ * after it in another section (here uWSGI's) let a file through that
+ * PasteDeploy refuses with UnicodeDecodeError. */
+START_TEST(invalid_utf8_after_nul_is_reported)
+{
+    static const char text[] = "[app:main]\nuse = call:m:f\n\n[uwsgi]\nhttp = :80\0\xff\n";
+    const char *const main_only[] = {"DEFAULT", "app:main", NULL};
+    forksafe__error err = {0};
+    forksafe__ini ini;
+
+    ck_assert_int_eq(forksafe__ini_parse(&ini, "app.ini", text, sizeof(text) - 1, &err), 0);
+    ck_assert_int_eq(forksafe__ini_check(&ini, main_only, &err), FORKSAFE__ESYNTAX);
+    ck_assert_int_eq(err.line, 5);
+    ck_assert_str_eq(err.text, "byte 0xff (byte 12 of the line) is not valid UTF-8, and "
+                               "PasteDeploy reads settings files as UTF-8");
+    ck_assert_str_eq(forksafe__map_get(&forksafe__ini_find(&ini, "uwsgi")->entries, "http"), ":80");
+    forksafe__ini_free(&ini);
+}
+END_TEST
+
 START_TEST(missing_file_names_the_path)
 {
     forksafe__error err = {0};
@@ -496,6 +517,7 @@ Suite *unit_suite(void)
     tcase_add_test(core, check_only_reports_listed_sections);
     tcase_add_test(core, whole_file_problems_are_always_reported);
     tcase_add_test(core, embedded_nul_is_a_problem_not_a_crash);
+    tcase_add_test(core, invalid_utf8_after_nul_is_reported);
     tcase_add_test(core, missing_file_names_the_path);
     tcase_add_test(core, fifo_is_refused_without_blocking);
     tcase_add_test(core, value_lines_skip_comment_lines);
