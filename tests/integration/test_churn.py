@@ -279,8 +279,12 @@ class ChurnTest(IntegrationCase):
             watch.stop_flag.set()
             watch.join(5)
         duration = time.monotonic() - started
-        stats = read_socket(u.forksafe_stats)
         uwsgi_respawns = self.respawns()
+        forks = WORKERS + uwsgi_respawns
+        # post-fork-parent comes from the master's next scan after a fork
+        wait_for(lambda: read_socket(u.forksafe_stats)["events"]["post-fork-parent"]["fired"]
+                 >= forks or self.poke_master() is None, timeout=10, what="post-fork-parent")
+        stats = read_socket(u.forksafe_stats)
         master_pid = u.master_pid
         # Stopped only once every worker is ready (sample() waited for it):
         # uWSGI 2.0.21 loses a SIGINT that reaches a worker before
@@ -319,7 +323,6 @@ class ChurnTest(IntegrationCase):
         self.assertEqual(zombies(master_pid) if proc_stat(master_pid) else [], [])
 
         # forksafe's counters agree with uWSGI's respawns
-        forks = WORKERS + uwsgi_respawns
         events = stats["events"]
         expected = {
             # event: (fired, handler runs): dl everywhere, exec and python where subscribed
