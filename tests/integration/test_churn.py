@@ -36,12 +36,15 @@ SAMPLE_EVERY = 150     # respawns between samples
 TIME_LIMIT = 150.0     # seconds for the whole churn, whatever happens
 # The master's memory (VmRSS, and RssAnon: heap and other private pages) may
 # grow by at most this much between the baseline and the end.  Measured here:
-# 4 to 24 KiB, all of it in the first few hundred respawns (CPython's and
+# 0 to 16 KiB of RssAnon, all of it in the first few hundred respawns (CPython's and
 # glibc's allocators settling, counted in whole 4 KiB pages), flat after.
 # A leak of 80 bytes per respawn in the master (900 respawns, each with
 # pre-fork and post-fork-parent dispatched to three handlers, an exec: child
 # spawned and reaped, the payload built twice) would exceed it.
 RSS_BOUND_KIB = 64
+# VmRSS also counts file pages (library code and data first touched late in
+# the run: 4 to 36 KiB more than RssAnon here), which are not a leak.
+VMRSS_BOUND_KIB = 2 * RSS_BOUND_KIB
 
 BODY = """
 [uwsgi]
@@ -316,7 +319,7 @@ class ChurnTest(IntegrationCase):
         self.assertEqual({row["fds"] for row in self.rows}, {base["fds"]}, self.rows)
         # memory: flat within the bound, baseline to end
         self.assertLessEqual(last["anon_kib"] - base["anon_kib"], RSS_BOUND_KIB, self.rows)
-        self.assertLessEqual(last["vmrss_kib"] - base["vmrss_kib"], RSS_BOUND_KIB, self.rows)
+        self.assertLessEqual(last["vmrss_kib"] - base["vmrss_kib"], VMRSS_BOUND_KIB, self.rows)
         # zombies: none at any quiet sample, none outliving a master cycle
         self.assertEqual([row["zombies"] for row in self.rows], [[]] * len(self.rows))
         self.assertLess(watch.longest, 2.0)
