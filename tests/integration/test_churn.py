@@ -34,16 +34,16 @@ SAMPLE_EVERY = 150     # respawns between samples
 # them with no handler subscribed: uWSGI forking a Python master and the new
 # worker's copy-on-write faults), 80-115 s on a busy one.
 TIME_LIMIT = 150.0     # seconds for the whole churn, whatever happens
-# The master's memory (VmRSS, and RssAnon: heap and other private pages) may
-# grow by at most this much between the baseline and the end.  Measured here:
-# 0 to 16 KiB of RssAnon, all of it in the first few hundred respawns (CPython's and
-# glibc's allocators settling, counted in whole 4 KiB pages), flat after.
+# The master's RssAnon (heap and other private pages) may grow by at most this
+# much between the baseline and the end.  Measured here: 0 to 16 KiB, all of
+# it in the first few hundred respawns (CPython's and glibc's allocators
+# settling, counted in whole 4 KiB pages), flat after.
 # A leak of 80 bytes per respawn in the master (900 respawns, each with
 # pre-fork and post-fork-parent dispatched to three handlers, an exec: child
 # spawned and reaped, the payload built twice) would exceed it.
 RSS_BOUND_KIB = 64
 # VmRSS also counts file pages (library code and data first touched late in
-# the run: 4 to 36 KiB more than RssAnon here), which are not a leak.
+# the run), which are not a leak: it grew 4 to 36 KiB here.
 VMRSS_BOUND_KIB = 2 * RSS_BOUND_KIB
 
 BODY = """
