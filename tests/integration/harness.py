@@ -218,7 +218,8 @@ class Uwsgi(ServerProcess):
     def events(self, name=None):
         try:
             with open(self.record) as f:
-                lines = [json.loads(line) for line in f if line.strip()]
+                # a line still being written (no newline yet) is read next time
+                lines = [json.loads(line) for line in f if line.endswith("\n") and line.strip()]
         except FileNotFoundError:
             return []
         if name:
