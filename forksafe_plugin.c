@@ -66,6 +66,7 @@ struct forksafe_child_shared {
     volatile pid_t pid;
     volatile int exit_state;   /* 0: none, 1: worker-exit running, 2: done */
     volatile int crash_signal; /* the fatal signal uWSGI turned into exit(1) */
+    volatile pid_t command;    /* process group of the exec handler it runs */
 };
 
 /* What the master remembers of one child slot. */
@@ -85,6 +86,7 @@ enum forksafe_instance_state { INSTANCE_RUNNING, INSTANCE_RELOADING, INSTANCE_ST
 struct forksafe_shared_state {
     volatile int instance_state;
     volatile long long state_changed_ns;
+    volatile int fatal; /* a handler stopped the instance (on-error=fatal) */
 };
 
 /* -------------------------------------------------------------- prototypes */
@@ -910,6 +912,17 @@ static void fill_self(void)
     self.ppid = getppid();
 }
 
+/* In the master: a stop that a handler caused must not look like an
+ * operator's Ctrl-C to a supervisor.  uWSGI ends a dying instance with
+ * exit(dying_for_need_app ? UWSGI_FAILED_APP_CODE : 0), the status it uses
+ * when the app cannot work, which is what a fatal handler failure means. */
+static void mark_fatal(void)
+{
+    if (shared_state)
+        shared_state->fatal = 1;
+    uwsgi.status.dying_for_need_app = 1;
+}
+
 /* Acts on the strongest failure policy the dispatch reported. */
 static void apply_policy(int result, forksafe_event_type type, int exiting)
 {
@@ -930,9 +943,12 @@ static void apply_policy(int result, forksafe_event_type type, int exiting)
     if (self.kind == FORKSAFE__MASTER) {
         if (type == FORKSAFE_MASTER_START || type == FORKSAFE_MASTER_EXIT || !uwsgi.workers)
             exit(1);
+        mark_fatal();
         kill(getpid(), SIGINT);
         return;
     }
+    if (shared_state)
+        shared_state->fatal = 1;
     if (uwsgi.workers && uwsgi.workers[0].pid > 0)
         kill(uwsgi.workers[0].pid, SIGINT);
     if (!exiting)
@@ -1038,6 +1054,19 @@ static void report_death(struct forksafe_child_slot *slot, int index, int status
     const char *cause;
 
     slot->death_reported = 1;
+    if (shared->pid == slot->known_pid && shared->command > 0) {
+        /* It died in an exec handler (SIGKILL, harakiri, mercy): the
+         * command, in a process group of its own, would outlive it.  The
+         * child cleared the slot before reaping the command, so the group
+         * is the one it started, dead at most one master cycle ago. */
+        pid_t group = shared->command;
+        shared->command = 0;
+        if (kill(-group, SIGKILL) == 0)
+            uwsgi_log("[forksafe] killed the exec handler (process group %d) that %s %d "
+                      "(pid %d) left running\n",
+                      (int)group, forksafe__process_kind_name(slot->kind), slot->id,
+                      (int)slot->known_pid);
+    }
     if (shared->pid == slot->known_pid && shared->exit_state == 2)
         return;
     child.kind = slot->kind;
@@ -1265,6 +1294,7 @@ static void forksafe_post_fork(void)
         children_shared[index].exit_state = 0;
         children_shared[index].crash_signal = 0;
         children_shared[index].pid = getpid();
+        forksafe__exec_track(&children_shared[index].command);
     }
     fire(FORKSAFE_POST_FORK, NULL, 0, 0, NULL, NULL, 0);
 }
@@ -1391,8 +1421,12 @@ static void forksafe_master_signal(int signum)
 {
     struct sigaction *original = &original_actions[signum];
 
-    if (getpid() == uwsgi.workers[0].pid)
+    if (getpid() == uwsgi.workers[0].pid) {
         record_instance_state(signum);
+        /* A child's on-error=fatal: it set the flag, then sent SIGINT. */
+        if (shared_state->fatal)
+            uwsgi.status.dying_for_need_app = 1;
+    }
     if (original->sa_flags & SA_SIGINFO) {
         if (original->sa_sigaction)
             original->sa_sigaction(signum, NULL, NULL);
