@@ -195,7 +195,13 @@ static int spooler_count;
 static int stats_fd = -1; /* forksafe-stats listening socket, master only */
 static int stats_thread_started;
 
-static int dispatching;    /* a dispatch is running in this process */
+static int dispatching; /* a dispatch is running in this process */
+/* A stop signal that reached the master before its loop took over the
+ * signals (see catch_startup_signals), and the master's own exec handler. */
+static volatile sig_atomic_t startup_signal_pending, startup_stop;
+static int startup_stop_logged;
+static volatile pid_t master_command;
+static pid_t startup_master_pid;
 static int forking_worker; /* between pre_uwsgi_fork and the scan */
 static int signals_wrapped;
 static struct sigaction original_actions[NSIG];
@@ -918,9 +924,12 @@ static void fill_self(void)
  * when the app cannot work, which is what a fatal handler failure means. */
 static void mark_fatal(void)
 {
-    if (shared_state)
-        shared_state->fatal = 1;
-    uwsgi.status.dying_for_need_app = 1;
+    /* An operator's stop was already under way: it stays a normal stop. */
+    if (!shared_state || shared_state->instance_state == INSTANCE_STOPPING || startup_stop)
+        return;
+    shared_state->fatal = 1;
+    if (self.kind == FORKSAFE__MASTER)
+        uwsgi.status.dying_for_need_app = 1;
 }
 
 /* Acts on the strongest failure policy the dispatch reported. */
@@ -947,8 +956,7 @@ static void apply_policy(int result, forksafe_event_type type, int exiting)
         kill(getpid(), SIGINT);
         return;
     }
-    if (shared_state)
-        shared_state->fatal = 1;
+    mark_fatal();
     if (uwsgi.workers && uwsgi.workers[0].pid > 0)
         kill(uwsgi.workers[0].pid, SIGINT);
     if (!exiting)
@@ -963,6 +971,15 @@ static void fire(forksafe_event_type type, const forksafe__process *child, int s
 
     if (!context_ready)
         return;
+    if (startup_stop && self.kind == FORKSAFE__MASTER && type != FORKSAFE_MASTER_EXIT) {
+        /* Stopping before the master loop even started: the children
+         * forked meanwhile are stopped as soon as it does, and a slow
+         * handler here would only hold the stop back. */
+        if (!startup_stop_logged++)
+            uwsgi_log("[forksafe] stop requested during start-up: the master runs no more "
+                      "handlers until it exits\n");
+        return;
+    }
     fill_self();
     memset(&occ, 0, sizeof(occ));
     occ.type = type;
@@ -986,6 +1003,7 @@ static void fire(forksafe_event_type type, const forksafe__process *child, int s
 /* ------------------------------------------------------- master: start */
 
 static void wrap_master_signals(void);
+static void catch_startup_signals(void);
 
 static void forksafe_master_fixup(int in_child)
 {
@@ -997,6 +1015,7 @@ static void forksafe_master_fixup(int in_child)
     self.id = 0;
     self.respawn = 0;
     start_stats_thread();
+    catch_startup_signals();
     fire(FORKSAFE_MASTER_START, NULL, 0, 0, NULL, NULL, 0);
 }
 
@@ -1144,8 +1163,16 @@ static void forksafe_master_cycle(void)
 {
     if (!context_ready || !is_master())
         return;
-    if (!signals_wrapped)
+    if (!signals_wrapped) {
         wrap_master_signals();
+        /* uWSGI's handlers are in place now: hand them the stop (or
+         * reload) that arrived before. */
+        if (startup_signal_pending) {
+            startup_stop = 0;
+            kill(getpid(), startup_signal_pending);
+            startup_signal_pending = 0;
+        }
+    }
     /* FIFO commands and touch-reload change the status without a signal. */
     if (shared_state->instance_state == INSTANCE_RUNNING) {
         if (uwsgi.status.gracefully_reloading || uwsgi.status.brutally_reloading) {
@@ -1301,8 +1328,17 @@ static void forksafe_post_fork(void)
 
 static void forksafe_hijack_worker(void)
 {
-    if (self.kind == FORKSAFE__WORKER && uwsgi.mywid == self.id)
-        fire(FORKSAFE_WORKER_READY, NULL, 0, 0, NULL, NULL, 0);
+    if (self.kind != FORKSAFE__WORKER || uwsgi.mywid != self.id)
+        return;
+    /* A SIGINT the master sent while this worker started (Python's handler
+     * was still in place) only set a flag; uWSGI's end_me is installed by
+     * now, so a worker born into a stopping instance ends here instead of
+     * waiting for the master's mercy to run out. */
+    if (shared_state && shared_state->instance_state == INSTANCE_STOPPING) {
+        kill(getpid(), SIGINT);
+        return;
+    }
+    fire(FORKSAFE_WORKER_READY, NULL, 0, 0, NULL, NULL, 0);
 }
 
 /* ------------------------------------------------------ children: exit */
@@ -1433,6 +1469,59 @@ static void forksafe_master_signal(int signum)
     }
     else if (original->sa_handler != SIG_IGN && original->sa_handler != SIG_DFL) {
         original->sa_handler(signum);
+    }
+}
+
+/* Until master_loop installs uWSGI's handlers, the master's SIGINT is
+ * Python's (the python plugin's Py_Initialize), which only sets a flag:
+ * without this, a stop signal sent while start-up handlers run (or
+ * workers are being forked) would be lost and the instance would go on
+ * serving.  It is recorded, the master's running exec handler is killed,
+ * the previous handler still runs (Python raises KeyboardInterrupt in a
+ * python: handler), and the first master cycle delivers the signal again
+ * to uWSGI's own handler. */
+static struct sigaction startup_previous[NSIG];
+static const int startup_signals[] = {SIGINT, SIGTERM, SIGQUIT, SIGHUP};
+
+static void startup_signal(int signum)
+{
+    struct sigaction *previous = &startup_previous[signum];
+    int saved = errno;
+
+    if (getpid() == startup_master_pid) {
+        int stops =
+            signum == SIGINT || signum == SIGQUIT || (signum == SIGTERM && uwsgi.die_on_term);
+        if (!startup_signal_pending || stops)
+            startup_signal_pending = signum;
+        if (stops)
+            startup_stop = 1;
+        if (shared_state)
+            record_instance_state(signum);
+        if (stops && master_command > 0)
+            kill(-master_command, SIGKILL);
+    }
+    if (!(previous->sa_flags & SA_SIGINFO) && previous->sa_handler != SIG_IGN &&
+        previous->sa_handler != SIG_DFL)
+        previous->sa_handler(signum);
+    errno = saved;
+}
+
+static void catch_startup_signals(void)
+{
+    size_t i;
+
+    startup_master_pid = getpid();
+    forksafe__exec_track(&master_command);
+    for (i = 0; i < sizeof(startup_signals) / sizeof(startup_signals[0]); i++) {
+        struct sigaction ours;
+        int signum = startup_signals[i];
+
+        if (sigaction(signum, NULL, &startup_previous[signum]) != 0)
+            continue;
+        memset(&ours, 0, sizeof(ours));
+        ours.sa_handler = startup_signal;
+        sigemptyset(&ours.sa_mask);
+        sigaction(signum, &ours, NULL);
     }
 }
 

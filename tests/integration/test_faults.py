@@ -266,3 +266,43 @@ class KilledWorkerMatrix(FaultCase):
             for policy in ("log", "exit", "fatal"):
                 with self.subTest(kind=kind, on_error=policy):
                     self.run_cell(kind, policy)
+
+
+class InterruptedMasterMatrix(FaultCase):
+    """Case 6: SIGINT to the master while a slow pre-fork handler runs,
+    before uWSGI's master loop owns the signals.  The operator's stop wins
+    under every on-error value: the running exec handler is killed (a
+    python: handler gets KeyboardInterrupt), that failure is logged, the
+    master runs no more handlers, and the instance stops at once with
+    status 0."""
+
+    def run_cell(self, kind, policy):
+        handler = {"exec": "exec:echo $$ >> {dir}/slow.pids; sleep 30; exit 3",
+                   "python": "python:fault_handlers:slow_boom"}[kind]
+        u = self.start("forksafe-on-error = %s\n"
+                       "forksafe-subscribe = pre-fork %s\n" % (policy, handler),
+                       settings={"fault.sleep": "30"}, wait=False)
+        runner = wait_for(lambda: pids_in(u, "slow.pids"), what="the slow handler")[0]
+        started = time.monotonic()
+        u.send_signal(signal.SIGINT)
+        try:
+            status = u.proc.wait(timeout=20)
+        except Exception:
+            self.fail("the master did not stop:\n" + u.log_text()[-4000:])
+        log = u.log_text()
+        self.assertEqual(status, 0, log[-3000:])
+        self.assertLess(time.monotonic() - started, 8, log[-3000:])
+        self.assertNotIn("NO MERCY", log)
+        self.assertRegex(log, r"handler '.*' failed on pre-fork in the master \(pid %d\): %s"
+                         % (u.master_pid, "killed by signal 9" if kind == "exec"
+                            else "KeyboardInterrupt"))
+        self.assertIn("stop requested during start-up", log)
+        self.assertFalse(alive(runner))
+        self.assertEqual([e["reason"] for e in u.events("master-exit")], ["shutdown"])
+        self.assert_nothing_survives(u)
+
+    def test_matrix(self):
+        for kind in ("exec", "python"):
+            for policy in ("log", "exit", "fatal"):
+                with self.subTest(kind=kind, on_error=policy):
+                    self.run_cell(kind, policy)
