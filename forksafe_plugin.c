@@ -1386,6 +1386,12 @@ static void forksafe_atexit(void)
     if (!context_ready || self.kind == FORKSAFE__MASTER || getpid() != self.pid)
         return;
     index = slot_index(self.kind, self.id);
+    /* Exiting in the middle of an exec handler (uWSGI's SIGHUP/SIGINT
+     * handlers exit an idle worker at once): its command goes too. */
+    if (index >= 0 && children_shared[index].command > 0) {
+        kill(-children_shared[index].command, SIGKILL);
+        children_shared[index].command = 0;
+    }
     crash = crash_signal_pending();
     if (crash) {
         /* A crashed process is no place to run handlers: the master

@@ -15,7 +15,7 @@ import signal
 import socket
 import time
 
-from harness import FAILING, IntegrationCase, Uwsgi, wait_for
+from harness import FAILING, RECORDER, IntegrationCase, Uwsgi, wait_for
 
 BASE = """
 [uwsgi]
@@ -306,3 +306,167 @@ class InterruptedMasterMatrix(FaultCase):
             for policy in ("log", "exit", "fatal"):
                 with self.subTest(kind=kind, on_error=policy):
                     self.run_cell(kind, policy)
+
+
+SLOW_FAILING = {
+    "exec": "exec:echo $$ >> {dir}/slow.pids; sleep 2; exit 3",
+    "python": "python:fault_handlers:slow_boom",
+}
+
+
+class ReloadMatrix(FaultCase):
+    """Case 5: a graceful reload (SIGHUP) while a slow handler (that would
+    then fail) runs in a worker.  The handler runs outside any request, so
+    uWSGI ends that worker at once: the handler is cut short (an exec
+    handler's process group is killed with it) - no failure, whatever the
+    on-error value.  The reload goes on; in the new generation the handler
+    runs again and its failure follows on-error: log keeps serving, exit
+    respawns the worker, fatal stops the instance (status 22)."""
+
+    def run_cell(self, kind, policy):
+        u = self.start("forksafe-on-error = %s\n"
+                       "forksafe-subscribe = worker-ready once id=1 %s\n"
+                       % (policy, SLOW_FAILING[kind]), settings={"fault.sleep": "2"})
+        runner = wait_for(lambda: pids_in(u, "slow.pids"), what="the slow handler")[0]
+        gen0_worker = self.ready_pids(u, 1)[0]
+        u.send_signal(signal.SIGHUP)
+        failure = r"handler '.*' failed on worker-ready in worker 1 \(pid (\d+)\)"
+        wait_for(lambda: re.search(failure, u.log_text()) or u.proc.poll() is not None,
+                 timeout=20, what="the handler failing in generation 1")
+        self.assertFalse(alive(runner), "the interrupted handler survived")
+        self.assertNotIn("NO MERCY", u.log_text())
+        self.assertEqual([e["reason"] for e in u.events("worker-exit") if e["generation"] == 0],
+                         ["reload", "reload"])
+        failed_in = int(re.search(failure, u.log_text()).group(1))
+        self.assertNotEqual(failed_in, gen0_worker)
+        self.assertIn(failed_in, [e["process"]["pid"] for e in u.events("worker-ready")
+                                  if e["generation"] == 1])
+        if policy == "fatal":
+            try:
+                status = u.proc.wait(timeout=20)
+            except Exception:
+                self.fail("fatal did not stop the instance:\n" + u.log_text()[-4000:])
+            self.assertEqual(status, FATAL_STATUS, u.log_text()[-3000:])
+            self.assertIn("on-error=fatal: stopping the instance after a failed worker-ready",
+                          u.log_text())
+            self.assertEqual([e["reason"] for e in u.events("master-exit")],
+                             ["reload", "shutdown"])
+            self.assert_nothing_survives(u)
+            return
+        if policy == "exit":
+            self.assertIn("on-error=exit: worker 1 (pid %d)" % failed_in, u.log_text())
+            wait_for(lambda: [p for p in self.ready_pids(u, 1)
+                              if p not in (failed_in, gen0_worker)], what="worker 1 respawned")
+        self.assertEqual([e["reason"] for e in u.events("master-exit")], ["reload"])
+        self.assert_serving(u)
+        self.assert_no_zombies(u)
+        self.stop_cleanly(u)
+
+    def test_matrix(self):
+        for kind in SLOW_FAILING:
+            for policy in ("log", "exit", "fatal"):
+                with self.subTest(kind=kind, on_error=policy):
+                    self.run_cell(kind, policy)
+
+
+class ForkingHandlerMatrix(FaultCase):
+    """Case 7: handlers that fork or start threads, and succeed.  An exec
+    handler's run is its whole process group: a background job or a
+    double-forked orphan it leaves is killed when it exits.  A python:
+    handler that daemonizes properly (double fork, intermediate child
+    reaped) leaves no zombie; one run in the master that leaves a child
+    unwaited-for is reaped by uWSGI's master; threads do not block a stop
+    (with py-call-osafterfork for a master-side thread: see the next test).
+    No failure, so the same under every on-error value."""
+
+    SUBSCRIPTIONS = (
+        "forksafe-subscribe = post-fork exec:sleep 300 & echo $! >> {dir}/exec-bg.pids\n"
+        "forksafe-subscribe = worker-ready exec:(sleep 300 & echo $! >> {dir}/exec-orphan.pids)"
+        "; exit 0\n"
+        "forksafe-subscribe = post-fork,master-start python:fault_handlers:double_fork\n"
+        "forksafe-subscribe = pre-fork python:fault_handlers:leave_child\n"
+        "forksafe-subscribe = master-start,post-fork python:fault_handlers:start_threads\n")
+
+    def run_cell(self, policy):
+        u = self.start("forksafe-on-error = %s\npy-call-osafterfork = true\n" % policy +
+                       self.SUBSCRIPTIONS,
+                       settings={"fault.child_sleep": "0.2"})
+        wait_for(lambda: len(pids_in(u, "exec-orphan.pids")) >= 2, what="worker-ready handlers")
+        left = pids_in(u, "exec-bg.pids") + pids_in(u, "exec-orphan.pids")
+        self.assertEqual(len(left), 4)
+        wait_for(lambda: not any(alive(p) for p in left), timeout=5,
+                 what="what the exec handlers left killed")
+        self.assertEqual(len(pids_in(u, "grandchild.pids")), 3)  # master + 2 workers
+        self.assertEqual(len(pids_in(u, "child.pids")), 2)  # one per pre-fork
+        doc = self.stats(u)
+        self.assertEqual(sum(e["failed"] for e in doc["events"].values()), 0,
+                         u.log_text()[-3000:])
+        self.assertNotIn("failed on", u.log_text())
+        self.assert_serving(u)
+        self.assert_no_zombies(u)
+        self.stop_cleanly(u)
+        self.assertNotIn("NO MERCY", u.log_text())
+
+    def test_matrix(self):
+        for policy in ("log", "exit", "fatal"):
+            with self.subTest(on_error=policy):
+                self.run_cell(policy)
+
+
+class MasterThreadAtFork(FaultCase):
+    """uWSGI forks from C without telling Python, so a worker's copy of a
+    non-daemon thread a master-side handler started (and that was running
+    at the fork) looks alive forever, and Python's exit waits for it: the
+    worker ends only when the master's mercy runs out.  Bounded, nothing
+    survives; `py-call-osafterfork = true` avoids it (test above)."""
+
+    def test_stop_waits_for_the_mercy_only(self):
+        u = self.start("worker-reload-mercy = 2\n"
+                       "forksafe-subscribe = master-start python:fault_handlers:start_threads\n"
+                       "forksafe-subscribe = pre-fork python:fault_handlers:slow\n",
+                       settings={"fault.sleep": "0.05"})
+        self.assert_serving(u)
+        started = time.monotonic()
+        self.stop_cleanly(u)
+        self.assertLess(time.monotonic() - started, 8)
+        self.assertIn("NO MERCY", u.log_text())
+
+
+class MissingLibraryAtReload(FaultCase):
+    """Case 8: a dl: handler's library deleted, then SIGHUP.  A reload
+    re-executes the master, which resolves every handler again before any
+    fork: it stops with the usual FILE:LINE error and status 1 - a
+    configuration error, so no on-error value applies - and leaves nothing
+    running.  (Serving on with the old code is not possible: the old
+    generation is gone by then.)"""
+
+    def run_cell(self, policy):
+        u = Uwsgi(self, BASE + "forksafe-on-error = %s\n"
+                  "forksafe-subscribe = post-fork dl:{dir}/hooks.so:record\n" % policy,
+                  settings={"fault.dir": "%(here)s"})
+        self.addCleanup(self.kill_session, u)
+        library = os.path.join(u.dir, "hooks.so")
+        with open(RECORDER, "rb") as src, open(library, "wb") as dst:
+            dst.write(src.read())
+        u.start(wait_ready=2)
+        self.assert_serving(u)
+        os.unlink(library)
+        u.send_signal(signal.SIGHUP)
+        try:
+            status = u.proc.wait(timeout=30)
+        except Exception:
+            self.fail("the reload with a missing library did not end:\n" + u.log_text()[-4000:])
+        log = u.log_text()
+        self.assertEqual(status, 1, log[-3000:])
+        with open(u.ini) as f:
+            line = [i for i, text in enumerate(f, 1) if "hooks.so" in text][0]
+        self.assertRegex(log, r"\[forksafe\] %s:%d: handler 'dl:%s:record': .*%s.*No such file"
+                         % (re.escape(u.ini), line, re.escape(library), re.escape(library)))
+        self.assertEqual([e["reason"] for e in u.events("master-exit")], ["reload"])
+        self.assertEqual(len(u.events("master-start")), 1)
+        self.assert_nothing_survives(u)
+
+    def test_matrix(self):
+        for policy in ("log", "exit", "fatal"):
+            with self.subTest(on_error=policy):
+                self.run_cell(policy)

@@ -59,3 +59,4 @@ def start_threads(payload):
     """A daemon thread that never ends and a plain one that ends soon."""
     threading.Thread(target=time.sleep, args=(3600,), daemon=True).start()
     threading.Thread(target=time.sleep, args=(0.2,)).start()
+
