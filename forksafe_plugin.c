@@ -1495,8 +1495,9 @@ static void startup_signal(int signum)
     int saved = errno;
 
     if (getpid() == startup_master_pid) {
-        int stops =
-            signum == SIGINT || signum == SIGQUIT || (signum == SIGTERM && uwsgi.die_on_term);
+        /* What uWSGI's master loop will make of it (master.c). */
+        int stops = signum == SIGINT || (signum == SIGQUIT && !uwsgi.die_on_term) ||
+                    (signum == SIGTERM && uwsgi.die_on_term);
         if (!startup_signal_pending || stops)
             startup_signal_pending = signum;
         if (stops)
@@ -1505,6 +1506,12 @@ static void startup_signal(int signum)
             record_instance_state(signum);
         if (stops && master_command > 0)
             kill(-master_command, SIGKILL);
+    }
+    else if (previous->sa_handler == SIG_DFL) {
+        /* A child, before uWSGI installed its own handlers: as if
+         * forksafe had not been there. */
+        signal(signum, SIG_DFL);
+        raise(signum);
     }
     if (!(previous->sa_flags & SA_SIGINFO) && previous->sa_handler != SIG_IGN &&
         previous->sa_handler != SIG_DFL)

@@ -143,12 +143,10 @@ class FaultCase(IntegrationCase):
         except AssertionError:
             self.fail("processes of the instance survived it: %s" % survivors_of(u.master_pid))
 
-    def assert_serving(self, u, workers=2):
-        """Enough requests that, with uWSGI's load spread, each worker is
-        likely to answer; all must succeed."""
-        pids = {int(u.get("/")) for _ in range(8)}
-        self.assertTrue(pids, "no answer")
-        return pids
+    def assert_serving(self, u):
+        """Every request succeeds (HTTP 200 with a worker's pid)."""
+        for _ in range(8):
+            self.assertTrue(u.get("/").isdigit())
 
     def stop_cleanly(self, u, status=0):
         self.assertEqual(u.stop(), status, u.log_text()[-4000:])
