@@ -67,6 +67,7 @@ struct forksafe_child_shared {
     volatile pid_t pid;
     volatile int exit_state;   /* 0: none, 1: worker-exit running, 2: done */
     volatile int crash_signal; /* the fatal signal uWSGI turned into exit(1) */
+    volatile pid_t command;    /* process group of the exec handler it runs */
 };
 
 /* What the master remembers of one child slot. */
@@ -86,6 +87,7 @@ enum forksafe_instance_state { INSTANCE_RUNNING, INSTANCE_RELOADING, INSTANCE_ST
 struct forksafe_shared_state {
     volatile int instance_state;
     volatile long long state_changed_ns;
+    volatile int fatal; /* a handler stopped the instance (on-error=fatal) */
 };
 
 /* -------------------------------------------------------------- prototypes */
@@ -194,7 +196,13 @@ static int spooler_count;
 static int stats_fd = -1; /* forksafe-stats listening socket, master only */
 static int stats_thread_started;
 
-static int dispatching;    /* a dispatch is running in this process */
+static int dispatching; /* a dispatch is running in this process */
+/* A stop signal that reached the master before its loop took over the
+ * signals (see catch_startup_signals), and the master's own exec handler. */
+static volatile sig_atomic_t startup_signal_pending, startup_stop;
+static int startup_stop_logged;
+static volatile pid_t master_command;
+static pid_t startup_master_pid;
 static int forking_worker; /* between pre_uwsgi_fork and the scan */
 static int signals_wrapped;
 static struct sigaction original_actions[NSIG];
@@ -975,6 +983,20 @@ static void fill_self(void)
     self.ppid = getppid();
 }
 
+/* In the master: a stop that a handler caused must not look like an
+ * operator's Ctrl-C to a supervisor.  uWSGI ends a dying instance with
+ * exit(dying_for_need_app ? UWSGI_FAILED_APP_CODE : 0), the status it uses
+ * when the app cannot work, which is what a fatal handler failure means. */
+static void mark_fatal(void)
+{
+    /* An operator's stop was already under way: it stays a normal stop. */
+    if (!shared_state || shared_state->instance_state == INSTANCE_STOPPING || startup_stop)
+        return;
+    shared_state->fatal = 1;
+    if (self.kind == FORKSAFE__MASTER)
+        uwsgi.status.dying_for_need_app = 1;
+}
+
 /* Acts on the strongest failure policy the dispatch reported. */
 static void apply_policy(int result, forksafe_event_type type, int exiting)
 {
@@ -995,9 +1017,11 @@ static void apply_policy(int result, forksafe_event_type type, int exiting)
     if (self.kind == FORKSAFE__MASTER) {
         if (type == FORKSAFE_MASTER_START || type == FORKSAFE_MASTER_EXIT || !uwsgi.workers)
             exit(1);
+        mark_fatal();
         kill(getpid(), SIGINT);
         return;
     }
+    mark_fatal();
     if (uwsgi.workers && uwsgi.workers[0].pid > 0)
         kill(uwsgi.workers[0].pid, SIGINT);
     if (!exiting)
@@ -1012,6 +1036,15 @@ static void fire(forksafe_event_type type, const forksafe__process *child, int s
 
     if (!context_ready)
         return;
+    if (startup_stop && self.kind == FORKSAFE__MASTER && type != FORKSAFE_MASTER_EXIT) {
+        /* Stopping before the master loop even started: the children
+         * forked meanwhile are stopped as soon as it does, and a slow
+         * handler here would only hold the stop back. */
+        if (!startup_stop_logged++)
+            uwsgi_log("[forksafe] stop requested during start-up: the master runs no more "
+                      "handlers until it exits\n");
+        return;
+    }
     fill_self();
     memset(&occ, 0, sizeof(occ));
     occ.type = type;
@@ -1035,6 +1068,7 @@ static void fire(forksafe_event_type type, const forksafe__process *child, int s
 /* ------------------------------------------------------- master: start */
 
 static void wrap_master_signals(void);
+static void catch_startup_signals(void);
 
 static void forksafe_master_fixup(int in_child)
 {
@@ -1046,6 +1080,7 @@ static void forksafe_master_fixup(int in_child)
     self.id = 0;
     self.respawn = 0;
     start_stats_thread();
+    catch_startup_signals();
     fire(FORKSAFE_MASTER_START, NULL, 0, 0, NULL, NULL, 0);
 }
 
@@ -1103,6 +1138,19 @@ static void report_death(struct forksafe_child_slot *slot, int index, int status
     const char *cause;
 
     slot->death_reported = 1;
+    if (shared->pid == slot->known_pid && shared->command > 0) {
+        /* It died in an exec handler (SIGKILL, harakiri, mercy): the
+         * command, in a process group of its own, would outlive it.  The
+         * child cleared the slot before reaping the command, so the group
+         * is the one it started, dead at most one master cycle ago. */
+        pid_t group = shared->command;
+        shared->command = 0;
+        if (kill(-group, SIGKILL) == 0)
+            uwsgi_log("[forksafe] killed the exec handler (process group %d) that %s %d "
+                      "(pid %d) left running\n",
+                      (int)group, forksafe__process_kind_name(slot->kind), slot->id,
+                      (int)slot->known_pid);
+    }
     if (shared->pid == slot->known_pid && shared->exit_state == 2)
         return;
     child.kind = slot->kind;
@@ -1180,8 +1228,16 @@ static void forksafe_master_cycle(void)
 {
     if (!context_ready || !is_master())
         return;
-    if (!signals_wrapped)
+    if (!signals_wrapped) {
         wrap_master_signals();
+        /* uWSGI's handlers are in place now: hand them the stop (or
+         * reload) that arrived before. */
+        if (startup_signal_pending) {
+            startup_stop = 0;
+            kill(getpid(), startup_signal_pending);
+            startup_signal_pending = 0;
+        }
+    }
     /* FIFO commands and touch-reload change the status without a signal. */
     if (shared_state->instance_state == INSTANCE_RUNNING) {
         if (uwsgi.status.gracefully_reloading || uwsgi.status.brutally_reloading) {
@@ -1330,14 +1386,24 @@ static void forksafe_post_fork(void)
         children_shared[index].exit_state = 0;
         children_shared[index].crash_signal = 0;
         children_shared[index].pid = getpid();
+        forksafe__exec_track(&children_shared[index].command);
     }
     fire(FORKSAFE_POST_FORK, NULL, 0, 0, NULL, NULL, 0);
 }
 
 static void forksafe_hijack_worker(void)
 {
-    if (self.kind == FORKSAFE__WORKER && uwsgi.mywid == self.id)
-        fire(FORKSAFE_WORKER_READY, NULL, 0, 0, NULL, NULL, 0);
+    if (self.kind != FORKSAFE__WORKER || uwsgi.mywid != self.id)
+        return;
+    /* A SIGINT the master sent while this worker started (Python's handler
+     * was still in place) only set a flag; uWSGI's end_me is installed by
+     * now, so a worker born into a stopping instance ends here instead of
+     * waiting for the master's mercy to run out. */
+    if (shared_state && shared_state->instance_state == INSTANCE_STOPPING) {
+        kill(getpid(), SIGINT);
+        return;
+    }
+    fire(FORKSAFE_WORKER_READY, NULL, 0, 0, NULL, NULL, 0);
 }
 
 /* ------------------------------------------------------ children: exit */
@@ -1385,6 +1451,12 @@ static void forksafe_atexit(void)
     if (!context_ready || self.kind == FORKSAFE__MASTER || getpid() != self.pid)
         return;
     index = slot_index(self.kind, self.id);
+    /* Exiting in the middle of an exec handler (uWSGI's SIGHUP/SIGINT
+     * handlers exit an idle worker at once): its command goes too. */
+    if (index >= 0 && children_shared[index].command > 0) {
+        kill(-children_shared[index].command, SIGKILL);
+        children_shared[index].command = 0;
+    }
     crash = crash_signal_pending();
     if (crash) {
         /* A crashed process is no place to run handlers: the master
@@ -1456,14 +1528,78 @@ static void forksafe_master_signal(int signum)
 {
     struct sigaction *original = &original_actions[signum];
 
-    if (getpid() == uwsgi.workers[0].pid)
+    if (getpid() == uwsgi.workers[0].pid) {
         record_instance_state(signum);
+        /* A child's on-error=fatal: it set the flag, then sent SIGINT. */
+        if (shared_state->fatal)
+            uwsgi.status.dying_for_need_app = 1;
+    }
     if (original->sa_flags & SA_SIGINFO) {
         if (original->sa_sigaction)
             original->sa_sigaction(signum, NULL, NULL);
     }
     else if (original->sa_handler != SIG_IGN && original->sa_handler != SIG_DFL) {
         original->sa_handler(signum);
+    }
+}
+
+/* Until master_loop installs uWSGI's handlers, the master's SIGINT is
+ * Python's (the python plugin's Py_Initialize), which only sets a flag:
+ * without this, a stop signal sent while start-up handlers run (or
+ * workers are being forked) would be lost and the instance would go on
+ * serving.  It is recorded, the master's running exec handler is killed,
+ * the previous handler still runs (Python raises KeyboardInterrupt in a
+ * python: handler), and the first master cycle delivers the signal again
+ * to uWSGI's own handler. */
+static struct sigaction startup_previous[NSIG];
+static const int startup_signals[] = {SIGINT, SIGTERM, SIGQUIT, SIGHUP};
+
+static void startup_signal(int signum)
+{
+    struct sigaction *previous = &startup_previous[signum];
+    int saved = errno;
+
+    if (getpid() == startup_master_pid) {
+        /* What uWSGI's master loop will make of it (master.c). */
+        int stops = signum == SIGINT || (signum == SIGQUIT && !uwsgi.die_on_term) ||
+                    (signum == SIGTERM && uwsgi.die_on_term);
+        if (!startup_signal_pending || stops)
+            startup_signal_pending = signum;
+        if (stops)
+            startup_stop = 1;
+        if (shared_state)
+            record_instance_state(signum);
+        if (stops && master_command > 0)
+            kill(-master_command, SIGKILL);
+    }
+    else if (previous->sa_handler == SIG_DFL) {
+        /* A child, before uWSGI installed its own handlers: as if
+         * forksafe had not been there. */
+        signal(signum, SIG_DFL);
+        raise(signum);
+    }
+    if (!(previous->sa_flags & SA_SIGINFO) && previous->sa_handler != SIG_IGN &&
+        previous->sa_handler != SIG_DFL)
+        previous->sa_handler(signum);
+    errno = saved;
+}
+
+static void catch_startup_signals(void)
+{
+    size_t i;
+
+    startup_master_pid = getpid();
+    forksafe__exec_track(&master_command);
+    for (i = 0; i < sizeof(startup_signals) / sizeof(startup_signals[0]); i++) {
+        struct sigaction ours;
+        int signum = startup_signals[i];
+
+        if (sigaction(signum, NULL, &startup_previous[signum]) != 0)
+            continue;
+        memset(&ours, 0, sizeof(ours));
+        ours.sa_handler = startup_signal;
+        sigemptyset(&ours.sa_mask);
+        sigaction(signum, &ours, NULL);
     }
 }
 

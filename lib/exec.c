@@ -252,10 +252,9 @@ static int reap(pid_t pid, int *status)
     return done == pid ? 0 : -1;
 }
 
-/* Waits for PID to exit until DEADLINE.  Returns 1 once it has exited (not
- * reaped yet when a pidfd is used; reaped into *STATUS and *REAPED = 1
- * otherwise), 0 on timeout, -1 on error. */
-static int await_exit(pid_t pid, double deadline, int *status, int *reaped)
+/* Waits for PID to exit until DEADLINE.  Returns 1 once it has exited
+ * (not reaped yet), 0 on timeout, -1 on error. */
+static int await_exit(pid_t pid, double deadline)
 {
     /* Remembered so that a kernel (or valgrind) without pidfd_open is asked
      * once per process, not once per handler run.  A benign race: at worst
@@ -282,18 +281,22 @@ static int await_exit(pid_t pid, double deadline, int *status, int *reaped)
             }
         }
     }
-    /* No pidfd (kernel before 5.3, or a seccomp filter): poll waitpid with
-     * a growing pause, at most 50 ms late. */
+    /* No pidfd (kernel before 5.3, or a seccomp filter): poll with a
+     * growing pause, at most 50 ms late.  WNOWAIT leaves the child a
+     * zombie, which keeps its pid - the process group id - ours until the
+     * group has been killed. */
     for (;;) {
         struct timespec pause;
-        pid_t done = waitpid(pid, status, WNOHANG);
+        siginfo_t info;
 
-        if (done == pid) {
-            *reaped = 1;
-            return 1;
+        memset(&info, 0, sizeof(info));
+        if (waitid(P_PID, (id_t)pid, &info, WEXITED | WNOHANG | WNOWAIT) == 0) {
+            if (info.si_pid == pid)
+                return 1;
         }
-        if (done < 0 && errno != EINTR)
+        else if (errno != EINTR) {
             return -1;
+        }
         if (expired(deadline))
             return 0;
         pause.tv_sec = 0;
@@ -304,12 +307,23 @@ static int await_exit(pid_t pid, double deadline, int *status, int *reaped)
     }
 }
 
+/* Where the process publishes the pid (= process group) of the command it
+ * is running, so that whoever outlives it can kill what it left. */
+static volatile pid_t *running_command;
+
+void forksafe__exec_track(volatile pid_t *slot)
+{
+    running_command = slot;
+    if (slot)
+        *slot = 0;
+}
+
 int forksafe__run_command(const char *command, const char *input, size_t input_length,
                           const char *const *env, double timeout, int *status)
 {
     double deadline = timeout > 0 ? monotonic_now() + timeout : 0;
     char **full_env = build_env(env);
-    int input_fd = -1, reaped = 0, exited = 0, rc;
+    int input_fd = -1, exited = 0, rc;
     pid_t pid;
 
     *status = 0;
@@ -321,23 +335,28 @@ int forksafe__run_command(const char *command, const char *input, size_t input_l
         errno = rc;
         return FORKSAFE__EIO;
     }
+    if (running_command)
+        *running_command = pid;
     rc = feed_input(input_fd, input ? input : "", input ? input_length : 0, deadline);
     close(input_fd);
     if (rc == 0) {
-        exited = await_exit(pid, deadline, status, &reaped);
+        exited = await_exit(pid, deadline);
         if (exited < 0 && errno == ECHILD) {
             /* Someone else reaped our child (SIGCHLD ignored, or a
-             * waitpid(-1) elsewhere): its status is lost. */
+             * waitpid(-1) elsewhere): its status is lost, and its pid may
+             * be reused already, so its group is not ours to kill. */
+            if (running_command)
+                *running_command = 0;
             return FORKSAFE__EIO;
         }
     }
-    if (reaped)
-        return 0;
-    if (exited != 1) {
-        /* Our child cannot have been reaped yet, so its pid - and with it
-         * the process group id - cannot have been reused. */
-        kill(-pid, SIGKILL);
-    }
+    /* The command's run is its whole process group: whatever it left there
+     * (a background job, a double fork) ends with it, on a timeout and on
+     * a normal exit alike.  Our child is not reaped yet, so its pid - and
+     * with it the group id - cannot have been reused. */
+    kill(-pid, SIGKILL);
+    if (running_command)
+        *running_command = 0;
     if (reap(pid, status) != 0)
         return FORKSAFE__EIO;
     if (exited == 1)

@@ -575,10 +575,17 @@ int forksafe__python_bridge_deliver(forksafe__context *ctx, const forksafe__occu
 /* Exposed for tests and for the host's exec-like needs: runs COMMAND with
  * /bin/sh -c, INPUT on its stdin, ENV extra "NAME=VALUE" entries (NULL-
  * terminated), in its own process group; kills the group after TIMEOUT
- * seconds (TIMEOUT <= 0: no limit).  Always reaps.  Stores the waitpid
+ * seconds (TIMEOUT <= 0: no limit), and what is left of it when the
+ * command exits.  Always reaps.  Stores the waitpid
  * status in *STATUS.  Returns 0 if it ran to the end, FORKSAFE__ETIMEDOUT,
  * FORKSAFE__EIO (could not start; errno says why), FORKSAFE__ENOMEM. */
 int forksafe__run_command(const char *command, const char *input, size_t input_length,
                           const char *const *env, double timeout, int *status);
+
+/* From now on this process writes the pid of the command it is running
+ * (its process group) to *SLOT, and 0 when none runs; SLOT in memory
+ * shared with a process that outlives this one (the uWSGI master), so that
+ * it can kill the group if this process dies mid-handler.  NULL: stop. */
+void forksafe__exec_track(volatile pid_t *slot);
 
 #endif /* FORKSAFE_INTERNAL_H */

@@ -118,7 +118,9 @@ forksafe-subscribe = post-fork kind=worker exec:/bin/sh -c 'sleep 0.2'
 forksafe-subscribe = worker-ready id=2 exec:/bin/sh -c 'exit 7'
 forksafe-subscribe = master-start exec:/bin/true postgresql://app:hunter2@db/app
 """)
-        doc = read_socket(u.forksafe_stats)
+        # worker-ready is recorded before worker 2's failing handler has run.
+        doc = wait_for(lambda: (lambda d: d if d["events"]["worker-ready"]["failed"] else None)(
+            read_socket(u.forksafe_stats)), what="worker 2's failed handler in the history")
         self.assertEqual(doc["pid"], u.master_pid)
         self.assertEqual(doc["container"], "uwsgi")
         self.assertEqual(doc["generation"], 0)

@@ -4,6 +4,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -188,6 +189,90 @@ START_TEST(signals_are_reported)
 }
 END_TEST
 
+/* Reads the pid a command wrote to FILE in the test directory. */
+static pid_t pid_from(const char *file)
+{
+    char path[128], *text;
+    pid_t pid;
+
+    snprintf(path, sizeof(path), "%s/%s", dir, file);
+    text = slurp(path, NULL);
+    pid = (pid_t)atol(text);
+    free(text);
+    ck_assert_int_gt(pid, 1);
+    return pid;
+}
+
+static void assert_dies(pid_t pid)
+{
+    int i;
+
+    for (i = 0; i < 200 && !process_dead(pid); i++)
+        usleep(10000);
+    ck_assert_msg(process_dead(pid), "process %ld survived", (long)pid);
+}
+
+START_TEST(what_a_command_leaves_in_its_group_ends_with_it)
+{
+    char command[512];
+    int status;
+
+    /* A background job, and a double fork whose grandchild is orphaned at
+     * once: both stay in the command's process group. */
+    make_dir();
+    snprintf(command, sizeof(command),
+             "sleep 30 & echo $! > '%s/bg'; (sleep 30 & echo $! > '%s/orphan') ; exit 0", dir, dir);
+    ck_assert_int_eq(run(command, NULL, 0, NULL, 10, &status), 0);
+    ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    assert_no_children();
+    assert_dies(pid_from("bg"));
+    assert_dies(pid_from("orphan"));
+    remove_dir();
+}
+END_TEST
+
+static volatile pid_t published = -1;
+
+static void *run_slow_command(void *result)
+{
+    char command[256];
+    int status;
+
+    snprintf(command, sizeof(command),
+             "echo $$ > '%s/self.tmp'; mv '%s/self.tmp' '%s/self'; "
+             "sleep 0.5",
+             dir, dir, dir);
+    *(int *)result = run(command, NULL, 0, NULL, 10, &status);
+    return NULL;
+}
+
+START_TEST(the_running_command_is_published_until_reaped)
+{
+    char path[128];
+    pthread_t thread;
+    pid_t seen;
+    int result = -1, i;
+
+    make_dir();
+    forksafe__exec_track(&published);
+    ck_assert_int_eq(published, 0);
+    ck_assert_int_eq(pthread_create(&thread, NULL, run_slow_command, &result), 0);
+    snprintf(path, sizeof(path), "%s/self", dir);
+    for (i = 0; i < 500 && access(path, R_OK) != 0; i++)
+        usleep(10000);
+    seen = published;
+    /* The command's pid is its process group: what a survivor kills. */
+    ck_assert_int_eq(seen, pid_from("self"));
+    ck_assert_int_eq(getpgid(seen), seen);
+    ck_assert_int_eq(pthread_join(thread, NULL), 0);
+    ck_assert_int_eq(result, 0);
+    ck_assert_int_eq(published, 0);
+    forksafe__exec_track(NULL);
+    assert_no_children();
+    remove_dir();
+}
+END_TEST
+
 START_TEST(timeout_kills_the_whole_group)
 {
     char command[512], path[128], *text;
@@ -342,6 +427,8 @@ Suite *unit_suite(void)
     tcase_add_test(tc, signals_are_reported);
     tcase_add_test(tc, timeout_kills_the_whole_group);
     tcase_add_test(tc, timeout_while_the_input_is_still_being_written);
+    tcase_add_test(tc, what_a_command_leaves_in_its_group_ends_with_it);
+    tcase_add_test(tc, the_running_command_is_published_until_reaped);
     tcase_add_test(tc, own_process_group_and_clean_signal_state);
     tcase_add_test(tc, host_descriptors_are_not_inherited);
     tcase_add_test(tc, works_with_stdin_closed);
