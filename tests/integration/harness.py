@@ -78,6 +78,29 @@ def wait_for(predicate, timeout=15.0, interval=0.05, what="condition"):
     raise AssertionError("timed out after %.1fs waiting for %s" % (timeout, what))
 
 
+def read_socket(address, parse=True):
+    """One JSON document per connection, like uWSGI's stats server (a unix
+    path or HOST:PORT); the raw bytes when not PARSE."""
+    if address.startswith("/"):
+        s = socket.socket(socket.AF_UNIX)
+        target = address
+    else:
+        host, port = address.rsplit(":", 1)
+        s = socket.socket(socket.AF_INET)
+        target = (host, int(port))
+    chunks = []
+    with s:
+        s.settimeout(10)
+        s.connect(target)
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    data = b"".join(chunks)
+    return json.loads(data) if parse else data
+
+
 class ServerProcess:
     """A server started in a session of its own (start_new_session=True),
     with `proc` (its Popen) and `log` (its output file): stopped by the pid

@@ -22,7 +22,6 @@ A case is a dict:
 """
 
 import os
-import re
 import shutil
 import subprocess
 

@@ -24,7 +24,7 @@ import threading
 import time
 
 from harness import IntegrationCase, Uwsgi, free_port, wait_for
-from test_stats import read_socket
+from harness import read_socket
 
 WORKERS = 2
 WARMUP = 100           # respawns before the baseline sample

@@ -8,14 +8,12 @@ after it stopped (exec handlers run in process groups of their own, so the
 session is what holds everything we started).  Every wait is bounded.
 """
 
-import json
 import os
 import re
 import signal
-import socket
 import time
 
-from harness import FAILING, RECORDER, IntegrationCase, Uwsgi, wait_for
+from harness import FAILING, RECORDER, IntegrationCase, Uwsgi, read_socket, wait_for
 
 BASE = """
 [uwsgi]
@@ -93,19 +91,6 @@ def alive(pid):
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except FileNotFoundError:
         return False
-
-
-def read_socket(path):
-    with socket.socket(socket.AF_UNIX) as s:
-        s.settimeout(10)
-        s.connect(path)
-        chunks = []
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            chunks.append(chunk)
-    return json.loads(b"".join(chunks))
 
 
 class FaultCase(IntegrationCase):

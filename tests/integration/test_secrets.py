@@ -8,11 +8,10 @@ import json
 import os
 import re
 import secrets
-import socket
 import subprocess
 import time
 
-from harness import APP_DIR, RECORDER, IntegrationCase, Uwsgi, wait_for
+from harness import RECORDER, IntegrationCase, Uwsgi, read_socket, wait_for
 
 INI = """
 [uwsgi]
@@ -137,14 +136,7 @@ class SecretsTest(IntegrationCase):
         scan()
         self.assertGreaterEqual(len(scanned), 4, "master, 2 workers, exec: children")
 
-        with socket.socket(socket.AF_UNIX) as s:
-            s.connect(os.path.join(u.dir, "stats.sock"))
-            stats = b""
-            while True:
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                stats += chunk
+        stats = read_socket(os.path.join(u.dir, "stats.sock"), parse=False)
         self.assertIn(b"postgresql://deploy:***@db.example/app", stats)
         self.assertNoSecret("the forksafe-stats document", stats, SETTING_SECRETS + ("s_spec",))
         self.assertEqual(u.stop(), 0)

@@ -4,10 +4,9 @@ the forksafe-stats socket, read from a real uWSGI like an operator would."""
 import json
 import os
 import signal
-import socket
 import subprocess
 
-from harness import UWSGI, IntegrationCase, Uwsgi, free_port, wait_for
+from harness import UWSGI, IntegrationCase, Uwsgi, free_port, read_socket, wait_for
 
 BASE = """
 [uwsgi]
@@ -24,27 +23,6 @@ forksafe-subscribe = * dl:{recorder}:record
 """
 
 SETTINGS = {"db.password": "hunter2"}
-
-
-def read_socket(address):
-    """One JSON document per connection, like uWSGI's stats server."""
-    if address.startswith("/"):
-        s = socket.socket(socket.AF_UNIX)
-        target = address
-    else:
-        host, port = address.rsplit(":", 1)
-        s = socket.socket(socket.AF_INET)
-        target = (host, int(port))
-    chunks = []
-    with s:
-        s.settimeout(10)
-        s.connect(target)
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            chunks.append(chunk)
-    return json.loads(b"".join(chunks))
 
 
 class StatsTest(IntegrationCase):

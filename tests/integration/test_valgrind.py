@@ -21,7 +21,7 @@ import signal
 import subprocess
 
 from harness import ROOT, UWSGI, IntegrationCase, Uwsgi, wait_for
-from test_stats import read_socket
+from harness import read_socket
 
 SUPPRESSIONS = os.path.join(ROOT, "tests", "valgrind", "uwsgi.supp")
 TIMEOUT = 90  # seconds for each step: everything runs some 20x slower
