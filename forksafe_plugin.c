@@ -15,7 +15,9 @@
  *                     out which slot is about to be forked (see
  *                     identify_unforked_child).
  *   post-fork         post_fork (workers before lazy app loading, mules and
- *                     spoolers).
+ *                     spoolers).  post_uwsgi_fork only guards the stop and
+ *                     reload signals around a worker's fork (see
+ *                     block_fork_signals).
  *   post-fork-parent  a scan of worker/mule/spooler pids, run on every master
  *                     cycle and before every pre-fork: uWSGI stores a child's
  *                     pid only after its post_uwsgi_fork hooks ran.
@@ -98,12 +100,14 @@ static void forksafe_preinit_apps(void);
 static void forksafe_master_fixup(int);
 static void forksafe_master_cycle(void);
 static void forksafe_pre_uwsgi_fork(void);
+static void forksafe_post_uwsgi_fork(int);
 static void forksafe_post_fork(void);
 static void forksafe_hijack_worker(void);
 static void forksafe_atexit(void);
 static void forksafe_harakiri(int);
 static void forksafe_master_cleanup(void);
 static void forksafe_atfork_prepare(void);
+static void forksafe_atfork_child(void);
 static void hook_emperor_messages(void);
 
 /* ---------------------------------------------------------------- options */
@@ -172,6 +176,7 @@ static struct uwsgi_plugin lifecycle_plugin = {
     .preinit_apps = forksafe_preinit_apps,
     .master_fixup = forksafe_master_fixup,
     .pre_uwsgi_fork = forksafe_pre_uwsgi_fork,
+    .post_uwsgi_fork = forksafe_post_uwsgi_fork,
     .post_fork = forksafe_post_fork,
     .hijack_worker = forksafe_hijack_worker,
     .harakiri = forksafe_harakiri,
@@ -206,6 +211,12 @@ static pid_t startup_master_pid;
 static int forking_worker; /* between pre_uwsgi_fork and the scan */
 static int signals_wrapped;
 static struct sigaction original_actions[NSIG];
+/* The stop and reload signals, blocked in the master around a worker's fork
+ * (see block_fork_signals), and the one a new worker deferred. */
+static int fork_signals_blocked;
+static int worker_fork_in_progress; /* from pre_uwsgi_fork to post_uwsgi_fork */
+static sigset_t fork_saved_mask;
+static volatile sig_atomic_t worker_deferred_signal;
 
 /* --------------------------------------------------------------- logging */
 
@@ -966,7 +977,7 @@ static void forksafe_preinit_apps(void)
         uwsgi_log("[forksafe] cannot create the _forksafe Python module\n");
         exit(1);
     }
-    if (pthread_atfork(forksafe_atfork_prepare, NULL, NULL) != 0) {
+    if (pthread_atfork(forksafe_atfork_prepare, NULL, forksafe_atfork_child) != 0) {
         uwsgi_log("[forksafe] pthread_atfork() failed\n");
         exit(1);
     }
@@ -1069,6 +1080,7 @@ static void fire(forksafe_event_type type, const forksafe__process *child, int s
 
 static void wrap_master_signals(void);
 static void catch_startup_signals(void);
+static void unblock_fork_signals(void);
 
 static void forksafe_master_fixup(int in_child)
 {
@@ -1238,6 +1250,8 @@ static void forksafe_master_cycle(void)
             startup_signal_pending = 0;
         }
     }
+    /* The last fork's pid is stored by now (see block_fork_signals). */
+    unblock_fork_signals();
     /* FIFO commands and touch-reload change the status without a signal. */
     if (shared_state->instance_state == INSTANCE_RUNNING) {
         if (uwsgi.status.gracefully_reloading || uwsgi.status.brutally_reloading) {
@@ -1286,17 +1300,119 @@ static int worker_being_forked(void)
     return 0;
 }
 
+/* uWSGI 2.0.21 loses a stop or reload signal that the master handles
+ * while it forks a worker, and then waits for that worker for ever (or
+ * for worker-reload-mercy):
+ *  - in the master, from the fork until uwsgi_respawn_worker() stores the
+ *    new pid (after every post_uwsgi_fork hook), the worker's slot holds
+ *    pid 0, so kill_them_all()/grace_them_all() skip it and nobody ever
+ *    tells that worker;
+ *  - in the worker, until uwsgi_worker_run() installs its own handlers,
+ *    the master's are still in place: the master's SIGINT (or SIGHUP)
+ *    runs kill_them_all() (or grace_them_all()) inside the new worker,
+ *    which signals its siblings, marks only its own copy of the state as
+ *    dying, and serves on.
+ * So the master blocks these signals from the end of pre-fork until its
+ * next master cycle or pre-fork (the pid is stored by then), and a new
+ * worker holds on to what arrives until uWSGI's handlers are in place
+ * (hijack_worker), then raises it again for them.  pre-fork handlers run
+ * unblocked, so a stop still cuts a slow start-up handler short. */
+static void block_fork_signals(void)
+{
+    static const int guarded[] = {SIGINT, SIGTERM, SIGQUIT, SIGHUP};
+    sigset_t set;
+    size_t i;
+
+    if (fork_signals_blocked)
+        return;
+    sigemptyset(&set);
+    for (i = 0; i < sizeof(guarded) / sizeof(guarded[0]); i++)
+        sigaddset(&set, guarded[i]);
+    if (pthread_sigmask(SIG_BLOCK, &set, &fork_saved_mask) == 0)
+        fork_signals_blocked = 1;
+}
+
+static void unblock_fork_signals(void)
+{
+    if (!fork_signals_blocked)
+        return;
+    fork_signals_blocked = 0;
+    pthread_sigmask(SIG_SETMASK, &fork_saved_mask, NULL);
+}
+
+/* What uWSGI's master sends its workers for the stop or reload under way
+ * (kill_them_all, reap_them_all, grace_them_all, gracefully_kill_them_all),
+ * 0 if none. */
+static int signal_for_workers(void)
+{
+    if (uwsgi.status.brutally_destroying)
+        return SIGINT;
+    if (uwsgi.status.brutally_reloading)
+        return SIGTERM;
+    if (uwsgi.status.gracefully_destroying || uwsgi.status.gracefully_reloading)
+        return SIGHUP;
+    return 0;
+}
+
+/* A new worker's handler until uWSGI's own: a stop beats a reload. */
+static void defer_worker_signal(int signum)
+{
+    if (!worker_deferred_signal || signum != SIGHUP)
+        worker_deferred_signal = signum;
+}
+
 static void forksafe_pre_uwsgi_fork(void)
 {
     int wid;
 
     if (!context_ready || !is_master())
         return;
+    unblock_fork_signals();
     scan_children();
     wid = worker_being_forked();
     forking_worker = 1;
     if (wid > 0)
         fire_pre_fork(FORKSAFE__WORKER, wid);
+    block_fork_signals();
+    worker_fork_in_progress = 1;
+    /* A stop or reload the master handled since it reaped this slot's
+     * last worker skipped the slot (pid 0), and uWSGI forks anyway: the
+     * new worker gets the signal its siblings got, at hijack_worker. */
+    worker_deferred_signal = signal_for_workers();
+}
+
+/* Mules, gateways and daemons are forked while the signals may still be
+ * blocked after the last worker's fork (until the first master cycle):
+ * they must not keep the master's mask (a daemon would even keep it
+ * across exec). */
+static void forksafe_atfork_child(void)
+{
+    if (fork_signals_blocked && !worker_fork_in_progress)
+        unblock_fork_signals();
+}
+
+static void forksafe_post_uwsgi_fork(int in_child)
+{
+    /* The signals uwsgi_worker_run() gives handlers of its own; SIGQUIT
+     * keeps what uWSGI leaves a worker. */
+    static const int deferred[] = {SIGINT, SIGTERM, SIGHUP};
+    size_t i;
+
+    worker_fork_in_progress = 0;
+    if (!in_child) {
+        worker_deferred_signal = 0;
+        return;
+    }
+    if (!fork_signals_blocked)
+        return;
+    for (i = 0; i < sizeof(deferred) / sizeof(deferred[0]); i++) {
+        struct sigaction ours;
+        memset(&ours, 0, sizeof(ours));
+        ours.sa_handler = defer_worker_signal;
+        sigemptyset(&ours.sa_mask);
+        sigaction(deferred[i], &ours, NULL);
+    }
+    unblock_fork_signals();
 }
 
 static int pid_is_gone(pid_t pid)
@@ -1393,6 +1509,15 @@ static void forksafe_post_fork(void)
 
 static void forksafe_hijack_worker(void)
 {
+    int deferred = worker_deferred_signal;
+
+    if (deferred) {
+        /* uWSGI's worker handlers are in place now: the signal the master
+         * sent while this worker started is theirs. */
+        worker_deferred_signal = 0;
+        kill(getpid(), deferred);
+        return;
+    }
     if (self.kind != FORKSAFE__WORKER || uwsgi.mywid != self.id)
         return;
     /* A SIGINT the master sent while this worker started (Python's handler

@@ -289,10 +289,9 @@ class ChurnTest(IntegrationCase):
                  >= forks or self.poke_master() is None, timeout=10, what="post-fork-parent")
         stats = read_socket(u.forksafe_stats)
         master_pid = u.master_pid
-        # Stopped only once every worker is ready (sample() waited for it):
-        # uWSGI 2.0.21 loses a SIGINT that reaches a worker before
-        # uwsgi_worker_run() set its signal handlers (it still has the
-        # master's), and then never stops -- with or without forksafe.
+        # Stopped once every worker is ready (sample() waited for it), so
+        # the counters above are final; a stop in the middle of the churn is
+        # test_stop_churn's.
         status = u.stop()
 
         base, last = self.rows[0], self.rows[-1]
