@@ -126,14 +126,19 @@ $(BUILD)/tools/%: tests/tools/%.c $(LIB_OBJ)
 
 tools: $(TOOL_BIN)
 
+# -rdynamic: dispatch_bench subscribes its own handlers as symbol:NAME.
+BENCH_C := $(patsubst bench/%.c,$(BUILD)/bench/%,$(sort $(wildcard bench/*.c)))
 $(BUILD)/bench/%: bench/%.c $(LIB_OBJ)
 	@mkdir -p $(dir $@)
-	$(CC) $(BASE_CFLAGS) $(JANSSON_CFLAGS) -Wno-missing-prototypes $< $(LIB_OBJ) \
+	$(CC) $(BASE_CFLAGS) $(JANSSON_CFLAGS) -Wno-missing-prototypes -rdynamic $< $(LIB_OBJ) \
 	    -o $@ $(JANSSON_LIBS) -ldl -lm
 
 # Benchmarks print ratios against a baseline measured in the same run.
-bench: $(BUILD)/bench/parse_bench
-	$(BUILD)/bench/parse_bench
+# dispatch_bench runs itself under callgrind; no_parse_per_fork.py traces a
+# real uWSGI with strace.
+bench: deps $(BENCH_C) $(PLUGIN) $(EXAMPLE_SO)
+	@for b in $(BENCH_C); do echo "== $$b"; $$b || exit 1; echo; done
+	@echo "== bench/no_parse_per_fork.py"; UWSGI=$(UWSGI) $(PYTHON) bench/no_parse_per_fork.py
 
 # libFuzzer harnesses: lib/ compiled again with clang, instrumented for
 # coverage and sanitizers, apart from the gcc build.

@@ -126,7 +126,8 @@ FORKSAFE_EXPORT pid_t forksafe_event_pid(const forksafe_event *ev);
 FORKSAFE_EXPORT const char *forksafe_event_setting(const forksafe_event *ev, const char *key);
 
 /* Returns the whole payload as a jansson `json_t *` (declared void * here so
- * that this header does not require jansson.h).  Borrowed and read-only. */
+ * that this header does not require jansson.h), built on the first call of
+ * the dispatch.  Borrowed and read-only; NULL only if memory ran out. */
 FORKSAFE_EXPORT const void *forksafe_event_payload(const forksafe_event *ev);
 
 /* Returns the payload serialised as compact JSON.  Borrowed; valid during the

@@ -279,21 +279,27 @@ static double elapsed_ms(const struct timespec *start)
            (double)(now.tv_nsec - start->tv_nsec) / 1e6;
 }
 
+/* WHERE is described only when a line is logged: snprintf alone would cost
+ * as much as the rest of a dispatch to a native handler. */
 static int run_handler(forksafe__context *ctx, const forksafe__subscription *sub,
-                       forksafe_event *ev, const char *where)
+                       forksafe_event *ev)
 {
     const char *event = forksafe_event_type_name(ev->occ->type);
-    char why[512] = "";
+    char why[512], where[128];
     struct timespec start;
     double ms;
     int rc;
 
+    why[0] = '\0';
     ev->subscription = sub;
     clock_gettime(CLOCK_MONOTONIC, &start);
     rc = sub->backend->invoke(ctx, sub->backend->data, sub->handle, ev, why, sizeof(why));
     ms = elapsed_ms(&start);
     forksafe__stats_handler_ran(ctx, ev->occ, (int)sub->index, rc,
                                 why[0] ? why : forksafe__strerror(rc), (int64_t)(ms * 1e6));
+    if (rc == 0 && !ctx->verbose && (ctx->timeout <= 0 || ms <= ctx->timeout * 1e3))
+        return 0;
+    describe_process(&ev->occ->self, where, sizeof(where));
     if (rc != 0)
         forksafe__log(ctx, FORKSAFE__LOG_ERROR, "handler '%s' failed on %s in %s: %s", sub->name,
                       event, where, why[0] ? why : forksafe__strerror(rc));
@@ -311,9 +317,8 @@ static int run_handler(forksafe__context *ctx, const forksafe__subscription *sub
 
 int forksafe__dispatch(forksafe__context *ctx, const forksafe__occurrence *occ)
 {
-    forksafe_event ev = {ctx, occ, NULL, NULL, NULL};
+    forksafe_event ev = {ctx, occ, NULL, NULL, NULL, 0};
     struct timespec start = {0, 0};
-    char where[128] = "";
     int result = 0, ran = 0, failed = 0;
     size_t i;
 
@@ -333,26 +338,20 @@ int forksafe__dispatch(forksafe__context *ctx, const forksafe__occurrence *occ)
 
         if (!matches(sub, occ))
             continue;
-        /* Built on the first match only: most events have no subscriber in
-         * most processes, and those must cost nothing. */
-        if (!ev.payload) {
+        /* The event's time is taken on the first match; the payload is
+         * built only if a handler asks for it (forksafe_event_payload). */
+        if (ev.time == 0) {
+            struct timespec now;
+
             clock_gettime(CLOCK_MONOTONIC, &start);
-            describe_process(&occ->self, where, sizeof(where));
-            ev.payload = forksafe__payload_new(ctx, occ);
-            if (!ev.payload) {
-                forksafe__log(ctx, FORKSAFE__LOG_ERROR,
-                              "handler '%s' failed on %s in %s: out of memory building the payload",
-                              sub->name, forksafe_event_type_name(occ->type), where);
-                if (policy + 1 > result)
-                    result = policy + 1;
-                continue;
-            }
+            clock_gettime(CLOCK_REALTIME, &now);
+            ev.time = (double)now.tv_sec + (double)now.tv_nsec / 1e9;
         }
         /* Claimed just before running: a failed handler still counts as
          * run, so a crash loop cannot make every worker retry it. */
         if (sub->once && !claim_once(ctx, sub))
             continue;
-        rc = run_handler(ctx, sub, &ev, where);
+        rc = run_handler(ctx, sub, &ev);
         ran++;
         if (rc != 0) {
             failed++;
@@ -360,10 +359,14 @@ int forksafe__dispatch(forksafe__context *ctx, const forksafe__occurrence *occ)
                 result = policy + 1;
         }
     }
-    if (ran && ctx->verbose)
+    if (ran && ctx->verbose) {
+        char where[128];
+
+        describe_process(&occ->self, where, sizeof(where));
         forksafe__log(ctx, FORKSAFE__LOG_INFO, "%s in %s: %d handler%s, %d failed, %.3f ms",
                       forksafe_event_type_name(occ->type), where, ran, ran == 1 ? "" : "s", failed,
                       elapsed_ms(&start));
+    }
     json_decref(ev.payload);
     forksafe__free(ev.payload_json);
     return result;

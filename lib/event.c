@@ -83,24 +83,31 @@ static int has_reason(forksafe_event_type type)
     return type == FORKSAFE_WORKER_EXIT || type == FORKSAFE_MASTER_EXIT;
 }
 
-json_t *forksafe__payload_new(const forksafe__context *ctx, const forksafe__occurrence *occ)
+static double realtime_now(void)
+{
+    struct timespec now;
+
+    clock_gettime(CLOCK_REALTIME, &now);
+    return (double)now.tv_sec + (double)now.tv_nsec / 1e9;
+}
+
+static json_t *payload_at(const forksafe__context *ctx, const forksafe__occurrence *occ,
+                          double time)
 {
     const char *name = forksafe_event_type_name(occ->type);
     json_t *payload;
-    struct timespec now;
 
     if (!name)
         return NULL;
     payload = json_object();
     if (!payload)
         return NULL;
-    clock_gettime(CLOCK_REALTIME, &now);
     if (set(payload, "event", json_string(name)) ||
         set(payload, "container", json_string(ctx->container ? ctx->container : "uwsgi")) ||
         set(payload, "process", process_json(&occ->self, 1, 1)) ||
         set(payload, "generation", json_integer(occ->generation)) ||
         set(payload, "respawn", json_integer(occ->self.respawn)) ||
-        set(payload, "time", json_real((double)now.tv_sec + (double)now.tv_nsec / 1e9)) ||
+        set(payload, "time", json_real(time)) ||
         set(payload, "settings", shared_or_empty(ctx->settings_json)) ||
         set(payload, "global_settings", shared_or_empty(ctx->global_settings_json)))
         goto fail;
@@ -112,6 +119,11 @@ json_t *forksafe__payload_new(const forksafe__context *ctx, const forksafe__occu
 fail:
     json_decref(payload);
     return NULL;
+}
+
+json_t *forksafe__payload_new(const forksafe__context *ctx, const forksafe__occurrence *occ)
+{
+    return payload_at(ctx, occ, realtime_now());
 }
 
 /* --------------------------------------------------------------- accessors */
@@ -148,32 +160,46 @@ FORKSAFE_EXPORT const char *forksafe_event_setting(const forksafe_event *ev, con
     return forksafe__map_get(&ev->ctx->settings.local, key);
 }
 
+/* Built on first use: building it costs several times what the rest of a
+ * dispatch does, and a native handler that reads only the accessors above
+ * never needs it.  Every forksafe_event is a non-const object of the
+ * dispatcher; the payload and its text are the caches a handler's call may
+ * fill in. */
 FORKSAFE_EXPORT const void *forksafe_event_payload(const forksafe_event *ev)
 {
+    forksafe_event *mutable_ev = (forksafe_event *)ev;
+
+    if (ev->payload)
+        return ev->payload;
+    mutable_ev->payload = payload_at(ev->ctx, ev->occ, ev->time > 0 ? ev->time : realtime_now());
+    if (!ev->payload)
+        forksafe__log(ev->ctx, FORKSAFE__LOG_ERROR, "%s: out of memory building the %s payload",
+                      ev->subscription ? ev->subscription->name : "handler",
+                      forksafe_event_type_name(ev->occ->type));
     return ev->payload;
 }
 
 FORKSAFE_EXPORT const char *forksafe_event_payload_json(const forksafe_event *ev)
 {
-    /* Every forksafe_event is a non-const object of forksafe__dispatch; the
-     * cache is the one thing a handler's call may fill in. */
     forksafe_event *mutable_ev = (forksafe_event *)ev;
+    const json_t *payload;
     size_t size;
     char *text;
 
     if (ev->payload_json)
         return ev->payload_json;
-    if (!ev->payload)
+    payload = forksafe_event_payload(ev);
+    if (!payload)
         return NULL;
     /* Sized first, then written into our own allocation, so the text is
      * freed with forksafe__free whichever allocator jansson was given. */
-    size = json_dumpb(ev->payload, NULL, 0, JSON_COMPACT);
+    size = json_dumpb(payload, NULL, 0, JSON_COMPACT);
     if (size == 0)
         return NULL;
     text = forksafe__malloc(size + 1);
     if (!text)
         return NULL;
-    if (json_dumpb(ev->payload, text, size, JSON_COMPACT) != size) {
+    if (json_dumpb(payload, text, size, JSON_COMPACT) != size) {
         forksafe__free(text);
         return NULL;
     }

@@ -538,8 +538,9 @@ struct forksafe_event {
     const forksafe__context *ctx;
     const forksafe__occurrence *occ;
     const forksafe__subscription *subscription;
-    json_t *payload;    /* built once per dispatch, shared by handlers */
+    json_t *payload;    /* built on first use, once per dispatch, shared */
     char *payload_json; /* serialised lazily, once per dispatch */
+    double time;        /* when the event happened (epoch seconds); 0: now */
 };
 
 /* Builds the payload object for OCC. Returns a new reference or NULL. */

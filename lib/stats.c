@@ -92,7 +92,11 @@ void forksafe__stats_handler_ran(forksafe__context *ctx, const forksafe__occurre
     __atomic_store_n(&record->pid, (int32_t)occ->self.pid, __ATOMIC_RELAXED);
     __atomic_store_n(&record->subscription, (int32_t)subscription, __ATOMIC_RELAXED);
     __atomic_store_n(&record->result, (int32_t)result, __ATOMIC_RELAXED);
-    snprintf(record->why, sizeof(record->why), "%s", result != 0 && why ? why : "");
+    /* snprintf only for a failure: it would double a native dispatch. */
+    if (result != 0 && why)
+        snprintf(record->why, sizeof(record->why), "%s", why);
+    else
+        record->why[0] = '\0';
     __atomic_store_n(&record->stamp, sequence + 1, __ATOMIC_RELEASE);
 }
 
