@@ -9,6 +9,7 @@ packages=(
     gunicorn
     python3-pastedeploy python3-pyramid python3-uwsgidecorators
     valgrind clang-format
+    wrk # make bench
     clang libclang-rt-14-dev # make fuzz: libFuzzer and its sanitizer runtimes
     python3-sqlalchemy python3-psycopg2 postgresql
     python3-celery redis-server python3-redis
