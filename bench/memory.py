@@ -19,7 +19,6 @@ baseline after the first chunk and at the end.
 
 import sys
 import time
-import urllib.request
 
 from common import Uwsgi, env_int, median, private_kib, report, status_kib, table, verdict
 from spawn import Churn

@@ -50,6 +50,7 @@ SETTINGS = "\n[app:main]\nforksafe.event_log = {dir}/events.jsonl\n"
 
 VARIANTS = [
     ("bare", COMMON + SIMPLE + "plugins = python3\n"),
+    ("forksafe, no handler", COMMON + SIMPLE + FORKSAFE + SETTINGS),
     ("forksafe dl:", COMMON + SIMPLE + FORKSAFE
      + "forksafe-subscribe = post-fork dl:{event_log_so}:record\n" + SETTINGS),
     ("uwsgidecorators @postfork", COMMON + "wsgi-file = {bench_apps}/postfork_app.py\n"
@@ -152,6 +153,7 @@ def main():
     exec_forksafe = delta["forksafe exec:"]
     targets = {
         "bare": "baseline",
+        "forksafe, no handler": "plugin loaded, nothing subscribed",
         "forksafe dl:": "CPU <= 1.01x bare (%.3fx): %s" % (cpu["forksafe dl:"] / cpu["bare"],
                                                           verdict(native_ok)),
         "uwsgidecorators @postfork": "reference for python:",
