@@ -140,6 +140,15 @@ bench: deps $(BENCH_C) $(PLUGIN) $(EXAMPLE_SO)
 	@for b in $(BENCH_C); do echo "== $$b"; $$b || exit 1; echo; done
 	@echo "== bench/no_parse_per_fork.py"; UWSGI=$(UWSGI) $(PYTHON) bench/no_parse_per_fork.py
 
+# Against a real uWSGI, every variant in one run (bench/*.py): throughput
+# (wrk), spawn -> ready latency and respawn rate, memory.  Each prints its
+# table; build/bench/results.md holds the latest ones.
+BENCH_PY := throughput spawn memory
+.PHONY: bench-py
+bench: bench-py
+bench-py: deps $(PLUGIN) $(EXAMPLE_SO)
+	@for b in $(BENCH_PY); do $(PYTHON) bench/$$b.py || exit 1; done
+
 # libFuzzer harnesses: lib/ compiled again with clang, instrumented for
 # coverage and sanitizers, apart from the gcc build.
 FUZZ_CC      ?= clang

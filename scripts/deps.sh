@@ -9,7 +9,7 @@ packages=(
     gunicorn
     python3-pastedeploy python3-pyramid python3-uwsgidecorators
     valgrind clang-format
-    strace # make bench: bench/no_parse_per_fork.py
+    strace wrk # make bench: bench/no_parse_per_fork.py, bench/throughput.py
     clang libclang-rt-14-dev # make fuzz: libFuzzer and its sanitizer runtimes
     python3-sqlalchemy python3-psycopg2 postgresql
     python3-celery redis-server python3-redis

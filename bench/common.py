@@ -1,0 +1,255 @@
+"""Shared by the bench/*.py benchmarks: uWSGI instances started side by side
+in one run, medians, and the tables they print.
+
+The machines these run on are small and noisy, so a benchmark never trusts
+an absolute number: every variant runs in the same invocation, the variants
+take turns round after round (so a burst of background load hits them
+alike), and the result is the median of the per-round medians, as a ratio
+against the baseline variant of the same run.
+
+Every uWSGI is started by us in a session of its own, stopped by its pid
+with SIGINT (SIGTERM would be a reload) and, whatever happens, its process
+group killed and reaped at exit.
+"""
+
+import atexit
+import json
+import os
+import select
+import signal
+import socket
+import statistics
+import subprocess
+import tempfile
+import time
+import urllib.request
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+BUILD = os.path.join(ROOT, "build")
+OUT_DIR = os.path.join(BUILD, "bench")
+UWSGI = os.environ.get("UWSGI", "uwsgi")
+TEST_APPS = os.path.join(ROOT, "tests", "integration", "apps")
+BENCH_APPS = os.path.join(ROOT, "bench", "apps")
+EVENT_LOG_SO = os.path.join(BUILD, "examples", "event_log.so")
+
+_running = []
+
+
+def env_int(name, default):
+    value = os.environ.get(name)
+    return int(value) if value else default
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def median(values):
+    return statistics.median(values) if values else float("nan")
+
+
+def read_socket(address):
+    """One JSON document per connection (uWSGI's stats server)."""
+    host, port = address.rsplit(":", 1)
+    chunks = []
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    return json.loads(b"".join(chunks))
+
+
+def wait_exited(pid, timeout=10.0):
+    """True once PID has exited (a pidfd turns readable, zombie or not)."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        return bool(poller.poll(timeout * 1000))
+    finally:
+        os.close(fd)
+
+
+def children(pid):
+    out = []
+    try:
+        tasks = os.listdir("/proc/%d/task" % pid)
+    except FileNotFoundError:
+        return out
+    for tid in tasks:
+        try:
+            with open("/proc/%d/task/%s/children" % (pid, tid)) as f:
+                out.extend(int(p) for p in f.read().split())
+        except FileNotFoundError:
+            pass
+    return out
+
+
+def private_kib(pid):
+    """Private_Clean + Private_Dirty of PID in KiB: the memory only it uses."""
+    total = 0
+    with open("/proc/%d/smaps_rollup" % pid) as f:
+        for line in f:
+            key, _, rest = line.partition(":")
+            if key in ("Private_Clean", "Private_Dirty"):
+                total += int(rest.split()[0])
+    return total
+
+
+def status_kib(pid, key):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            name, _, rest = line.partition(":")
+            if name == key:
+                return int(rest.split()[0])
+    raise KeyError(key)
+
+
+class Uwsgi:
+    """One uWSGI instance, in a temp dir of its own, from an ini body in
+    which {port}, {dir}, {stats}, {plugin_dir}, {test_apps}, {bench_apps}
+    and {event_log_so} are filled in."""
+
+    def __init__(self, name, ini_body):
+        self.name = name
+        self.dir = tempfile.mkdtemp(prefix="forksafe-bench-")
+        self.port = free_port()
+        self.stats = "127.0.0.1:%d" % free_port()
+        self.log = os.path.join(self.dir, "uwsgi.log")
+        self.ini = os.path.join(self.dir, "uwsgi.ini")
+        text = ini_body.format(port=self.port, dir=self.dir, stats=self.stats,
+                               plugin_dir=ROOT, test_apps=TEST_APPS,
+                               bench_apps=BENCH_APPS, event_log_so=EVENT_LOG_SO)
+        with open(self.ini, "w") as f:
+            f.write(text)
+        self.proc = None
+
+    def start(self):
+        with open(self.log, "ab") as logf:
+            self.proc = subprocess.Popen([UWSGI, "--ini", self.ini], stdout=logf,
+                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                         cwd=self.dir, start_new_session=True)
+        _running.append(self)
+        return self
+
+    def wait_ready(self, timeout=30.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("%s: uWSGI exited (%s):\n%s"
+                                   % (self.name, self.proc.returncode, self.log_tail()))
+            try:
+                self.get()
+                return self
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("%s: not answering after %ss:\n%s"
+                           % (self.name, timeout, self.log_tail()))
+
+    def log_tail(self, n=3000):
+        try:
+            with open(self.log, errors="replace") as f:
+                return f.read()[-n:]
+        except FileNotFoundError:
+            return ""
+
+    def get(self, path="/", timeout=10):
+        with urllib.request.urlopen("http://127.0.0.1:%d%s" % (self.port, path),
+                                    timeout=timeout) as r:
+            return r.read()
+
+    def poke(self):
+        """Reads uWSGI's stats server: an event in the master's loop, which
+        wakes it to reap dead workers and fork their successors at once."""
+        return read_socket(self.stats)
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def workers(self):
+        return children(self.proc.pid)
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGINT)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        if self in _running:
+            _running.remove(self)
+        subprocess.run(["rm", "-rf", self.dir], check=False)
+
+    def kill(self):
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
+
+
+@atexit.register
+def _stop_all():
+    for u in list(_running):
+        u.kill()
+        subprocess.run(["rm", "-rf", u.dir], check=False)
+
+
+def machine():
+    cpus = os.cpu_count()
+    model = "?"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    version = subprocess.run([UWSGI, "--version"], capture_output=True, text=True).stdout.strip()
+    return "%d CPUs (%s), uWSGI %s, %s" % (cpus, model, version,
+                                          time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
+
+
+def table(headers, rows):
+    """A Markdown table: readable as plain text and in results.md."""
+    cells = [[str(c) for c in headers]] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(cells[0], widths)) + " |",
+             "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
+    for row in cells[1:]:
+        lines.append("| " + " | ".join(c.ljust(w) for c, w in zip(row, widths)) + " |")
+    return "\n".join(lines)
+
+
+def report(name, title, text):
+    """Prints one benchmark's section and stores it as build/bench/sections/NAME.md;
+    build/bench/results.md is every stored section, in name order."""
+    section = "## %s\n\n%s\n" % (title, text.rstrip())
+    print("\n" + section, flush=True)
+    sections = os.path.join(OUT_DIR, "sections")
+    os.makedirs(sections, exist_ok=True)
+    with open(os.path.join(sections, name + ".md"), "w") as f:
+        f.write(section)
+    parts = []
+    for entry in sorted(os.listdir(sections)):
+        if entry.endswith(".md"):
+            with open(os.path.join(sections, entry)) as f:
+                parts.append(f.read())
+    with open(os.path.join(OUT_DIR, "results.md"), "w") as f:
+        f.write("# forksafe benchmarks\n\nMachine: %s\n\n%s" % (machine(), "\n".join(parts)))
+
+
+def verdict(ok):
+    return "met" if ok else "MISSED"

@@ -1,0 +1,158 @@
+#!/usr/bin/env python3
+"""Memory: private RSS per worker with and without forksafe (target
+<= +64 KiB), and the master's memory over many respawns.
+
+Per worker: Private_Clean + Private_Dirty from /proc/PID/smaps_rollup (the
+pages only that worker holds: its copy-on-write copies and its own
+allocations), after each worker has served requests, for fresh instances
+started BENCH_MEMORY_ROUNDS times: forksafe loaded with no subscription, with one
+native post-fork handler, and with the throughput benchmark's three
+subscriptions (one of them a python: handler in the worker).
+
+Master over respawns: bare and forksafe (native, python: and exec:
+handlers on pre-fork / post-fork / post-fork-parent / worker-exit), one
+worker each with max-requests = 1, respawned in alternating chunks up to
+BENCH_RESPAWNS each or BENCH_CHURN_SECONDS in all; the master's RssAnon
+(heap and other private pages: what a leak grows) and VmRSS at a
+baseline after the first chunk and at the end.
+"""
+
+import sys
+import time
+
+from common import Uwsgi, env_int, median, private_kib, report, status_kib, table, verdict
+from spawn import Churn
+
+ROUNDS = env_int("BENCH_MEMORY_ROUNDS", 4)
+RESPAWNS = env_int("BENCH_RESPAWNS", 2000)
+CHURN_SECONDS = env_int("BENCH_CHURN_SECONDS", 240)
+CHUNK = 250
+TARGET_KIB = 64
+
+WORKER_COMMON = """
+[uwsgi]
+plugin-dir = {plugin_dir}
+master = true
+processes = 2
+http-socket = 127.0.0.1:{port}
+stats = {stats}
+pythonpath = {test_apps}
+pythonpath = {bench_apps}
+wsgi-file = {test_apps}/simple_app.py
+disable-logging = true
+"""
+FORKSAFE_3 = """plugins = python3,forksafe
+forksafe-settings = %p
+forksafe-subscribe = post-fork dl:{event_log_so}:record
+forksafe-subscribe = worker-ready python:bench_handlers:on_post_fork
+forksafe-subscribe = worker-exit exec:true
+
+[app:main]
+forksafe.event_log = {dir}/events.jsonl
+"""
+WORKER_VARIANTS = [
+    ("bare", WORKER_COMMON + "plugins = python3\n"),
+    ("forksafe, no subscription", WORKER_COMMON + "plugins = python3,forksafe\n"),
+    ("forksafe, dl: post-fork", WORKER_COMMON + FORKSAFE_3.split("forksafe-subscribe = worker-ready")[0]
+     + "\n[app:main]\nforksafe.event_log = {dir}/events.jsonl\n"),
+    ("forksafe, 3 subscriptions", WORKER_COMMON + FORKSAFE_3),
+]
+
+CHURN_COMMON = WORKER_COMMON.replace("processes = 2", "processes = 1") + """
+max-requests = 1
+min-worker-lifetime = 0
+forkbomb-delay = 0
+skip-atexit-teardown = true
+"""
+CHURN_VARIANTS = [
+    ("bare", CHURN_COMMON + "plugins = python3\n"),
+    ("forksafe", CHURN_COMMON + """plugins = python3,forksafe
+forksafe-settings = %p
+forksafe-subscribe = pre-fork,post-fork,post-fork-parent,worker-exit dl:{event_log_so}:record
+forksafe-subscribe = pre-fork,worker-exit exec:true
+forksafe-subscribe = post-fork-parent,post-fork python:bench_handlers:on_post_fork
+
+[app:main]
+forksafe.event_log = /dev/null
+"""),
+]
+
+
+def worker_memory():
+    per_variant = {name: [] for name, _ in WORKER_VARIANTS}
+    for _ in range(ROUNDS):
+        servers = [Uwsgi(name, body).start() for name, body in WORKER_VARIANTS]
+        for u in servers:
+            u.wait_ready()
+        for u in servers:
+            # enough requests that both workers have served several
+            for _ in range(50):
+                u.get()
+            time.sleep(0.2)
+            pids = u.workers()
+            if len(pids) != 2:
+                raise RuntimeError("%s: expected 2 workers, found %s" % (u.name, pids))
+            per_variant[u.name].extend(private_kib(p) for p in pids)
+        for u in servers:
+            u.stop()
+    base = median(per_variant["bare"])
+    rows = []
+    for name, values in per_variant.items():
+        extra = median(values) - base
+        target = "baseline" if name == "bare" else "<= +%d KiB: %s" % (
+            TARGET_KIB, verdict(extra <= TARGET_KIB))
+        rows.append((name, len(values), "%d" % median(values), "%d-%d" % (min(values), max(values)),
+                     "%+d" % extra, target))
+    report("5a-worker-memory", "Private memory per worker (%d instances x 2 workers per variant)"
+           % ROUNDS, table(("variant", "workers", "median private KiB", "range", "vs bare KiB",
+                            "target"), rows))
+
+
+def master_memory():
+    servers = [Uwsgi(name, body).start() for name, body in CHURN_VARIANTS]
+    for u in servers:
+        u.wait_ready()
+    churns = {u.name: Churn(u) for u in servers}
+    done = {u.name: 0 for u in servers}
+    samples = {}
+    deadline = time.monotonic() + CHURN_SECONDS
+    first = True
+    while min(done.values()) < RESPAWNS and time.monotonic() < deadline:
+        for u in servers:
+            step = min(CHUNK, RESPAWNS - done[u.name])
+            for _ in range(step):
+                if time.monotonic() >= deadline:
+                    break
+                churns[u.name].cycle()
+                done[u.name] += 1
+            u.poke()  # the last worker is forked
+            time.sleep(0.05)
+            sample = (done[u.name], status_kib(u.pid, "RssAnon"), status_kib(u.pid, "VmRSS"))
+            if first:
+                samples[u.name] = [sample]
+            else:
+                samples[u.name].append(sample)
+        if first:
+            first = False
+        print("master churn: %s" % ", ".join("%s %d" % kv for kv in done.items()), flush=True)
+    for u in servers:
+        u.stop()
+    rows = []
+    for name, s in samples.items():
+        (n0, anon0, rss0), (n1, anon1, rss1) = s[0], s[-1]
+        rows.append((name, "%d -> %d" % (n0, n1), "%d -> %d (%+d)" % (anon0, anon1, anon1 - anon0),
+                     "%d -> %d (%+d)" % (rss0, rss1, rss1 - rss0)))
+    report("5b-master-memory", "Master memory over respawns (baseline after the first chunk)",
+           table(("variant", "respawns", "RssAnon KiB", "VmRSS KiB"), rows)
+           + "\n\nBounded by BENCH_RESPAWNS=%d per variant and BENCH_CHURN_SECONDS=%d."
+           % (RESPAWNS, CHURN_SECONDS))
+
+
+def main():
+    worker_memory()
+    master_memory()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,185 @@
+#!/usr/bin/env python3
+"""Spawn -> ready latency of a worker, and the respawn rate, with
+max-requests = 1 (every worker serves one request and exits).
+
+One cycle: wait until the worker that answered the last request has exited,
+then read uWSGI's stats server -- an event that wakes the master, which
+reaps the dead worker and forks its successor at once (left alone it reaps
+only about once a second) -- and send a request, which the new worker
+accepts as soon as it is ready.  The latency is from that wake-up to the
+answer: the master's reap and fork, the worker's post-fork hooks, its
+first accept and one tiny request.  The worker's exit is outside it; the
+rate counts whole cycles.
+
+Variants, all in one run, taking turns respawn by respawn (one worker
+each, so only the variant being measured is busy):
+  bare; forksafe with a native post-fork handler (target <= 1.01x bare);
+  a forksafe python: post-fork handler vs a uwsgidecorators @postfork doing
+  the same work (target: forksafe <= +0.3 ms); a forksafe exec: post-fork
+  handler vs uWSGI's hook-post-fork = exec: running the same command
+  (target: forksafe adds at most half of what uWSGI's hook adds over bare).
+"""
+
+import sys
+import time
+
+from common import Uwsgi, env_int, median, report, table, verdict, wait_exited
+
+SWEEPS = env_int("BENCH_SPAWN_SWEEPS", 120)
+COMMAND = "/bin/true"
+
+COMMON = """
+[uwsgi]
+plugin-dir = {plugin_dir}
+master = true
+processes = 1
+http-socket = 127.0.0.1:{port}
+stats = {stats}
+pythonpath = {test_apps}
+pythonpath = {bench_apps}
+max-requests = 1
+min-worker-lifetime = 0
+forkbomb-delay = 0
+disable-logging = true
+; a worker exits in ~10 ms instead of ~100 ms of Py_Finalize()
+skip-atexit-teardown = true
+"""
+SIMPLE = "wsgi-file = {test_apps}/simple_app.py\n"
+FORKSAFE = "plugins = python3,forksafe\nforksafe-settings = %p\n"
+SETTINGS = "\n[app:main]\nforksafe.event_log = {dir}/events.jsonl\n"
+
+VARIANTS = [
+    ("bare", COMMON + SIMPLE + "plugins = python3\n"),
+    ("forksafe, no handler", COMMON + SIMPLE + FORKSAFE + SETTINGS),
+    ("forksafe dl:", COMMON + SIMPLE + FORKSAFE
+     + "forksafe-subscribe = post-fork dl:{event_log_so}:record\n" + SETTINGS),
+    ("uwsgidecorators @postfork", COMMON + "wsgi-file = {bench_apps}/postfork_app.py\n"
+     + "plugins = python3\n"),
+    ("forksafe python:", COMMON + SIMPLE + FORKSAFE
+     + "forksafe-subscribe = post-fork python:bench_handlers:on_post_fork\n" + SETTINGS),
+    ("uWSGI hook-post-fork exec:", COMMON + SIMPLE + "plugins = python3\n"
+     + "hook-post-fork = exec:%s\n" % COMMAND),
+    ("forksafe exec:", COMMON + SIMPLE + FORKSAFE
+     + "forksafe-subscribe = post-fork exec:%s\n" % COMMAND + SETTINGS),
+]
+
+
+def cpu_ns(pid):
+    """CPU time PID has run, in ns (/proc/PID/schedstat, still readable
+    while it is an unreaped zombie), or None when it is gone."""
+    try:
+        with open("/proc/%d/schedstat" % pid) as f:
+            return int(f.read().split()[0])
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+
+
+class Churn:
+    def __init__(self, u):
+        self.u = u
+        self.last_pid = int(u.get())
+        self.worker_cpu = None  # where the CPU time of the last worker goes
+
+    def cycle(self, worker_cpu=None):
+        """(latency, whole cycle, master CPU) in seconds.  The CPU time of
+        the worker this cycle forks (post-fork work, first accept, one
+        request, exit) is appended to WORKER_CPU at the next cycle, once
+        that worker has exited."""
+        start = time.perf_counter()
+        if not wait_exited(self.last_pid):
+            raise RuntimeError("%s: worker %d did not exit" % (self.u.name, self.last_pid))
+        if self.worker_cpu is not None:
+            ns = cpu_ns(self.last_pid)  # None: the master's timer reaped it first
+            if ns is not None:
+                self.worker_cpu.append(ns / 1e9)
+        self.worker_cpu = worker_cpu
+        master_before = cpu_ns(self.u.pid)
+        woken = time.perf_counter()
+        self.u.poke()
+        pid = int(self.u.get())
+        end = time.perf_counter()
+        master = (cpu_ns(self.u.pid) - master_before) / 1e9
+        if pid == self.last_pid:
+            raise RuntimeError("%s: worker %d answered twice" % (self.u.name, pid))
+        self.last_pid = pid
+        return end - woken, end - start, master
+
+
+def main():
+    servers = [Uwsgi(name, body).start() for name, body in VARIANTS]
+    for u in servers:
+        u.wait_ready()
+    churns = [Churn(u) for u in servers]
+    latency = {u.name: [] for u in servers}   # one per sweep, seconds
+    whole = {u.name: [] for u in servers}
+    master_cpu = {u.name: [] for u in servers}
+    worker_cpu = {u.name: [] for u in servers}
+    for r in range(SWEEPS):
+        # the variants take turns respawn by respawn, so load that comes and
+        # goes on the machine hits them alike; sweep r's samples are paired
+        order = churns if r % 2 == 0 else churns[::-1]
+        for c in order:
+            # while the others ran, this master may have reaped and forked
+            # on its own once-a-second timer: that cycle measures no fork
+            c.cycle()
+            lat, cyc, master = c.cycle(worker_cpu[c.u.name])
+            latency[c.u.name].append(lat)
+            whole[c.u.name].append(cyc)
+            master_cpu[c.u.name].append(master)
+        if (r + 1) % 20 == 0:
+            print("sweep %d/%d: %s" % (r + 1, SWEEPS, ", ".join(
+                "%s %.2f ms" % (n, median(v[-20:]) * 1000) for n, v in latency.items())),
+                flush=True)
+    for c in churns:
+        c.cycle()  # collects the last measured worker's CPU time
+    for u in servers:
+        u.stop()
+    rate = {n: [1 / median(v)] for n, v in whole.items()}
+
+    ms = {n: median(v) * 1000 for n, v in latency.items()}
+    paired = {n: median([a / b for a, b in zip(v, latency["bare"])]) for n, v in latency.items()}
+    delta = {n: median([(a - b) * 1000 for a, b in zip(v, latency["bare"])])
+             for n, v in latency.items()}
+
+    def vs(a, b):
+        return median([(x - y) * 1000 for x, y in zip(latency[a], latency[b])])
+
+    # CPU per respawn (master + new worker): what a respawn costs, and far
+    # less disturbed than wall time by other load on a small machine
+    cpu = {n: median(master_cpu[n]) * 1000 + median(worker_cpu[n]) * 1000 for n in latency}
+    native_ok = cpu["forksafe dl:"] <= 1.01 * cpu["bare"]
+    python_extra = cpu["forksafe python:"] - cpu["uwsgidecorators @postfork"]
+    exec_uwsgi = delta["uWSGI hook-post-fork exec:"]
+    exec_forksafe = delta["forksafe exec:"]
+    targets = {
+        "bare": "baseline",
+        "forksafe, no handler": "plugin loaded, nothing subscribed",
+        "forksafe dl:": "CPU <= 1.01x bare (%.3fx): %s" % (cpu["forksafe dl:"] / cpu["bare"],
+                                                          verdict(native_ok)),
+        "uwsgidecorators @postfork": "reference for python:",
+        "forksafe python:": "CPU <= +0.3 ms vs @postfork (%+.2f ms): %s"
+        % (python_extra, verdict(python_extra <= 0.3)),
+        "uWSGI hook-post-fork exec:": "reference for exec:",
+        "forksafe exec:": "latency: adds <= half of uWSGI's (%+.2f vs %+.2f ms): %s"
+        % (exec_forksafe, exec_uwsgi, verdict(exec_forksafe <= exec_uwsgi / 2)),
+    }
+    rows = [(n, "%.2f" % ms[n], "%.3fx" % paired[n], "%+.2f" % delta[n],
+             "%.1f" % median(rate[n]), "%.2f" % (median(master_cpu[n]) * 1000),
+             "%.2f" % (median(worker_cpu[n]) * 1000), "%.2f" % cpu[n], targets[n])
+            for n in latency]
+    report("2-spawn", "Spawn -> ready latency and respawn rate (max-requests = 1, %d measured "
+           "respawns per variant)" % SWEEPS,
+           table(("variant", "latency ms", "vs bare", "+ms vs bare", "respawns/s",
+                  "master CPU ms", "worker CPU ms", "CPU ms", "target"), rows)
+           + "\n\nLatency: from waking the master (stats read) after the previous worker "
+           "exited to the new worker's answer (reap, fork, post-fork hooks, first accept, one "
+           "request). The variants take turns respawn by respawn; ratios and differences are "
+           "medians over those turns of the pair (variant, bare). Respawns/s: 1 / the median "
+           "whole cycle (the worker's exit included). CPU: medians of the master's CPU time "
+           "per cycle and of the new worker's whole life (/proc/PID/schedstat; an exec: "
+           "command's own process is not in it, so the exec: target is judged on latency).")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
