@@ -342,23 +342,29 @@ out:
 
 /* ------------------------------------------------------------- calling */
 
+/* json.loads, looked up with the GIL held; 0, or -1 with an exception. */
+static int resolve_json_loads(void)
+{
+    PyObject *module;
+
+    if (python_json_loads)
+        return 0;
+    module = py.PyImport_ImportModule("json");
+    if (!module)
+        return -1;
+    python_json_loads = py.PyObject_GetAttrString(module, "loads");
+    decref(module);
+    return python_json_loads ? 0 : -1;
+}
+
 /* Returns a new dict equal to EV's payload, or NULL with an exception. */
 static PyObject *payload_dict(const forksafe_event *ev)
 {
     const char *json = forksafe_event_payload_json(ev);
     PyObject *text, *dict;
 
-    if (!json)
+    if (!json || resolve_json_loads() != 0)
         return NULL;
-    if (!python_json_loads) {
-        PyObject *module = py.PyImport_ImportModule("json");
-        if (!module)
-            return NULL;
-        python_json_loads = py.PyObject_GetAttrString(module, "loads");
-        decref(module);
-        if (!python_json_loads)
-            return NULL;
-    }
     text = py.PyUnicode_FromString(json);
     if (!text)
         return NULL;
@@ -500,6 +506,13 @@ int forksafe__python_bridge_init(const char *container)
             }
             decref(value);
         }
+    }
+    /* Imported here, in the master, so that workers inherit it: importing
+     * json (and re) in every new worker for its first post-fork payload
+     * cost each one a few milliseconds. */
+    if (rc == 0 && resolve_json_loads() != 0) {
+        py.PyErr_Clear();
+        rc = FORKSAFE__EINVAL;
     }
     if (rc == 0) {
         bridge = module;
