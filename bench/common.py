@@ -13,13 +13,11 @@ group killed and reaped at exit.
 """
 
 import atexit
-import json
 import os
-import select
 import signal
-import socket
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.request
@@ -30,9 +28,28 @@ OUT_DIR = os.path.join(BUILD, "bench")
 UWSGI = os.environ.get("UWSGI", "uwsgi")
 TEST_APPS = os.path.join(ROOT, "tests", "integration", "apps")
 BENCH_APPS = os.path.join(ROOT, "bench", "apps")
+
+# The benchmarks drive uWSGI with the integration tests' own helpers.
+sys.path.insert(0, TEST_APPS.rsplit(os.sep, 1)[0])
+from harness import children, free_port, read_socket, wait_exited  # noqa: E402,F401
 EVENT_LOG_SO = os.path.join(BUILD, "examples", "event_log.so")
 
 _running = []
+
+
+# The instance the throughput and memory benchmarks vary (plugins come after).
+TWO_WORKERS = """
+[uwsgi]
+plugin-dir = {plugin_dir}
+master = true
+processes = 2
+http-socket = 127.0.0.1:{port}
+stats = {stats}
+pythonpath = {test_apps}
+pythonpath = {bench_apps}
+wsgi-file = {test_apps}/simple_app.py
+disable-logging = true
+"""
 
 
 def env_int(name, default):
@@ -40,56 +57,8 @@ def env_int(name, default):
     return int(value) if value else default
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def median(values):
     return statistics.median(values) if values else float("nan")
-
-
-def read_socket(address):
-    """One JSON document per connection (uWSGI's stats server)."""
-    host, port = address.rsplit(":", 1)
-    chunks = []
-    with socket.create_connection((host, int(port)), timeout=10) as s:
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            chunks.append(chunk)
-    return json.loads(b"".join(chunks))
-
-
-def wait_exited(pid, timeout=10.0):
-    """True once PID has exited (a pidfd turns readable, zombie or not)."""
-    try:
-        fd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return True
-    try:
-        poller = select.poll()
-        poller.register(fd, select.POLLIN)
-        return bool(poller.poll(timeout * 1000))
-    finally:
-        os.close(fd)
-
-
-def children(pid):
-    out = []
-    try:
-        tasks = os.listdir("/proc/%d/task" % pid)
-    except FileNotFoundError:
-        return out
-    for tid in tasks:
-        try:
-            with open("/proc/%d/task/%s/children" % (pid, tid)) as f:
-                out.extend(int(p) for p in f.read().split())
-        except FileNotFoundError:
-            pass
-    return out
 
 
 def private_kib(pid):

@@ -20,7 +20,7 @@ baseline after the first chunk and at the end.
 import sys
 import time
 
-from common import Uwsgi, env_int, median, private_kib, report, status_kib, table, verdict
+from common import TWO_WORKERS, Uwsgi, env_int, median, private_kib, report, status_kib, table, verdict
 from spawn import Churn
 
 ROUNDS = env_int("BENCH_MEMORY_ROUNDS", 4)
@@ -29,18 +29,6 @@ CHURN_SECONDS = env_int("BENCH_CHURN_SECONDS", 240)
 CHUNK = 250
 TARGET_KIB = 64
 
-WORKER_COMMON = """
-[uwsgi]
-plugin-dir = {plugin_dir}
-master = true
-processes = 2
-http-socket = 127.0.0.1:{port}
-stats = {stats}
-pythonpath = {test_apps}
-pythonpath = {bench_apps}
-wsgi-file = {test_apps}/simple_app.py
-disable-logging = true
-"""
 FORKSAFE_3 = """plugins = python3,forksafe
 forksafe-settings = %p
 forksafe-subscribe = post-fork dl:{event_log_so}:record
@@ -51,14 +39,14 @@ forksafe-subscribe = worker-exit exec:true
 forksafe.event_log = {dir}/events.jsonl
 """
 WORKER_VARIANTS = [
-    ("bare", WORKER_COMMON + "plugins = python3\n"),
-    ("forksafe, no subscription", WORKER_COMMON + "plugins = python3,forksafe\n"),
-    ("forksafe, dl: post-fork", WORKER_COMMON + FORKSAFE_3.split("forksafe-subscribe = worker-ready")[0]
+    ("bare", TWO_WORKERS + "plugins = python3\n"),
+    ("forksafe, no subscription", TWO_WORKERS + "plugins = python3,forksafe\n"),
+    ("forksafe, dl: post-fork", TWO_WORKERS + FORKSAFE_3.split("forksafe-subscribe = worker-ready")[0]
      + "\n[app:main]\nforksafe.event_log = {dir}/events.jsonl\n"),
-    ("forksafe, 3 subscriptions", WORKER_COMMON + FORKSAFE_3),
+    ("forksafe, 3 subscriptions", TWO_WORKERS + FORKSAFE_3),
 ]
 
-CHURN_COMMON = WORKER_COMMON.replace("processes = 2", "processes = 1") + """
+CHURN_COMMON = TWO_WORKERS.replace("processes = 2", "processes = 1") + """
 max-requests = 1
 min-worker-lifetime = 0
 forkbomb-delay = 0

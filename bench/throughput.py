@@ -8,29 +8,17 @@ import re
 import subprocess
 import sys
 
-from common import Uwsgi, env_int, median, report, table, verdict
+from common import TWO_WORKERS, Uwsgi, env_int, median, report, table, verdict
 
 SECONDS = env_int("BENCH_SECONDS", 4)
 ROUNDS = env_int("BENCH_ROUNDS", 7)
 CONNECTIONS = 8
 TARGET = 0.99
 
-COMMON = """
-[uwsgi]
-plugin-dir = {plugin_dir}
-master = true
-processes = 2
-http-socket = 127.0.0.1:{port}
-stats = {stats}
-pythonpath = {test_apps}
-pythonpath = {bench_apps}
-wsgi-file = {test_apps}/simple_app.py
-disable-logging = true
-"""
 
 VARIANTS = [
-    ("bare", COMMON + "plugins = python3\n"),
-    ("forksafe, 3 subscriptions", COMMON + """plugins = python3,forksafe
+    ("bare", TWO_WORKERS + "plugins = python3\n"),
+    ("forksafe, 3 subscriptions", TWO_WORKERS + """plugins = python3,forksafe
 forksafe-settings = %p
 forksafe-subscribe = post-fork dl:{event_log_so}:record
 forksafe-subscribe = worker-ready python:bench_handlers:on_post_fork

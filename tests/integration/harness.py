@@ -9,6 +9,7 @@ fixture (tests/fixtures/recorder.c) as one JSON line per event.
 import json
 import os
 import re
+import select
 import signal
 import socket
 import subprocess
@@ -99,6 +100,38 @@ def read_socket(address, parse=True):
             chunks.append(chunk)
     data = b"".join(chunks)
     return json.loads(data) if parse else data
+
+
+def children(pid):
+    """PID's children, from /proc/PID/task/*/children (each thread lists
+    the children it forked)."""
+    out = []
+    try:
+        tasks = os.listdir("/proc/%d/task" % pid)
+    except FileNotFoundError:
+        return out
+    for tid in tasks:
+        try:
+            with open("/proc/%d/task/%s/children" % (pid, tid)) as f:
+                out.extend(int(p) for p in f.read().split())
+        except FileNotFoundError:
+            pass
+    return out
+
+
+def wait_exited(pid, timeout=10.0):
+    """Until PID has exited (its atexit handlers -- worker-exit -- have all
+    run): a pidfd becomes readable then, zombie or not."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        return bool(poller.poll(timeout * 1000))
+    finally:
+        os.close(fd)
 
 
 class ServerProcess:

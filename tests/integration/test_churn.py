@@ -19,12 +19,11 @@ forksafe's.
 import http.client
 import json
 import os
-import select
 import threading
 import time
 
-from harness import IntegrationCase, Uwsgi, free_port, wait_for
-from harness import read_socket
+from harness import (IntegrationCase, Uwsgi, children, free_port, read_socket, wait_exited,
+                     wait_for)
 
 WORKERS = 2
 WARMUP = 100           # respawns before the baseline sample
@@ -83,23 +82,6 @@ def proc_stat(pid):
     return fields[0], int(fields[1])
 
 
-def children(pid):
-    """PID's children, from /proc/PID/task/*/children (each thread lists
-    the children it forked)."""
-    out = []
-    try:
-        tasks = os.listdir("/proc/%d/task" % pid)
-    except FileNotFoundError:
-        return out
-    for tid in tasks:
-        try:
-            with open("/proc/%d/task/%s/children" % (pid, tid)) as f:
-                out.extend(int(p) for p in f.read().split())
-        except FileNotFoundError:
-            pass
-    return out
-
-
 def descendants(root):
     """{pid: state} of every process below ROOT."""
     out, todo = {}, [root]
@@ -130,21 +112,6 @@ def memory_kib(pid):
             if key in ("VmRSS", "RssAnon"):
                 values[key] = int(rest.split()[0])
     return values["VmRSS"], values["RssAnon"]
-
-
-def wait_exited(pid, timeout=10.0):
-    """Until PID has exited (its atexit handlers -- worker-exit -- have all
-    run): a pidfd becomes readable then, zombie or not."""
-    try:
-        fd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return True
-    try:
-        poller = select.poll()
-        poller.register(fd, select.POLLIN)
-        return bool(poller.poll(timeout * 1000))
-    finally:
-        os.close(fd)
 
 
 class ZombieWatch(threading.Thread):
