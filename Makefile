@@ -133,6 +133,12 @@ $(BUILD)/bench/%: bench/%.c $(LIB_OBJ)
 	$(CC) $(BASE_CFLAGS) $(JANSSON_CFLAGS) -Wno-missing-prototypes -rdynamic $< $(LIB_OBJ) \
 	    -o $@ $(JANSSON_LIBS) -ldl -lm
 
+# The spawn benchmark's native handler (bench/apps/note_pid.c).
+BENCH_SO := $(BUILD)/bench/note_pid.so
+$(BUILD)/bench/%.so: bench/apps/%.c include/forksafe.h
+	@mkdir -p $(dir $@)
+	$(CC) $(BASE_CFLAGS) -fPIC -shared -Iinclude $< -o $@
+
 # Benchmarks print ratios against a baseline measured in the same run.
 # dispatch_bench runs itself under callgrind; no_parse_per_fork.py traces a
 # real uWSGI with strace.
@@ -146,7 +152,7 @@ bench: deps $(BENCH_C) $(PLUGIN) $(EXAMPLE_SO)
 BENCH_PY := throughput spawn memory
 .PHONY: bench-py
 bench: bench-py
-bench-py: deps $(PLUGIN) $(EXAMPLE_SO)
+bench-py: deps $(PLUGIN) $(EXAMPLE_SO) $(BENCH_SO)
 	@for b in $(BENCH_PY); do $(PYTHON) bench/$$b.py || exit 1; done
 
 # libFuzzer harnesses: lib/ compiled again with clang, instrumented for

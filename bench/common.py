@@ -28,6 +28,7 @@ OUT_DIR = os.path.join(BUILD, "bench")
 UWSGI = os.environ.get("UWSGI", "uwsgi")
 TEST_APPS = os.path.join(ROOT, "tests", "integration", "apps")
 BENCH_APPS = os.path.join(ROOT, "bench", "apps")
+BENCH_BUILD = os.path.join(BUILD, "bench")
 
 # The benchmarks drive uWSGI with the integration tests' own helpers.
 sys.path.insert(0, TEST_APPS.rsplit(os.sep, 1)[0])
@@ -83,8 +84,8 @@ def status_kib(pid, key):
 
 class Uwsgi:
     """One uWSGI instance, in a temp dir of its own, from an ini body in
-    which {port}, {dir}, {stats}, {plugin_dir}, {test_apps}, {bench_apps}
-    and {event_log_so} are filled in."""
+    which {port}, {dir}, {stats}, {plugin_dir}, {test_apps}, {bench_apps},
+    {bench_build} and {event_log_so} are filled in."""
 
     def __init__(self, name, ini_body):
         self.name = name
@@ -95,14 +96,16 @@ class Uwsgi:
         self.ini = os.path.join(self.dir, "uwsgi.ini")
         text = ini_body.format(port=self.port, dir=self.dir, stats=self.stats,
                                plugin_dir=ROOT, test_apps=TEST_APPS,
-                               bench_apps=BENCH_APPS, event_log_so=EVENT_LOG_SO)
+                               bench_apps=BENCH_APPS, bench_build=BENCH_BUILD,
+                               event_log_so=EVENT_LOG_SO)
         with open(self.ini, "w") as f:
             f.write(text)
         self.proc = None
 
-    def start(self):
+    def start(self, wrapper=()):
+        """Starts uWSGI, under WRAPPER (a command prefix such as valgrind's)."""
         with open(self.log, "ab") as logf:
-            self.proc = subprocess.Popen([UWSGI, "--ini", self.ini], stdout=logf,
+            self.proc = subprocess.Popen(list(wrapper) + [UWSGI, "--ini", self.ini], stdout=logf,
                                          stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                          cwd=self.dir, start_new_session=True)
         _running.append(self)

@@ -13,19 +13,35 @@ rate counts whole cycles.
 
 Variants, all in one run, taking turns respawn by respawn (one worker
 each, so only the variant being measured is busy):
-  bare; forksafe with a native post-fork handler (target <= 1.01x bare);
-  a forksafe python: post-fork handler vs a uwsgidecorators @postfork doing
-  the same work (target: forksafe <= +0.3 ms); a forksafe exec: post-fork
-  handler vs uWSGI's hook-post-fork = exec: running the same command
-  (target: forksafe adds at most half of what uWSGI's hook adds over bare).
+  bare, and bare again (a second identical instance: how far two equal
+  variants land apart is the noise floor of the run); forksafe with nothing
+  subscribed; forksafe with a native post-fork handler (target <= 1.01x
+  bare); a forksafe python: post-fork handler vs a uwsgidecorators @postfork
+  doing the same work on the same app (target: forksafe <= +0.3 ms); a
+  forksafe exec: post-fork handler vs uWSGI's hook-post-fork = exec:
+  running the same command (target: forksafe adds at most half of what
+  uWSGI's hook adds over bare).
+
+Wall and CPU time on a small shared machine move by a few percent from
+run to run, so each variant also runs a few respawns under callgrind: the
+user-space instructions of a worker's whole life (from the master's
+uwsgi_fork to the worker's exit) are exact and repeatable.  Kernel work
+(fork, page faults, exec) is not in them; the exec: variants' commands run
+in processes callgrind does not follow, so exec: is judged on latency.
 """
 
+import subprocess
 import sys
+import tempfile
 import time
 
 from common import Uwsgi, env_int, median, report, table, verdict, wait_exited
 
 SWEEPS = env_int("BENCH_SPAWN_SWEEPS", 120)
+# Respawns measured per instance under callgrind (0: skip that pass), and
+# instances per variant.
+CALLGRIND_RESPAWNS = env_int("BENCH_CALLGRIND_RESPAWNS", 3)
+CALLGRIND_INSTANCES = env_int("BENCH_CALLGRIND_INSTANCES", 3)
 COMMAND = "/bin/true"
 
 COMMON = """
@@ -50,12 +66,15 @@ SETTINGS = "\n[app:main]\nforksafe.event_log = {dir}/events.jsonl\n"
 
 VARIANTS = [
     ("bare", COMMON + SIMPLE + "plugins = python3\n"),
+    ("bare, again", COMMON + SIMPLE + "plugins = python3\n"),
     ("forksafe, no handler", COMMON + SIMPLE + FORKSAFE + SETTINGS),
     ("forksafe dl:", COMMON + SIMPLE + FORKSAFE
-     + "forksafe-subscribe = post-fork dl:{event_log_so}:record\n" + SETTINGS),
+     + "forksafe-subscribe = post-fork dl:{bench_build}/note_pid.so:bench_note_pid\n"
+     + SETTINGS),
     ("uwsgidecorators @postfork", COMMON + "wsgi-file = {bench_apps}/postfork_app.py\n"
      + "plugins = python3\n"),
-    ("forksafe python:", COMMON + SIMPLE + FORKSAFE
+    # the same app without the @postfork hook (uwsgidecorators loaded)
+    ("forksafe python:", COMMON + "wsgi-file = {bench_apps}/plain_app.py\n" + FORKSAFE
      + "forksafe-subscribe = post-fork python:bench_handlers:on_post_fork\n" + SETTINGS),
     ("uWSGI hook-post-fork exec:", COMMON + SIMPLE + "plugins = python3\n"
      + "hook-post-fork = exec:%s\n" % COMMAND),
@@ -105,7 +124,59 @@ class Churn:
         return end - woken, end - start, master
 
 
+def worker_instructions(respawns, instances):
+    """{variant: median user-space instructions of one worker's life}, from
+    INSTANCES instances of every variant run under callgrind at once.
+
+    A worker's count depends on the process image it inherits: one that
+    interns a few strings may push Python's interned-string table over its
+    resize threshold (+370k instructions), depending on how many strings
+    the master interned.  Each instance pads that table by a different
+    number of strings (bench/apps/intern_pad.py, the same padding for every
+    variant), and the median over instances is the variant's cost.  The
+    first two workers of an instance are left out: the first forks are not
+    like the rest."""
+    if respawns <= 0:
+        return {}
+    out = tempfile.mkdtemp(prefix="forksafe-bench-callgrind-")
+    servers = []
+    for i, (name, body) in enumerate(VARIANTS):
+        for k in range(instances):
+            u = Uwsgi(name, body + "pyimport = intern_pad\n")
+            u.start(["env", "PYTHONHASHSEED=%d" % (k + 1), "FORKSAFE_BENCH_PAD=%d" % (k * 2500),
+                     "valgrind", "--tool=callgrind", "--zero-before=uwsgi_fork",
+                     "--callgrind-out-file=%s/%d.%%p" % (out, i)])
+            servers.append(u)
+    pids = [[] for _ in servers]
+    try:
+        for u in servers:
+            u.wait_ready(timeout=900)
+        time.sleep(1.5)
+        for _ in range(respawns + 2):
+            for u, served in zip(servers, pids):
+                pid = int(u.get(timeout=120))
+                if not wait_exited(pid, timeout=120):
+                    raise RuntimeError("%s: worker %d did not exit" % (u.name, pid))
+                u.poke()
+                served.append(pid)
+    finally:
+        for u in servers:
+            u.stop()
+    counts = {name: [] for name, _ in VARIANTS}
+    for u, served in zip(servers, pids):
+        index = [name for name, _ in VARIANTS].index(u.name)
+        for pid in served[2:]:
+            with open("%s/%d.%d" % (out, index, pid)) as f:
+                for line in f:
+                    if line.startswith(("summary:", "totals:")):
+                        counts[u.name].append(int(line.split()[1]))
+                        break
+    subprocess.run(["rm", "-rf", out], check=False)
+    return {name: median(values) for name, values in counts.items()}
+
+
 def main():
+    instructions = worker_instructions(CALLGRIND_RESPAWNS, CALLGRIND_INSTANCES)
     servers = [Uwsgi(name, body).start() for name, body in VARIANTS]
     for u in servers:
         u.wait_ready()
@@ -147,37 +218,61 @@ def main():
     # CPU per respawn (master + new worker): what a respawn costs, and far
     # less disturbed than wall time by other load on a small machine
     cpu = {n: median(master_cpu[n]) * 1000 + median(worker_cpu[n]) * 1000 for n in latency}
-    native_ok = cpu["forksafe dl:"] <= 1.01 * cpu["bare"]
-    python_extra = cpu["forksafe python:"] - cpu["uwsgidecorators @postfork"]
+    instr = {n: instructions.get(n) for n in latency}
+
+    def instr_ratio(a, b):
+        return instr[a] / instr[b] if instr[a] and instr[b] else float("nan")
+
+    # how far two identical instances land apart in this run
+    noise = abs(paired["bare, again"] - 1)
+    native_latency = paired["forksafe dl:"]
+    native_instr = instr_ratio("forksafe dl:", "bare")
+    native_ok = native_instr <= 1.01 and native_latency <= 1.01 + noise
+    python_extra = vs("forksafe python:", "uwsgidecorators @postfork")
+    python_instr = (instr["forksafe python:"] - instr["uwsgidecorators @postfork"]
+                    if instr["forksafe python:"] else float("nan"))
     exec_uwsgi = delta["uWSGI hook-post-fork exec:"]
     exec_forksafe = delta["forksafe exec:"]
     targets = {
         "bare": "baseline",
+        "bare, again": "noise floor: %.1f%% apart" % (noise * 100),
         "forksafe, no handler": "plugin loaded, nothing subscribed",
-        "forksafe dl:": "CPU <= 1.01x bare (%.3fx): %s" % (cpu["forksafe dl:"] / cpu["bare"],
-                                                          verdict(native_ok)),
+        "forksafe dl:": "<= 1.01x bare (instructions %.4fx, latency %.3fx): %s"
+        % (native_instr, native_latency, verdict(native_ok)),
         "uwsgidecorators @postfork": "reference for python:",
-        "forksafe python:": "CPU <= +0.3 ms vs @postfork (%+.2f ms): %s"
-        % (python_extra, verdict(python_extra <= 0.3)),
+        "forksafe python:": "<= +0.3 ms vs @postfork (%+.2f ms, %+.0fk instructions): %s"
+        % (python_extra, python_instr / 1000, verdict(python_extra <= 0.3)),
         "uWSGI hook-post-fork exec:": "reference for exec:",
-        "forksafe exec:": "latency: adds <= half of uWSGI's (%+.2f vs %+.2f ms): %s"
+        "forksafe exec:": "adds <= half of uWSGI's (%+.2f vs %+.2f ms): %s"
         % (exec_forksafe, exec_uwsgi, verdict(exec_forksafe <= exec_uwsgi / 2)),
     }
+
+    def millions(n):
+        return "%.3f" % (instr[n] / 1e6) if instr[n] else "-"
+
+    def instr_vs_bare(n):
+        return "%.4fx" % instr_ratio(n, "bare") if instr[n] else "-"
+
     rows = [(n, "%.2f" % ms[n], "%.3fx" % paired[n], "%+.2f" % delta[n],
-             "%.1f" % median(rate[n]), "%.2f" % (median(master_cpu[n]) * 1000),
-             "%.2f" % (median(worker_cpu[n]) * 1000), "%.2f" % cpu[n], targets[n])
+             "%.1f" % median(rate[n]), "%.2f" % cpu[n], millions(n), instr_vs_bare(n),
+             targets[n])
             for n in latency]
     report("2-spawn", "Spawn -> ready latency and respawn rate (max-requests = 1, %d measured "
            "respawns per variant)" % SWEEPS,
            table(("variant", "latency ms", "vs bare", "+ms vs bare", "respawns/s",
-                  "master CPU ms", "worker CPU ms", "CPU ms", "target"), rows)
+                  "CPU ms", "worker Minstr", "instr vs bare", "target"), rows)
            + "\n\nLatency: from waking the master (stats read) after the previous worker "
            "exited to the new worker's answer (reap, fork, post-fork hooks, first accept, one "
            "request). The variants take turns respawn by respawn; ratios and differences are "
-           "medians over those turns of the pair (variant, bare). Respawns/s: 1 / the median "
-           "whole cycle (the worker's exit included). CPU: medians of the master's CPU time "
-           "per cycle and of the new worker's whole life (/proc/PID/schedstat; an exec: "
-           "command's own process is not in it, so the exec: target is judged on latency).")
+           "medians over those turns of the pair (variant, bare), and the python: difference "
+           "is paired with @postfork. Respawns/s: 1 / the median whole cycle (the worker's "
+           "exit included). CPU: median CPU time of the master per cycle plus that of the new "
+           "worker's whole life (/proc/PID/schedstat; an exec: command's own process is not in "
+           "it). Worker Minstr: user-space instructions of a worker's life under callgrind "
+           "(median of %d workers in each of %d instances per variant; from the master's "
+           "uwsgi_fork, pre-fork hooks included, to the worker's exit). The native target "
+           "holds when both the instructions and the latency (within the run's noise floor) "
+           "are <= 1.01x." % (CALLGRIND_RESPAWNS, CALLGRIND_INSTANCES))
     return 0
 
 

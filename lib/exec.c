@@ -2,6 +2,14 @@
  * exec.c - running a shell command with the payload on its stdin, and the
  * `exec:` backend built on it.
  *
+ * A command in which the shell would only split words (no quoting,
+ * expansion, globbing, redirection, operators, assignments or builtins) is
+ * spawned directly: the same program with the same argv, PATH lookup and
+ * environment, without the shell's own exec and fork, which in a worker's
+ * post-fork is most of what a short command costs.  Anything else, and a
+ * direct spawn that fails (not found, not executable, a script without #!),
+ * goes to /bin/sh -c, so every outcome is the shell's.
+ *
  * Handlers run inside uWSGI's master and workers, so the child is started
  * with posix_spawn (glibc: clone(CLONE_VM | CLONE_VFORK) + exec): no
  * pthread_atfork handler of the host or of a loaded library runs, and no
@@ -117,9 +125,67 @@ static int above_stdio(int fd)
     return moved;
 }
 
-static int spawn_shell(const char *command, char **env, pid_t *pid, int *input_fd)
+/* dash's builtins and the shell's reserved words: a command starting with
+ * one goes to the shell even where a program of that name exists (echo,
+ * test, kill ...), so that it behaves exactly as under sh -c. */
+static const char *const shell_words[] = {
+    ".",        ":",        "[",      "alias",   "bg",    "break", "case",   "cd",    "chdir",
+    "command",  "continue", "do",     "done",    "echo",  "elif",  "else",   "esac",  "eval",
+    "exec",     "exit",     "export", "false",   "fc",    "fg",    "fi",     "for",   "getopts",
+    "hash",     "if",       "in",     "jobs",    "kill",  "local", "printf", "pwd",   "read",
+    "readonly", "return",   "set",    "shift",   "test",  "then",  "times",  "trap",  "true",
+    "type",     "ulimit",   "umask",  "unalias", "unset", "until", "wait",   "while", NULL};
+
+/* COMMAND's words, when sh -c would do nothing with it but split it at
+ * blanks and run the first word with PATH; otherwise NULL (also when out of
+ * memory: the shell then runs it).  One allocation: the pointers, then the
+ * words. */
+static char **plain_words(const char *command)
+{
+    static const char plain[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                "0123456789_-./,:=@%+^ \t";
+    size_t length = strlen(command), count = 0, i;
+    const char *p;
+    char **words, *cursor, *first;
+
+    if (command[strspn(command, plain)] != '\0')
+        return NULL;
+    for (p = command + strspn(command, " \t"); *p; p += strspn(p, " \t")) {
+        count++;
+        p += strcspn(p, " \t");
+    }
+    if (count == 0)
+        return NULL;
+    words = forksafe__malloc((count + 1) * sizeof(*words) + length + 1);
+    if (!words)
+        return NULL;
+    cursor = (char *)(words + count + 1);
+    memcpy(cursor, command, length + 1);
+    for (i = 0; i < count; i++) {
+        cursor += strspn(cursor, " \t");
+        words[i] = cursor;
+        cursor += strcspn(cursor, " \t");
+        if (*cursor)
+            *cursor++ = '\0';
+    }
+    words[count] = NULL;
+    first = words[0];
+    for (i = 0; shell_words[i]; i++) {
+        if (strcmp(first, shell_words[i]) == 0)
+            break;
+    }
+    /* NAME=VALUE before a command is an assignment for it. */
+    if (shell_words[i] || strchr(first, '=')) {
+        forksafe__free(words);
+        return NULL;
+    }
+    return words;
+}
+
+static int spawn_command(const char *command, char **env, pid_t *pid, int *input_fd)
 {
     char *argv[] = {"sh", "-c", (char *)command, NULL};
+    char **words = NULL;
     posix_spawn_file_actions_t actions;
     posix_spawnattr_t attr;
     sigset_t none, all;
@@ -166,8 +232,13 @@ static int spawn_shell(const char *command, char **env, pid_t *pid, int *input_f
         rc = posix_spawnattr_setsigmask(&attr, &none);
     if (!rc)
         rc = posix_spawnattr_setsigdefault(&attr, &all);
-    if (!rc)
-        rc = posix_spawn(pid, SHELL, &actions, &attr, argv, env);
+    if (!rc) {
+        words = plain_words(command);
+        /* glibc reports a failed exec here, and reaps that child. */
+        if (!words || posix_spawnp(pid, words[0], &actions, &attr, words, env) != 0)
+            rc = posix_spawn(pid, SHELL, &actions, &attr, argv, env);
+        forksafe__free(words);
+    }
     posix_spawnattr_destroy(&attr);
     posix_spawn_file_actions_destroy(&actions);
     if (rc)
@@ -329,7 +400,7 @@ int forksafe__run_command(const char *command, const char *input, size_t input_l
     *status = 0;
     if (!full_env)
         return FORKSAFE__ENOMEM;
-    rc = spawn_shell(command, full_env, &pid, &input_fd);
+    rc = spawn_command(command, full_env, &pid, &input_fd);
     forksafe__free(full_env);
     if (rc) {
         errno = rc;

@@ -9,8 +9,11 @@
  * whether this thread already holds it (threads off) or not (threads on,
  * after the host released it).
  *
- * The callable gets one argument: the payload as a dict, made by json.loads
- * of the payload JSON, so every handler kind sees the same data.
+ * The callable gets one argument: the payload as a dict equal to json.loads
+ * of the payload JSON, so every handler kind sees the same data.  It is
+ * built from the JSON value directly: no text is printed and parsed, and
+ * json (with re, enum ...) is never imported, which every worker would
+ * otherwise pay for in memory and at start.
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -22,6 +25,15 @@
 #include "forksafe_internal.h"
 
 typedef struct _object PyObject;
+
+/* PyMethodDef, whose layout is part of the stable ABI. */
+struct python_method {
+    const char *name;
+    PyObject *(*function)(PyObject *self, PyObject *argument);
+    int flags;
+    const char *doc;
+};
+#define PYTHON_METH_O 0x0008
 
 /* The C-API calls used, resolved once. */
 static struct python_api {
@@ -52,6 +64,16 @@ static struct python_api {
     PyObject *(*PySequence_Tuple)(PyObject *);
     long (*PyTuple_Size)(PyObject *);
     PyObject *(*PyTuple_GetItem)(PyObject *, long);
+    int (*PyDict_SetItem)(PyObject *, PyObject *, PyObject *);
+    PyObject *(*PyDict_GetItemString)(PyObject *, const char *);
+    int (*PyList_SetItem)(PyObject *, long, PyObject *);
+    PyObject *(*PyUnicode_FromStringAndSize)(const char *, long);
+    PyObject *(*PyLong_FromLongLong)(long long);
+    PyObject *(*PyFloat_FromDouble)(double);
+    PyObject *(*PyBool_FromLong)(long);
+    void (*Py_IncRef)(PyObject *);
+    PyObject *(*PyCFunction_NewEx)(struct python_method *, PyObject *, PyObject *);
+    PyObject *(*PyErr_NoMemory)(void);
     PyObject *none;
 } py;
 
@@ -81,7 +103,17 @@ static struct python_api {
     X(PyDict_Clear)                 \
     X(PySequence_Tuple)             \
     X(PyTuple_Size)                 \
-    X(PyTuple_GetItem)
+    X(PyTuple_GetItem)              \
+    X(PyDict_SetItem)               \
+    X(PyDict_GetItemString)         \
+    X(PyList_SetItem)               \
+    X(PyUnicode_FromStringAndSize)  \
+    X(PyLong_FromLongLong)          \
+    X(PyFloat_FromDouble)           \
+    X(PyBool_FromLong)              \
+    X(Py_IncRef)                    \
+    X(PyCFunction_NewEx)            \
+    X(PyErr_NoMemory)
 
 /* Every python: handler: its spec split, and the callable once imported. */
 typedef struct python_handle {
@@ -95,11 +127,15 @@ typedef struct python_handle {
  * can be found and each process imports it on first use. */
 static int lazy_imports;
 
-/* Imported once per process and kept: the json module's loads, the
- * traceback module's format_exception, the bridge module. */
-static PyObject *python_json_loads;
+/* Imported once per process and kept: the traceback module's
+ * format_exception, the bridge module. */
 static PyObject *format_exception;
 static PyObject *bridge;
+
+/* This process's post-fork when no listener heard it, kept as JSON: most
+ * workers never need it as Python objects.  An app loaded after the fork
+ * (lazy-apps) gets it from _forksafe.recorded("post-fork"). */
+static json_t *unheard_post_fork;
 
 /* -------------------------------------------------------------- the API */
 
@@ -342,35 +378,72 @@ out:
 
 /* ------------------------------------------------------------- calling */
 
-/* json.loads, looked up with the GIL held; 0, or -1 with an exception. */
-static int resolve_json_loads(void)
+/* A new Python object equal to json.loads of VALUE's JSON text, or NULL
+ * with an exception.  jansson keeps object keys in insertion order, as a
+ * dict does, and its strings are valid UTF-8. */
+static PyObject *python_value(const json_t *value)
 {
-    PyObject *module;
-
-    if (python_json_loads)
-        return 0;
-    module = py.PyImport_ImportModule("json");
-    if (!module)
-        return -1;
-    python_json_loads = py.PyObject_GetAttrString(module, "loads");
-    decref(module);
-    return python_json_loads ? 0 : -1;
+    switch (json_typeof(value)) {
+    case JSON_OBJECT: {
+        PyObject *dict = py.PyDict_New();
+        const char *key;
+        json_t *member;
+        if (!dict)
+            return NULL;
+        json_object_foreach((json_t *)value, key, member)
+        {
+            PyObject *name = py.PyUnicode_FromString(key);
+            PyObject *item = name ? python_value(member) : NULL;
+            int rc = item ? py.PyDict_SetItem(dict, name, item) : -1;
+            decref(item);
+            decref(name);
+            if (rc != 0) {
+                decref(dict);
+                return NULL;
+            }
+        }
+        return dict;
+    }
+    case JSON_ARRAY: {
+        size_t size = json_array_size(value), i;
+        PyObject *list = py.PyList_New((long)size);
+        for (i = 0; list && i < size; i++) {
+            PyObject *item = python_value(json_array_get(value, i));
+            /* PyList_SetItem steals ITEM. */
+            if (!item || py.PyList_SetItem(list, (long)i, item) != 0) {
+                decref(list);
+                return NULL;
+            }
+        }
+        return list;
+    }
+    case JSON_STRING:
+        return py.PyUnicode_FromStringAndSize(json_string_value(value),
+                                              (long)json_string_length(value));
+    case JSON_INTEGER:
+        return py.PyLong_FromLongLong(json_integer_value(value));
+    case JSON_REAL:
+        return py.PyFloat_FromDouble(json_real_value(value));
+    case JSON_TRUE:
+    case JSON_FALSE:
+        return py.PyBool_FromLong(json_is_true(value));
+    case JSON_NULL:
+    default:
+        py.Py_IncRef(py.none);
+        return py.none;
+    }
 }
 
 /* Returns a new dict equal to EV's payload, or NULL with an exception. */
 static PyObject *payload_dict(const forksafe_event *ev)
 {
-    const char *json = forksafe_event_payload_json(ev);
-    PyObject *text, *dict;
+    const json_t *payload = forksafe_event_payload(ev);
 
-    if (!json || resolve_json_loads() != 0)
+    if (!payload) {
+        py.PyErr_NoMemory();
         return NULL;
-    text = py.PyUnicode_FromString(json);
-    if (!text)
-        return NULL;
-    dict = py.PyObject_CallFunctionObjArgs(python_json_loads, text, NULL);
-    decref(text);
-    return dict;
+    }
+    return python_value(payload);
 }
 
 /* Calls CALLABLE(payload) with the GIL held; on an exception logs the whole
@@ -470,6 +543,47 @@ forksafe__backend *forksafe__python_backend(void)
 
 /* ------------------------------------------------------------- bridge */
 
+/* _forksafe.recorded(event): the payload of EVENT as last delivered in this
+ * process (or recorded for later: post-fork), or None. */
+static PyObject *bridge_recorded(PyObject *self, PyObject *argument)
+{
+    PyObject *delivered, *payload;
+    char *event;
+
+    (void)self;
+    event = utf8_copy(argument);
+    if (!event)
+        return py.PyErr_Occurred() ? NULL : py.PyErr_NoMemory();
+    delivered = py.PyObject_GetAttrString(bridge, "delivered");
+    if (!delivered) {
+        forksafe__free(event);
+        return NULL;
+    }
+    if (unheard_post_fork && strcmp(event, "post-fork") == 0) {
+        payload = python_value(unheard_post_fork);
+        if (!payload || py.PyDict_SetItemString(delivered, event, payload) != 0) {
+            decref(payload);
+            decref(delivered);
+            forksafe__free(event);
+            return NULL;
+        }
+        decref(payload);
+        json_decref(unheard_post_fork);
+        unheard_post_fork = NULL;
+    }
+    payload = py.PyDict_GetItemString(delivered, event); /* borrowed */
+    if (!payload)
+        payload = py.none;
+    py.Py_IncRef(payload);
+    decref(delivered);
+    forksafe__free(event);
+    return payload;
+}
+
+static struct python_method bridge_recorded_method = {
+    "recorded", bridge_recorded, PYTHON_METH_O,
+    "recorded(event) -> the payload of EVENT last delivered in this process, or None"};
+
 int forksafe__python_bridge_init(const char *container)
 {
     PyObject *module, *value;
@@ -506,13 +620,14 @@ int forksafe__python_bridge_init(const char *container)
             }
             decref(value);
         }
-    }
-    /* Imported here, in the master, so that workers inherit it: importing
-     * json (and re) in every new worker for its first post-fork payload
-     * cost each one a few milliseconds. */
-    if (rc == 0 && resolve_json_loads() != 0) {
-        py.PyErr_Clear();
-        rc = FORKSAFE__EINVAL;
+        if (rc == 0) {
+            value = py.PyCFunction_NewEx(&bridge_recorded_method, NULL, NULL);
+            if (!value || py.PyObject_SetAttrString(module, "recorded", value) != 0) {
+                py.PyErr_Clear();
+                rc = FORKSAFE__ENOMEM;
+            }
+            decref(value);
+        }
     }
     if (rc == 0) {
         bridge = module;
@@ -541,15 +656,28 @@ int forksafe__python_bridge_deliver(forksafe__context *ctx, const forksafe__occu
     ev.subscription = &bridge_subscription;
     gil = py.PyGILState_Ensure();
     listeners = py.PyObject_GetAttrString(bridge, "listeners");
+    if (occ->type == FORKSAFE_POST_FORK) {
+        /* A child inherits the master's record: it starts afresh at its fork. */
+        json_decref(unheard_post_fork);
+        unheard_post_fork = NULL;
+        delivered = py.PyObject_GetAttrString(bridge, "delivered");
+        if (delivered)
+            py.PyDict_Clear(delivered);
+    }
     /* Nobody listens (no app included pyramid_forksafe yet): only a
      * post-fork is worth recording, for an app loaded later (lazy-apps) to
-     * replay.  Every other fork event costs nothing here. */
-    if (listeners && occ->type != FORKSAFE_POST_FORK && py.PyObject_Size(listeners) == 0) {
+     * replay, and only as JSON until it asks.  Every other event costs
+     * nothing here. */
+    if (listeners && py.PyObject_Size(listeners) == 0) {
+        if (occ->type == FORKSAFE_POST_FORK)
+            unheard_post_fork = forksafe__payload_new(ctx, occ);
+        decref(delivered);
         decref(listeners);
         py.PyGILState_Release(gil);
         return 0;
     }
-    delivered = py.PyObject_GetAttrString(bridge, "delivered");
+    if (!delivered)
+        delivered = py.PyObject_GetAttrString(bridge, "delivered");
     ev.payload = forksafe__payload_new(ctx, occ);
     payload = ev.payload ? payload_dict(&ev) : NULL;
     if (!listeners || !delivered || !payload) {
@@ -560,9 +688,6 @@ int forksafe__python_bridge_deliver(forksafe__context *ctx, const forksafe__occu
         failed = 1;
         goto out;
     }
-    /* A child inherits the master's record: it starts afresh at its fork. */
-    if (occ->type == FORKSAFE_POST_FORK)
-        py.PyDict_Clear(delivered);
     if (py.PyDict_SetItemString(delivered, forksafe_event_type_name(occ->type), payload) != 0)
         py.PyErr_Clear();
     /* A listener may add or remove listeners: walk a snapshot. */

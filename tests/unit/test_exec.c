@@ -403,6 +403,113 @@ START_TEST(no_timeout_when_zero)
 }
 END_TEST
 
+/* Writes DIR/NAME with TEXT and MODE. */
+static void write_file(const char *name, const char *text, mode_t mode, char *path, size_t size)
+{
+    FILE *file;
+
+    snprintf(path, size, "%s/%s", dir, name);
+    file = fopen(path, "w");
+    ck_assert_ptr_nonnull(file);
+    fputs(text, file);
+    fclose(file);
+    ck_assert_int_eq(chmod(path, mode), 0);
+}
+
+/* A script that records who started it and with what: "PPID ARGC [1] [2]
+ * FORKSAFE_T" in DIR/out. */
+static void make_witness(char *path, size_t size)
+{
+    char text[256];
+
+    snprintf(text, sizeof(text),
+             "#!/bin/sh\necho \"$PPID $# [$1] [$2] ${FORKSAFE_T:-}\" > '%s/out'\n", dir);
+    write_file("witness", text, 0755, path, size);
+}
+
+START_TEST(plain_commands_are_spawned_without_a_shell)
+{
+    char witness[128], command[256], out[128], expected[128], *output;
+    int status;
+
+    make_dir();
+    make_witness(witness, sizeof(witness));
+    snprintf(out, sizeof(out), "%s/out", dir);
+    /* Blanks of both kinds, and every character the shell leaves alone. */
+    snprintf(command, sizeof(command), "  %s \t a,b:c@d%%e+f^g  x=y/z.-_ ", witness);
+    ck_assert_int_eq(run(command, "{}", 2, NULL, 10, &status), 0);
+    ck_assert_int_eq(status, 0);
+    output = slurp(out, NULL);
+    /* Our child is the program itself: no shell in between. */
+    snprintf(expected, sizeof(expected), "%ld 2 [a,b:c@d%%e+f^g] [x=y/z.-_] \n", (long)getpid());
+    ck_assert_str_eq(output, expected);
+    free(output);
+    assert_no_children();
+    remove_dir();
+}
+END_TEST
+
+START_TEST(shell_syntax_builtins_and_assignments_go_to_the_shell)
+{
+    const char *const shell_only[] = {
+        "%s 'a b'",        "%s *", "%s $HOME", "%s; :", "%s > /dev/null; %s",
+        "FORKSAFE_T=7 %s", "%s ~", "%s \\x"};
+    char witness[128], command[512], out[128], *output, parent[32];
+    size_t i;
+    int status;
+
+    make_dir();
+    make_witness(witness, sizeof(witness));
+    snprintf(out, sizeof(out), "%s/out", dir);
+    snprintf(parent, sizeof(parent), "%ld ", (long)getpid());
+    for (i = 0; i < sizeof(shell_only) / sizeof(shell_only[0]); i++) {
+        unlink(out);
+        snprintf(command, sizeof(command), shell_only[i], witness, witness);
+        ck_assert_int_eq(run(command, NULL, 0, NULL, 10, &status), 0);
+        ck_assert_msg(status == 0, "%s: status %d", command, status);
+        output = slurp(out, NULL);
+        /* A shell ran it: the witness's parent is that shell, not us. */
+        ck_assert_msg(strncmp(output, parent, strlen(parent)) != 0, "%s: started directly",
+                      command);
+        if (i == 5)
+            ck_assert_ptr_nonnull(strstr(output, " 7\n"));
+        free(output);
+    }
+    /* Builtins, even those with a program of the same name. */
+    ck_assert_int_eq(run("exit 4", NULL, 0, NULL, 10, &status), 0);
+    ck_assert_int_eq(WEXITSTATUS(status), 4);
+    assert_no_children();
+    remove_dir();
+}
+END_TEST
+
+START_TEST(a_failed_direct_spawn_gets_the_shells_outcome)
+{
+    char path[128], command[256], out[128], text[256];
+    int status;
+
+    make_dir();
+    /* Not found: 127, as sh says it. */
+    snprintf(command, sizeof(command), "%s/missing-program", dir);
+    ck_assert_int_eq(run(command, NULL, 0, NULL, 10, &status), 0);
+    ck_assert(WIFEXITED(status));
+    ck_assert_int_eq(WEXITSTATUS(status), 127);
+    /* Not executable: 126. */
+    write_file("not-executable", "exit 0\n", 0644, path, sizeof(path));
+    ck_assert_int_eq(run(path, NULL, 0, NULL, 10, &status), 0);
+    ck_assert_int_eq(WEXITSTATUS(status), 126);
+    /* A script without #! (ENOEXEC): the shell runs it as a script. */
+    snprintf(out, sizeof(out), "%s/out", dir);
+    snprintf(text, sizeof(text), "echo ran > '%s'\nexit 5\n", out);
+    write_file("no-interpreter", text, 0755, path, sizeof(path));
+    ck_assert_int_eq(run(path, NULL, 0, NULL, 10, &status), 0);
+    ck_assert_int_eq(WEXITSTATUS(status), 5);
+    ck_assert_int_eq(access(out, F_OK), 0);
+    assert_no_children();
+    remove_dir();
+}
+END_TEST
+
 START_TEST(out_of_memory_is_reported)
 {
     int status = -1;
@@ -434,6 +541,9 @@ Suite *unit_suite(void)
     tcase_add_test(tc, works_with_stdin_closed);
     tcase_add_test(tc, no_timeout_when_zero);
     tcase_add_test(tc, out_of_memory_is_reported);
+    tcase_add_test(tc, plain_commands_are_spawned_without_a_shell);
+    tcase_add_test(tc, shell_syntax_builtins_and_assignments_go_to_the_shell);
+    tcase_add_test(tc, a_failed_direct_spawn_gets_the_shells_outcome);
     suite_add_tcase(suite, tc);
     return suite;
 }

@@ -132,7 +132,12 @@ class _Replay(object):
     def __call__(self, _event):
         runtime = sys.modules.get("_forksafe")
         if runtime is not None:
-            payload = (getattr(runtime, "delivered", None) or {}).get("post-fork")
+            recorded = getattr(runtime, "recorded", None)
+            if recorded is not None:
+                # The plugin keeps an unheard post-fork as JSON until asked.
+                payload = recorded("post-fork")
+            else:
+                payload = (getattr(runtime, "delivered", None) or {}).get("post-fork")
             if payload:
                 self.listener.replay(payload, REPLAY_SOURCE)
             return
