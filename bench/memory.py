@@ -24,8 +24,8 @@ from common import TWO_WORKERS, Uwsgi, env_int, median, private_kib, report, sta
 from spawn import Churn
 
 ROUNDS = env_int("BENCH_MEMORY_ROUNDS", 4)
-RESPAWNS = env_int("BENCH_RESPAWNS", 2000)
-CHURN_SECONDS = env_int("BENCH_CHURN_SECONDS", 240)
+RESPAWNS = env_int("BENCH_RESPAWNS", 5000)
+CHURN_SECONDS = env_int("BENCH_CHURN_SECONDS", 600)
 CHUNK = 250
 TARGET_KIB = 64
 

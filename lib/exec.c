@@ -25,6 +25,7 @@
 #include <spawn.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -182,10 +183,57 @@ static char **plain_words(const char *command)
     return words;
 }
 
+/* Whether PATH names a regular file we may execute that the kernel runs
+ * itself (ELF or #!).  A script without #! is one the shell would run. */
+static int directly_executable(const char *path)
+{
+    unsigned char magic[4];
+    struct stat st;
+    ssize_t got;
+    int fd;
+
+    if (stat(path, &st) != 0 || !S_ISREG(st.st_mode) || access(path, X_OK) != 0)
+        return 0;
+    fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0)
+        return 0;
+    got = read(fd, magic, sizeof(magic));
+    close(fd);
+    return (got >= 2 && magic[0] == '#' && magic[1] == '!') ||
+           (got == 4 && memcmp(magic, "\177ELF", 4) == 0);
+}
+
+/* Finds PROGRAM as sh would (PATH when it has no '/'; an empty PATH entry
+ * is the current directory) into FOUND.  0 if found and directly
+ * executable: then the spawn cannot fail on the program, which matters
+ * where a failed exec is not reported back (valgrind turns posix_spawn's
+ * vfork into a fork). */
+static int find_program(const char *program, char *found, size_t size)
+{
+    const char *path = getenv("PATH"), *entry;
+
+    if (strchr(program, '/')) {
+        if ((size_t)snprintf(found, size, "%s", program) >= size)
+            return -1;
+        return directly_executable(found) ? 0 : -1;
+    }
+    if (!path)
+        return -1;
+    for (entry = path;; entry += strcspn(entry, ":") + 1) {
+        int length = (int)strcspn(entry, ":");
+        int n = length ? snprintf(found, size, "%.*s/%s", length, entry, program)
+                       : snprintf(found, size, "./%s", program);
+        if (n > 0 && (size_t)n < size && directly_executable(found))
+            return 0;
+        if (!entry[length])
+            return -1;
+    }
+}
+
 static int spawn_command(const char *command, char **env, pid_t *pid, int *input_fd)
 {
     char *argv[] = {"sh", "-c", (char *)command, NULL};
-    char **words = NULL;
+    char **words = NULL, program[PATH_MAX];
     posix_spawn_file_actions_t actions;
     posix_spawnattr_t attr;
     sigset_t none, all;
@@ -234,8 +282,13 @@ static int spawn_command(const char *command, char **env, pid_t *pid, int *input
         rc = posix_spawnattr_setsigdefault(&attr, &all);
     if (!rc) {
         words = plain_words(command);
-        /* glibc reports a failed exec here, and reaps that child. */
-        if (!words || posix_spawnp(pid, words[0], &actions, &attr, words, env) != 0)
+        if (words && find_program(words[0], program, sizeof(program)) != 0) {
+            forksafe__free(words);
+            words = NULL;
+        }
+        /* glibc reports a failed exec here (and reaps that child): the
+         * shell then gets its say. */
+        if (!words || posix_spawn(pid, program, &actions, &attr, words, env) != 0)
             rc = posix_spawn(pid, SHELL, &actions, &attr, argv, env);
         forksafe__free(words);
     }
