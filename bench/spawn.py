@@ -22,6 +22,15 @@ each, so only the variant being measured is busy):
   running the same command (target: forksafe adds at most half of what
   uWSGI's hook adds over bare).
 
+A worker that interns a few new strings (uWSGI's python plugin imports
+random in every new worker, and atexit as it exits) can push Python's
+table of interned strings over its resize threshold and copy the whole
+table: ~1.5 ms and ~370,000 instructions more for that worker, decided by
+how many strings its master happened to intern, which any module loaded
+moves.  So every variant runs in one instance per padding of that table
+(bench/apps/intern_pad.py: 0, 4,000 and 9,000 strings by default), and a
+variant's sample is paired with the baseline's of the same padding.
+
 Wall and CPU time on a small shared machine move by a few percent from
 run to run, so each variant also runs a few respawns under callgrind: the
 user-space instructions of a worker's whole life (from the master's
@@ -30,6 +39,7 @@ uwsgi_fork to the worker's exit) are exact and repeatable.  Kernel work
 in processes callgrind does not follow, so exec: is judged on latency.
 """
 
+import os
 import subprocess
 import sys
 import tempfile
@@ -38,10 +48,11 @@ import time
 from common import Uwsgi, env_int, median, report, table, verdict, wait_exited
 
 SWEEPS = env_int("BENCH_SPAWN_SWEEPS", 120)
-# Respawns measured per instance under callgrind (0: skip that pass), and
-# instances per variant.
+# Respawns measured per instance under callgrind (0: skip that pass).
 CALLGRIND_RESPAWNS = env_int("BENCH_CALLGRIND_RESPAWNS", 3)
-CALLGRIND_INSTANCES = env_int("BENCH_CALLGRIND_INSTANCES", 3)
+# Every variant runs once per padding of Python's interned-string table
+# (bench/apps/intern_pad.py).
+PADS = [int(p) for p in os.environ.get("BENCH_PADS", "0,4000,9000").split(",")]
 COMMAND = "/bin/true"
 
 COMMON = """
@@ -124,16 +135,9 @@ class Churn:
         return end - woken, end - start, master
 
 
-def worker_instructions(respawns, instances):
+def worker_instructions(respawns):
     """{variant: median user-space instructions of one worker's life}, from
-    INSTANCES instances of every variant run under callgrind at once.
-
-    A worker's count depends on the process image it inherits: one that
-    interns a few strings may push Python's interned-string table over its
-    resize threshold (+370k instructions), depending on how many strings
-    the master interned.  Each instance pads that table by a different
-    number of strings (bench/apps/intern_pad.py, the same padding for every
-    variant), and the median over instances is the variant's cost.  The
+    every variant run under callgrind at once, once per padding.  The
     first two workers of an instance are left out: the first forks are not
     like the rest."""
     if respawns <= 0:
@@ -141,9 +145,9 @@ def worker_instructions(respawns, instances):
     out = tempfile.mkdtemp(prefix="forksafe-bench-callgrind-")
     servers = []
     for i, (name, body) in enumerate(VARIANTS):
-        for k in range(instances):
+        for pad in PADS:
             u = Uwsgi(name, body + "pyimport = intern_pad\n")
-            u.start(["env", "PYTHONHASHSEED=%d" % (k + 1), "FORKSAFE_BENCH_PAD=%d" % (k * 2500),
+            u.start(["env", "FORKSAFE_BENCH_PAD=%d" % pad,
                      "valgrind", "--tool=callgrind", "--zero-before=uwsgi_fork",
                      "--callgrind-out-file=%s/%d.%%p" % (out, i)])
             servers.append(u)
@@ -151,7 +155,6 @@ def worker_instructions(respawns, instances):
     try:
         for u in servers:
             u.wait_ready(timeout=900)
-        time.sleep(1.5)
         for _ in range(respawns + 2):
             for u, served in zip(servers, pids):
                 pid = int(u.get(timeout=120))
@@ -176,15 +179,24 @@ def worker_instructions(respawns, instances):
 
 
 def main():
-    instructions = worker_instructions(CALLGRIND_RESPAWNS, CALLGRIND_INSTANCES)
-    servers = [Uwsgi(name, body).start() for name, body in VARIANTS]
+    instructions = worker_instructions(CALLGRIND_RESPAWNS)
+    # every variant once per padding (see worker_instructions): a sample is
+    # paired only with the baseline's of the same padding and sweep
+    servers = []
+    for k, pad in enumerate(PADS):
+        for name, body in VARIANTS:
+            u = Uwsgi(name, body + "pyimport = intern_pad\n")
+            u.pad_index = k
+            servers.append(u.start(["env", "FORKSAFE_BENCH_PAD=%d" % pad]))
     for u in servers:
         u.wait_ready()
     churns = [Churn(u) for u in servers]
-    latency = {u.name: [] for u in servers}   # one per sweep, seconds
-    whole = {u.name: [] for u in servers}
-    master_cpu = {u.name: [] for u in servers}
-    worker_cpu = {u.name: [] for u in servers}
+    names = [name for name, _ in VARIANTS]
+    # [padding index][sweep], seconds
+    latency = {n: [[] for _ in PADS] for n in names}
+    whole = {n: [] for n in names}
+    master_cpu = {n: [] for n in names}
+    worker_cpu = {n: [] for n in names}
     for r in range(SWEEPS):
         # the variants take turns respawn by respawn, so load that comes and
         # goes on the machine hits them alike; sweep r's samples are paired
@@ -194,26 +206,28 @@ def main():
             # on its own once-a-second timer: that cycle measures no fork
             c.cycle()
             lat, cyc, master = c.cycle(worker_cpu[c.u.name])
-            latency[c.u.name].append(lat)
+            latency[c.u.name][c.u.pad_index].append(lat)
             whole[c.u.name].append(cyc)
             master_cpu[c.u.name].append(master)
         if (r + 1) % 20 == 0:
             print("sweep %d/%d: %s" % (r + 1, SWEEPS, ", ".join(
-                "%s %.2f ms" % (n, median(v[-20:]) * 1000) for n, v in latency.items())),
-                flush=True)
+                "%s %.2f ms" % (n, median(sum((x[-20:] for x in v), [])) * 1000)
+                for n, v in latency.items())), flush=True)
     for c in churns:
         c.cycle()  # collects the last measured worker's CPU time
     for u in servers:
         u.stop()
     rate = {n: [1 / median(v)] for n, v in whole.items()}
 
-    ms = {n: median(v) * 1000 for n, v in latency.items()}
-    paired = {n: median([a / b for a, b in zip(v, latency["bare"])]) for n, v in latency.items()}
-    delta = {n: median([(a - b) * 1000 for a, b in zip(v, latency["bare"])])
-             for n, v in latency.items()}
+    def pairs(a, b):
+        return [(x, y) for xs, ys in zip(latency[a], latency[b]) for x, y in zip(xs, ys)]
+
+    ms = {n: median(sum(v, [])) * 1000 for n, v in latency.items()}
+    paired = {n: median([a / b for a, b in pairs(n, "bare")]) for n in names}
+    delta = {n: median([(a - b) * 1000 for a, b in pairs(n, "bare")]) for n in names}
 
     def vs(a, b):
-        return median([(x - y) * 1000 for x, y in zip(latency[a], latency[b])])
+        return median([(x - y) * 1000 for x, y in pairs(a, b)])
 
     # CPU per respawn (master + new worker): what a respawn costs, and far
     # less disturbed than wall time by other load on a small machine
@@ -258,7 +272,7 @@ def main():
              targets[n])
             for n in latency]
     report("2-spawn", "Spawn -> ready latency and respawn rate (max-requests = 1, %d measured "
-           "respawns per variant)" % SWEEPS,
+           "respawns per variant and padding)" % SWEEPS,
            table(("variant", "latency ms", "vs bare", "+ms vs bare", "respawns/s",
                   "CPU ms", "worker Minstr", "instr vs bare", "target"), rows)
            + "\n\nLatency: from waking the master (stats read) after the previous worker "
@@ -269,10 +283,11 @@ def main():
            "exit included). CPU: median CPU time of the master per cycle plus that of the new "
            "worker's whole life (/proc/PID/schedstat; an exec: command's own process is not in "
            "it). Worker Minstr: user-space instructions of a worker's life under callgrind "
-           "(median of %d workers in each of %d instances per variant; from the master's "
-           "uwsgi_fork, pre-fork hooks included, to the worker's exit). The native target "
-           "holds when both the instructions and the latency (within the run's noise floor) "
-           "are <= 1.01x." % (CALLGRIND_RESPAWNS, CALLGRIND_INSTANCES))
+           "(median of %d workers in each instance; from the master's uwsgi_fork, pre-fork "
+           "hooks included, to the worker's exit). Every variant ran once per padding of "
+           "Python's interned-string table (%s strings). The native target holds when both "
+           "the instructions and the latency (within the run's noise floor) are <= 1.01x."
+           % (CALLGRIND_RESPAWNS, ", ".join(str(p) for p in PADS)))
     return 0
 
 

@@ -11,65 +11,63 @@
 
 /* ----------------------------------------------------------------- payload */
 
-/* json_object_set_new steals VALUE even when it fails, so a chain of these
- * needs no cleanup of its own beyond the object. */
-static int set(json_t *object, const char *key, json_t *value)
+/* The payload's shape is written once, here, against a writer: jansson
+ * values for the JSON that exec: and native handlers read, and Python
+ * objects for python: handlers (lib/python.c).  Each writer's set() takes
+ * VALUE even when it fails (NULL = an earlier failure), so a chain of sets
+ * needs no cleanup beyond the object. */
+
+static int set(const forksafe__payload_writer *w, void *object, const char *key, void *value)
 {
-    return json_object_set_new(object, key, value);
+    return w->set(w, object, key, value);
 }
 
 /* {"kind", "id"[, "pid"][, "ppid"]}: "process" has all four, "child" no
  * ppid (it is the master) and no pid before it exists. */
-static json_t *process_json(const forksafe__process *process, int with_pid, int with_ppid)
+static void *process_value(const forksafe__payload_writer *w, const forksafe__process *process,
+                           int with_pid, int with_ppid)
 {
-    json_t *object = json_object();
+    void *object = w->object(w);
 
     if (!object)
         return NULL;
-    if (set(object, "kind", json_string(forksafe__process_kind_name(process->kind))) ||
-        set(object, "id", json_integer(process->id)) ||
-        (with_pid && set(object, "pid", json_integer(process->pid))) ||
-        (with_ppid && set(object, "ppid", json_integer(process->ppid)))) {
-        json_decref(object);
+    if (set(w, object, "kind", w->string(w, forksafe__process_kind_name(process->kind))) ||
+        set(w, object, "id", w->integer(w, process->id)) ||
+        (with_pid && set(w, object, "pid", w->integer(w, process->pid))) ||
+        (with_ppid && set(w, object, "ppid", w->integer(w, process->ppid)))) {
+        w->release(w, object);
         return NULL;
     }
     return object;
 }
 
-static json_t *child_json(const forksafe__occurrence *occ)
+static void *child_value(const forksafe__payload_writer *w, const forksafe__occurrence *occ)
 {
     const forksafe__process *child = occ->child;
     /* In pre-fork the child does not exist yet, whatever the host put in
      * its pid field. */
     int with_pid = occ->type != FORKSAFE_PRE_FORK && child->pid > 0;
-    json_t *object = process_json(child, with_pid, 0);
+    void *object = process_value(w, child, with_pid, 0);
     int status = occ->child_status;
 
     if (!object)
         return NULL;
-    if (set(object, "respawn", json_integer(child->respawn)))
+    if (set(w, object, "respawn", w->integer(w, child->respawn)))
         goto fail;
     if (occ->child_status_known) {
-        if (set(object, "status", json_integer(status)))
+        if (set(w, object, "status", w->integer(w, status)))
             goto fail;
-        if (WIFSIGNALED(status) && set(object, "signal", json_integer(WTERMSIG(status))))
+        if (WIFSIGNALED(status) && set(w, object, "signal", w->integer(w, WTERMSIG(status))))
             goto fail;
-        if (WIFEXITED(status) && set(object, "exit_code", json_integer(WEXITSTATUS(status))))
+        if (WIFEXITED(status) && set(w, object, "exit_code", w->integer(w, WEXITSTATUS(status))))
             goto fail;
     }
-    if (occ->child_cause && set(object, "cause", json_string(occ->child_cause)))
+    if (occ->child_cause && set(w, object, "cause", w->string(w, occ->child_cause)))
         goto fail;
     return object;
 fail:
-    json_decref(object);
+    w->release(w, object);
     return NULL;
-}
-
-/* The settings objects are built once at seal and shared by reference; an
- * unsealed context (tests, forksafe-check) gets an empty object instead. */
-static json_t *shared_or_empty(json_t *shared)
-{
-    return shared ? json_incref(shared) : json_object();
 }
 
 static int has_child(forksafe_event_type type)
@@ -83,7 +81,7 @@ static int has_reason(forksafe_event_type type)
     return type == FORKSAFE_WORKER_EXIT || type == FORKSAFE_MASTER_EXIT;
 }
 
-static double realtime_now(void)
+double forksafe__realtime_now(void)
 {
     struct timespec now;
 
@@ -91,39 +89,97 @@ static double realtime_now(void)
     return (double)now.tv_sec + (double)now.tv_nsec / 1e9;
 }
 
-static json_t *payload_at(const forksafe__context *ctx, const forksafe__occurrence *occ,
-                          double time)
+void *forksafe__payload_write(const forksafe__payload_writer *w, const forksafe__context *ctx,
+                              const forksafe__occurrence *occ, double time)
 {
     const char *name = forksafe_event_type_name(occ->type);
-    json_t *payload;
+    void *payload;
 
     if (!name)
         return NULL;
-    payload = json_object();
+    payload = w->object(w);
     if (!payload)
         return NULL;
-    if (set(payload, "event", json_string(name)) ||
-        set(payload, "container", json_string(ctx->container ? ctx->container : "uwsgi")) ||
-        set(payload, "process", process_json(&occ->self, 1, 1)) ||
-        set(payload, "generation", json_integer(occ->generation)) ||
-        set(payload, "respawn", json_integer(occ->self.respawn)) ||
-        set(payload, "time", json_real(time)) ||
-        set(payload, "settings", shared_or_empty(ctx->settings_json)) ||
-        set(payload, "global_settings", shared_or_empty(ctx->global_settings_json)))
+    /* The settings objects are built once at seal and shared; an unsealed
+     * context (tests, forksafe-check) gets empty objects instead. */
+    if (set(w, payload, "event", w->string(w, name)) ||
+        set(w, payload, "container", w->string(w, ctx->container ? ctx->container : "uwsgi")) ||
+        set(w, payload, "process", process_value(w, &occ->self, 1, 1)) ||
+        set(w, payload, "generation", w->integer(w, occ->generation)) ||
+        set(w, payload, "respawn", w->integer(w, occ->self.respawn)) ||
+        set(w, payload, "time", w->real(w, time)) ||
+        set(w, payload, "settings", w->shared(w, ctx->settings_json)) ||
+        set(w, payload, "global_settings", w->shared(w, ctx->global_settings_json)))
         goto fail;
-    if (has_child(occ->type) && occ->child && set(payload, "child", child_json(occ)))
+    if (has_child(occ->type) && occ->child && set(w, payload, "child", child_value(w, occ)))
         goto fail;
-    if (has_reason(occ->type) && occ->reason && set(payload, "reason", json_string(occ->reason)))
+    if (has_reason(occ->type) && occ->reason &&
+        set(w, payload, "reason", w->string(w, occ->reason)))
         goto fail;
     return payload;
 fail:
-    json_decref(payload);
+    w->release(w, payload);
     return NULL;
+}
+
+/* The jansson writer. */
+
+static void *json_writer_object(const forksafe__payload_writer *w)
+{
+    (void)w;
+    return json_object();
+}
+
+static int json_writer_set(const forksafe__payload_writer *w, void *object, const char *key,
+                           void *value)
+{
+    (void)w;
+    return json_object_set_new(object, key, value);
+}
+
+static void *json_writer_string(const forksafe__payload_writer *w, const char *text)
+{
+    (void)w;
+    return json_string(text);
+}
+
+static void *json_writer_integer(const forksafe__payload_writer *w, long long value)
+{
+    (void)w;
+    return json_integer(value);
+}
+
+static void *json_writer_real(const forksafe__payload_writer *w, double value)
+{
+    (void)w;
+    return json_real(value);
+}
+
+static void *json_writer_shared(const forksafe__payload_writer *w, const json_t *value)
+{
+    (void)w;
+    return value ? json_incref((json_t *)value) : json_object();
+}
+
+static void json_writer_release(const forksafe__payload_writer *w, void *object)
+{
+    (void)w;
+    json_decref(object);
+}
+
+static const forksafe__payload_writer json_writer = {
+    json_writer_object, json_writer_set,    json_writer_string, json_writer_integer,
+    json_writer_real,   json_writer_shared, json_writer_release};
+
+static json_t *payload_at(const forksafe__context *ctx, const forksafe__occurrence *occ,
+                          double time)
+{
+    return forksafe__payload_write(&json_writer, ctx, occ, time);
 }
 
 json_t *forksafe__payload_new(const forksafe__context *ctx, const forksafe__occurrence *occ)
 {
-    return payload_at(ctx, occ, realtime_now());
+    return payload_at(ctx, occ, forksafe__realtime_now());
 }
 
 /* --------------------------------------------------------------- accessors */
@@ -171,7 +227,8 @@ FORKSAFE_EXPORT const void *forksafe_event_payload(const forksafe_event *ev)
 
     if (ev->payload)
         return ev->payload;
-    mutable_ev->payload = payload_at(ev->ctx, ev->occ, ev->time > 0 ? ev->time : realtime_now());
+    mutable_ev->payload =
+        payload_at(ev->ctx, ev->occ, ev->time > 0 ? ev->time : forksafe__realtime_now());
     if (!ev->payload)
         forksafe__log(ev->ctx, FORKSAFE__LOG_ERROR, "%s: out of memory building the %s payload",
                       ev->subscription ? ev->subscription->name : "handler",

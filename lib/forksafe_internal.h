@@ -546,6 +546,25 @@ struct forksafe_event {
 /* Builds the payload object for OCC. Returns a new reference or NULL. */
 json_t *forksafe__payload_new(const forksafe__context *ctx, const forksafe__occurrence *occ);
 
+/* Builds the payload of OCC at TIME with W: the one place that says what
+ * a payload holds, for every form of it.  Returns W's object, or NULL. */
+typedef struct forksafe__payload_writer forksafe__payload_writer;
+struct forksafe__payload_writer {
+    void *(*object)(const forksafe__payload_writer *w);
+    /* Adds KEY = VALUE to OBJECT and takes VALUE, also on failure (VALUE
+     * NULL: it could not be made).  0 on success. */
+    int (*set)(const forksafe__payload_writer *w, void *object, const char *key, void *value);
+    void *(*string)(const forksafe__payload_writer *w, const char *text);
+    void *(*integer)(const forksafe__payload_writer *w, long long value);
+    void *(*real)(const forksafe__payload_writer *w, double value);
+    /* The settings maps, shared JSON built at seal (NULL: none). */
+    void *(*shared)(const forksafe__payload_writer *w, const json_t *value);
+    void (*release)(const forksafe__payload_writer *w, void *object);
+};
+void *forksafe__payload_write(const forksafe__payload_writer *w, const forksafe__context *ctx,
+                              const forksafe__occurrence *occ, double time);
+double forksafe__realtime_now(void);
+
 /* -------------------------------------------------------- python backend */
 
 /* The `python:MODULE:CALLABLE` backend.  libpython is found at run time in

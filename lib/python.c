@@ -132,10 +132,50 @@ static int lazy_imports;
 static PyObject *format_exception;
 static PyObject *bridge;
 
-/* This process's post-fork when no listener heard it, kept as JSON: most
- * workers never need it as Python objects.  An app loaded after the fork
- * (lazy-apps) gets it from _forksafe.recorded("post-fork"). */
-static json_t *unheard_post_fork;
+/* This process's post-fork when no listener heard it, kept as the bare
+ * occurrence: most workers never need its payload.  An app loaded after
+ * the fork (lazy-apps) gets it from _forksafe.recorded("post-fork"). */
+static struct {
+    int kept;
+    const forksafe__context *ctx;
+    forksafe__occurrence occ;
+    double time;
+} unheard_post_fork;
+
+static void keep_unheard_post_fork(const forksafe__context *ctx, const forksafe__occurrence *occ)
+{
+    unheard_post_fork.kept = 1;
+    unheard_post_fork.ctx = ctx;
+    unheard_post_fork.occ = *occ;
+    /* A post-fork's payload has no child and no reason. */
+    unheard_post_fork.occ.child = NULL;
+    unheard_post_fork.occ.reason = NULL;
+    unheard_post_fork.occ.child_cause = NULL;
+    unheard_post_fork.time = forksafe__realtime_now();
+}
+
+/* _forksafe.listeners, which pyramid_forksafe changes in place, and whether
+ * _forksafe.delivered may hold anything.  With no listener and nothing to
+ * forget, an event does not enter Python at all: taking the GIL and looking
+ * up attributes writes to the interpreter's pages, and in a master just
+ * after a fork every page written is a page copied. */
+static PyObject *bridge_listeners;
+static int delivered_dirty;
+
+/* PyVarObject, whose layout is part of the stable ABI: a list's length
+ * read without calling into Python. */
+struct python_var_object {
+    long refcnt;
+    void *type;
+    long size;
+};
+
+static long listener_count(void)
+{
+    return ((const struct python_var_object *)(const void *)bridge_listeners)->size;
+}
+
+static void make_payload_keys(void);
 
 /* -------------------------------------------------------------- the API */
 
@@ -341,6 +381,7 @@ static int python_resolve(forksafe__context *ctx, void *data, const char *spec, 
         goto out;
     }
     gil = py.PyGILState_Ensure();
+    make_payload_keys();
     if (lazy_imports) {
         if (!module_findable(python->module, why, sizeof(why)))
             rc = FORKSAFE__ENOTFOUND;
@@ -434,16 +475,121 @@ static PyObject *python_value(const json_t *value)
     }
 }
 
-/* Returns a new dict equal to EV's payload, or NULL with an exception. */
+/* The Python writer of the payload (lib/event.c says what it holds): dicts,
+ * str, int and float made directly, never through jansson.  In a worker
+ * just forked, each small malloc jansson makes reuses a chunk the master
+ * freed, on a page shared with it, and copies that page: some twenty page
+ * faults for one payload, most of a python: handler's cost. */
+
+static void *py_writer_object(const forksafe__payload_writer *w)
+{
+    (void)w;
+    return py.PyDict_New();
+}
+
+/* The payload's own keys as str objects, made once in the master and kept:
+ * PyDict_SetItemString would make and intern a new str per key per
+ * payload, which dies with the payload and leaves a dummy slot in the
+ * interpreter's interned-string table; enough of those and a worker has to
+ * copy the whole table. */
+static const char *const payload_key_names[] = {
+    "event", "container",  "process", "kind",      "id",       "pid",
+    "ppid",  "generation", "respawn", "time",      "settings", "global_settings",
+    "child", "status",     "signal",  "exit_code", "cause",    "reason",
+    NULL};
+static PyObject *payload_keys[sizeof(payload_key_names) / sizeof(payload_key_names[0])];
+
+static void make_payload_keys(void)
+{
+    size_t i;
+
+    for (i = 0; payload_key_names[i]; i++) {
+        if (!payload_keys[i])
+            payload_keys[i] = py.PyUnicode_FromString(payload_key_names[i]);
+        if (!payload_keys[i])
+            py.PyErr_Clear();
+    }
+}
+
+static int py_writer_set(const forksafe__payload_writer *w, void *object, const char *key,
+                         void *value)
+{
+    PyObject *name = NULL;
+    size_t i;
+    int rc;
+
+    (void)w;
+    if (!value)
+        return -1;
+    for (i = 0; payload_key_names[i]; i++) {
+        if (strcmp(payload_key_names[i], key) == 0) {
+            name = payload_keys[i];
+            break;
+        }
+    }
+    if (name) {
+        rc = py.PyDict_SetItem(object, name, value);
+    }
+    else {
+        rc = py.PyDict_SetItemString(object, key, value);
+    }
+    decref(value);
+    return rc;
+}
+
+static void *py_writer_string(const forksafe__payload_writer *w, const char *text)
+{
+    (void)w;
+    return py.PyUnicode_FromString(text);
+}
+
+static void *py_writer_integer(const forksafe__payload_writer *w, long long value)
+{
+    (void)w;
+    return py.PyLong_FromLongLong(value);
+}
+
+static void *py_writer_real(const forksafe__payload_writer *w, double value)
+{
+    (void)w;
+    return py.PyFloat_FromDouble(value);
+}
+
+static void *py_writer_shared(const forksafe__payload_writer *w, const json_t *value)
+{
+    (void)w;
+    return value ? python_value(value) : py.PyDict_New();
+}
+
+static void py_writer_release(const forksafe__payload_writer *w, void *object)
+{
+    (void)w;
+    decref(object);
+}
+
+static const forksafe__payload_writer python_writer = {
+    py_writer_object, py_writer_set,    py_writer_string, py_writer_integer,
+    py_writer_real,   py_writer_shared, py_writer_release};
+
+/* A new dict of OCC's payload at TIME (0: now), or NULL with an exception. */
+static PyObject *payload_object(const forksafe__context *ctx, const forksafe__occurrence *occ,
+                                double time)
+{
+    PyObject *payload = forksafe__payload_write(&python_writer, ctx, occ,
+                                                time > 0 ? time : forksafe__realtime_now());
+
+    if (!payload && !py.PyErr_Occurred())
+        py.PyErr_NoMemory();
+    return payload;
+}
+
+/* Returns a new dict equal to EV's payload, or NULL with an exception.  A
+ * JSON payload an earlier handler of this dispatch made is converted. */
 static PyObject *payload_dict(const forksafe_event *ev)
 {
-    const json_t *payload = forksafe_event_payload(ev);
-
-    if (!payload) {
-        py.PyErr_NoMemory();
-        return NULL;
-    }
-    return python_value(payload);
+    if (ev->payload)
+        return python_value(ev->payload);
+    return payload_object(ev->ctx, ev->occ, ev->time);
 }
 
 /* Calls CALLABLE(payload) with the GIL held; on an exception logs the whole
@@ -559,8 +705,9 @@ static PyObject *bridge_recorded(PyObject *self, PyObject *argument)
         forksafe__free(event);
         return NULL;
     }
-    if (unheard_post_fork && strcmp(event, "post-fork") == 0) {
-        payload = python_value(unheard_post_fork);
+    if (unheard_post_fork.kept && strcmp(event, "post-fork") == 0) {
+        payload =
+            payload_object(unheard_post_fork.ctx, &unheard_post_fork.occ, unheard_post_fork.time);
         if (!payload || py.PyDict_SetItemString(delivered, event, payload) != 0) {
             decref(payload);
             decref(delivered);
@@ -568,8 +715,8 @@ static PyObject *bridge_recorded(PyObject *self, PyObject *argument)
             return NULL;
         }
         decref(payload);
-        json_decref(unheard_post_fork);
-        unheard_post_fork = NULL;
+        delivered_dirty = 1;
+        unheard_post_fork.kept = 0;
     }
     payload = py.PyDict_GetItemString(delivered, event); /* borrowed */
     if (!payload)
@@ -587,7 +734,7 @@ static struct python_method bridge_recorded_method = {
 int forksafe__python_bridge_init(const char *container)
 {
     PyObject *module, *value;
-    int gil, rc = 0;
+    int gil, created, rc = 0;
 
     if (!forksafe__python_available())
         return 0;
@@ -599,7 +746,8 @@ int forksafe__python_bridge_init(const char *container)
         rc = FORKSAFE__ENOMEM;
         goto out;
     }
-    if (!py.PyObject_HasAttrString(module, "listeners")) {
+    created = !py.PyObject_HasAttrString(module, "listeners");
+    if (created) {
         static const struct {
             const char *name;
             int kind; /* 0 list, 1 dict, 2 str */
@@ -630,7 +778,19 @@ int forksafe__python_bridge_init(const char *container)
         }
     }
     if (rc == 0) {
+        void *list_type = dlsym(RTLD_DEFAULT, "PyList_Type");
+        make_payload_keys();
+        PyObject *listeners = py.PyObject_GetAttrString(module, "listeners");
         bridge = module;
+        /* Anything but a list (set by someone else) is asked in Python. */
+        if (listeners && list_type &&
+            ((const struct python_var_object *)(const void *)listeners)->type == list_type)
+            bridge_listeners = listeners;
+        else
+            decref(listeners);
+        py.PyErr_Clear();
+        /* A module made before us may have a record already. */
+        delivered_dirty = !created;
     }
 out:
     py.PyGILState_Release(gil);
@@ -647,6 +807,11 @@ int forksafe__python_bridge_deliver(forksafe__context *ctx, const forksafe__occu
 
     if (!bridge || !forksafe__python_available())
         return 0;
+    if (bridge_listeners && listener_count() == 0 && !delivered_dirty) {
+        if (occ->type == FORKSAFE_POST_FORK)
+            keep_unheard_post_fork(ctx, occ);
+        return 0;
+    }
     memset(&ev, 0, sizeof(ev));
     memset(&bridge_subscription, 0, sizeof(bridge_subscription));
     bridge_subscription.name = "pyramid_forksafe";
@@ -658,11 +823,12 @@ int forksafe__python_bridge_deliver(forksafe__context *ctx, const forksafe__occu
     listeners = py.PyObject_GetAttrString(bridge, "listeners");
     if (occ->type == FORKSAFE_POST_FORK) {
         /* A child inherits the master's record: it starts afresh at its fork. */
-        json_decref(unheard_post_fork);
-        unheard_post_fork = NULL;
+        unheard_post_fork.kept = 0;
         delivered = py.PyObject_GetAttrString(bridge, "delivered");
-        if (delivered)
+        if (delivered) {
             py.PyDict_Clear(delivered);
+            delivered_dirty = 0;
+        }
     }
     /* Nobody listens (no app included pyramid_forksafe yet): only a
      * post-fork is worth recording, for an app loaded later (lazy-apps) to
@@ -670,7 +836,7 @@ int forksafe__python_bridge_deliver(forksafe__context *ctx, const forksafe__occu
      * nothing here. */
     if (listeners && py.PyObject_Size(listeners) == 0) {
         if (occ->type == FORKSAFE_POST_FORK)
-            unheard_post_fork = forksafe__payload_new(ctx, occ);
+            keep_unheard_post_fork(ctx, occ);
         decref(delivered);
         decref(listeners);
         py.PyGILState_Release(gil);
@@ -678,8 +844,7 @@ int forksafe__python_bridge_deliver(forksafe__context *ctx, const forksafe__occu
     }
     if (!delivered)
         delivered = py.PyObject_GetAttrString(bridge, "delivered");
-    ev.payload = forksafe__payload_new(ctx, occ);
-    payload = ev.payload ? payload_dict(&ev) : NULL;
+    payload = payload_object(ctx, occ, 0);
     if (!listeners || !delivered || !payload) {
         char why[256];
         char *traceback = take_exception(why, sizeof(why));
@@ -688,6 +853,7 @@ int forksafe__python_bridge_deliver(forksafe__context *ctx, const forksafe__occu
         failed = 1;
         goto out;
     }
+    delivered_dirty = 1;
     if (py.PyDict_SetItemString(delivered, forksafe_event_type_name(occ->type), payload) != 0)
         py.PyErr_Clear();
     /* A listener may add or remove listeners: walk a snapshot. */

@@ -1,13 +1,13 @@
-"""Imported in the master by the spawn benchmark's callgrind pass: interns
+"""Imported in the master of every spawn-benchmark instance: interns
 $FORKSAFE_BENCH_PAD extra strings.
 
 A worker that interns a few new strings (uWSGI's python plugin imports
-random in every new worker) may push the interpreter's table of interned
-strings over its resize threshold and copy the whole table: ~370,000
-instructions, decided by how many strings the master happened to intern.
-Instances with different paddings put that threshold at different places,
-so that the median over them measures the variant rather than the luck of
-one process image."""
+random in every new worker, and atexit as it exits) may push the
+interpreter's table of interned strings over its resize threshold and copy
+the whole table: ~1.5 ms and ~370,000 instructions, decided by how many
+strings the master happened to intern.  Instances with different paddings
+put that threshold at different places, so that a variant is measured
+over several process images rather than by the luck of one."""
 import os
 import sys
 
