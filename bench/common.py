@@ -53,6 +53,12 @@ disable-logging = true
 """
 
 
+def padded(ini_body):
+    """INI_BODY with bench/apps/intern_pad.py imported in the master, in the
+    [uwsgi] section (the body may end with an [app:main] section)."""
+    return ini_body.replace("[uwsgi]\n", "[uwsgi]\npyimport = intern_pad\n", 1)
+
+
 def env_int(name, default):
     value = os.environ.get(name)
     return int(value) if value else default

@@ -5,7 +5,8 @@
 Per worker: Private_Clean + Private_Dirty from /proc/PID/smaps_rollup (the
 pages only that worker holds: its copy-on-write copies and its own
 allocations), after each worker has served requests, for fresh instances
-started BENCH_MEMORY_ROUNDS times: forksafe loaded with no subscription, with one
+started BENCH_MEMORY_ROUNDS times (each at a padding of Python's
+interned-string table, see bench/spawn.py): forksafe loaded with no subscription, with one
 native post-fork handler, and with the throughput benchmark's three
 subscriptions (one of them a python: handler in the worker).
 
@@ -20,10 +21,14 @@ baseline after the first chunk and at the end.
 import sys
 import time
 
-from common import TWO_WORKERS, Uwsgi, env_int, median, private_kib, report, status_kib, table, verdict
-from spawn import Churn
+from common import (TWO_WORKERS, Uwsgi, env_int, median, padded, private_kib, report,
+                    status_kib, table, verdict)
+from spawn import PADS, Churn
 
-ROUNDS = env_int("BENCH_MEMORY_ROUNDS", 4)
+# Round r pads Python's interned-string table with PADS[r % len(PADS)]
+# strings, as the spawn benchmark does: a worker that must copy that table
+# holds a private copy of it, and which images do is luck.
+ROUNDS = env_int("BENCH_MEMORY_ROUNDS", 6)
 RESPAWNS = env_int("BENCH_RESPAWNS", 5000)
 CHURN_SECONDS = env_int("BENCH_CHURN_SECONDS", 600)
 CHUNK = 250
@@ -68,8 +73,10 @@ forksafe.event_log = /dev/null
 
 def worker_memory():
     per_variant = {name: [] for name, _ in WORKER_VARIANTS}
-    for _ in range(ROUNDS):
-        servers = [Uwsgi(name, body).start() for name, body in WORKER_VARIANTS]
+    for r in range(ROUNDS):
+        pad = PADS[r % len(PADS)]
+        servers = [Uwsgi(name, padded(body)).start(
+            ["env", "FORKSAFE_BENCH_PAD=%d" % pad]) for name, body in WORKER_VARIANTS]
         for u in servers:
             u.wait_ready()
         for u in servers:
@@ -91,8 +98,8 @@ def worker_memory():
             TARGET_KIB, verdict(extra <= TARGET_KIB))
         rows.append((name, len(values), "%d" % median(values), "%d-%d" % (min(values), max(values)),
                      "%+d" % extra, target))
-    report("5a-worker-memory", "Private memory per worker (%d instances x 2 workers per variant)"
-           % ROUNDS, table(("variant", "workers", "median private KiB", "range", "vs bare KiB",
+    report("5a-worker-memory", "Private memory per worker (%d instances x 2 workers per variant, "
+           "paddings %s)" % (ROUNDS, ", ".join(str(p) for p in PADS)), table(("variant", "workers", "median private KiB", "range", "vs bare KiB",
                             "target"), rows))
 
 

@@ -45,7 +45,7 @@ import sys
 import tempfile
 import time
 
-from common import Uwsgi, env_int, median, report, table, verdict, wait_exited
+from common import Uwsgi, env_int, median, padded, report, table, verdict, wait_exited
 
 SWEEPS = env_int("BENCH_SPAWN_SWEEPS", 120)
 # Respawns measured per instance under callgrind (0: skip that pass).
@@ -146,7 +146,7 @@ def worker_instructions(respawns):
     servers = []
     for i, (name, body) in enumerate(VARIANTS):
         for pad in PADS:
-            u = Uwsgi(name, body + "pyimport = intern_pad\n")
+            u = Uwsgi(name, padded(body))
             u.start(["env", "FORKSAFE_BENCH_PAD=%d" % pad,
                      "valgrind", "--tool=callgrind", "--zero-before=uwsgi_fork",
                      "--callgrind-out-file=%s/%d.%%p" % (out, i)])
@@ -185,7 +185,7 @@ def main():
     servers = []
     for k, pad in enumerate(PADS):
         for name, body in VARIANTS:
-            u = Uwsgi(name, body + "pyimport = intern_pad\n")
+            u = Uwsgi(name, padded(body))
             u.pad_index = k
             servers.append(u.start(["env", "FORKSAFE_BENCH_PAD=%d" % pad]))
     for u in servers:
