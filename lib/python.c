@@ -11,9 +11,10 @@
  *
  * The callable gets one argument: the payload as a dict equal to json.loads
  * of the payload JSON, so every handler kind sees the same data.  It is
- * built from the JSON value directly: no text is printed and parsed, and
- * json (with re, enum ...) is never imported, which every worker would
- * otherwise pay for in memory and at start.
+ * written directly as Python objects by the payload writer of lib/event.c:
+ * no JSON is built, printed or parsed, and json (with re, enum ...) is never
+ * imported, which every worker would otherwise pay for in memory, copied
+ * pages and time.
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
