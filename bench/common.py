@@ -32,24 +32,44 @@ BENCH_BUILD = os.path.join(BUILD, "bench")
 
 # The benchmarks drive uWSGI with the integration tests' own helpers.
 sys.path.insert(0, TEST_APPS.rsplit(os.sep, 1)[0])
-from harness import children, free_port, read_socket, wait_exited  # noqa: E402,F401
+from harness import children, free_port, kill_group, read_socket, wait_exited  # noqa: E402,F401
 EVENT_LOG_SO = os.path.join(BUILD, "examples", "event_log.so")
 
 _running = []
 
 
-# The instance the throughput and memory benchmarks vary (plugins come after).
-TWO_WORKERS = """
+# Every benchmark instance starts with this; the number of workers, the
+# app and the plugins come after.
+HEADER = """
 [uwsgi]
 plugin-dir = {plugin_dir}
 master = true
-processes = 2
 http-socket = 127.0.0.1:{port}
 stats = {stats}
 pythonpath = {test_apps}
 pythonpath = {bench_apps}
-wsgi-file = {test_apps}/simple_app.py
 disable-logging = true
+"""
+SIMPLE_APP = "wsgi-file = {test_apps}/simple_app.py\n"
+# The instance the throughput and memory benchmarks vary (plugins come after).
+TWO_WORKERS = HEADER + "processes = 2\n" + SIMPLE_APP
+# One worker that serves one request and is respawned (spawn, master memory).
+RESPAWNING = HEADER + """processes = 1
+max-requests = 1
+min-worker-lifetime = 0
+forkbomb-delay = 0
+; a worker exits in ~10 ms instead of ~100 ms of Py_Finalize()
+skip-atexit-teardown = true
+"""
+# forksafe with a dl:, a python: and an exec: subscription, in the worker.
+THREE_SUBSCRIPTIONS = """plugins = python3,forksafe
+forksafe-settings = %p
+forksafe-subscribe = post-fork dl:{event_log_so}:record
+forksafe-subscribe = worker-ready python:bench_handlers:on_post_fork
+forksafe-subscribe = worker-exit exec:true
+
+[app:main]
+forksafe.event_log = {dir}/events.jsonl
 """
 
 
@@ -167,14 +187,7 @@ class Uwsgi:
         subprocess.run(["rm", "-rf", self.dir], check=False)
 
     def kill(self):
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            pass
+        kill_group(self.proc)
 
 
 @atexit.register

@@ -18,10 +18,11 @@ BENCH_RESPAWNS each or BENCH_CHURN_SECONDS in all; the master's RssAnon
 baseline after the first chunk and at the end.
 """
 
+import re
 import sys
 import time
 
-from common import (TWO_WORKERS, Uwsgi, env_int, median, padded, private_kib, report,
+from common import (RESPAWNING, SIMPLE_APP, THREE_SUBSCRIPTIONS, TWO_WORKERS, Uwsgi, env_int, median, padded, private_kib, report,
                     status_kib, table, verdict)
 from spawn import PADS, Churn
 
@@ -34,29 +35,16 @@ CHURN_SECONDS = env_int("BENCH_CHURN_SECONDS", 600)
 CHUNK = 250
 TARGET_KIB = 64
 
-FORKSAFE_3 = """plugins = python3,forksafe
-forksafe-settings = %p
-forksafe-subscribe = post-fork dl:{event_log_so}:record
-forksafe-subscribe = worker-ready python:bench_handlers:on_post_fork
-forksafe-subscribe = worker-exit exec:true
-
-[app:main]
-forksafe.event_log = {dir}/events.jsonl
-"""
 WORKER_VARIANTS = [
     ("bare", TWO_WORKERS + "plugins = python3\n"),
     ("forksafe, no subscription", TWO_WORKERS + "plugins = python3,forksafe\n"),
-    ("forksafe, dl: post-fork", TWO_WORKERS + FORKSAFE_3.split("forksafe-subscribe = worker-ready")[0]
-     + "\n[app:main]\nforksafe.event_log = {dir}/events.jsonl\n"),
-    ("forksafe, 3 subscriptions", TWO_WORKERS + FORKSAFE_3),
+    # the first of the three subscriptions only
+    ("forksafe, dl: post-fork", TWO_WORKERS + re.sub(r"forksafe-subscribe = worker-.*\n", "",
+                                                    THREE_SUBSCRIPTIONS)),
+    ("forksafe, 3 subscriptions", TWO_WORKERS + THREE_SUBSCRIPTIONS),
 ]
 
-CHURN_COMMON = TWO_WORKERS.replace("processes = 2", "processes = 1") + """
-max-requests = 1
-min-worker-lifetime = 0
-forkbomb-delay = 0
-skip-atexit-teardown = true
-"""
+CHURN_COMMON = RESPAWNING + SIMPLE_APP
 CHURN_VARIANTS = [
     ("bare", CHURN_COMMON + "plugins = python3\n"),
     ("forksafe", CHURN_COMMON + """plugins = python3,forksafe

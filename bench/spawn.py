@@ -45,7 +45,8 @@ import sys
 import tempfile
 import time
 
-from common import Uwsgi, env_int, median, padded, report, table, verdict, wait_exited
+from common import (RESPAWNING, SIMPLE_APP, Uwsgi, env_int, median, padded, report, table,
+                    verdict, wait_exited)
 
 SWEEPS = env_int("BENCH_SPAWN_SWEEPS", 120)
 # Respawns measured per instance under callgrind (0: skip that pass).
@@ -55,23 +56,8 @@ CALLGRIND_RESPAWNS = env_int("BENCH_CALLGRIND_RESPAWNS", 3)
 PADS = [int(p) for p in os.environ.get("BENCH_PADS", "0,4000,9000").split(",")]
 COMMAND = "/bin/true"
 
-COMMON = """
-[uwsgi]
-plugin-dir = {plugin_dir}
-master = true
-processes = 1
-http-socket = 127.0.0.1:{port}
-stats = {stats}
-pythonpath = {test_apps}
-pythonpath = {bench_apps}
-max-requests = 1
-min-worker-lifetime = 0
-forkbomb-delay = 0
-disable-logging = true
-; a worker exits in ~10 ms instead of ~100 ms of Py_Finalize()
-skip-atexit-teardown = true
-"""
-SIMPLE = "wsgi-file = {test_apps}/simple_app.py\n"
+COMMON = RESPAWNING
+SIMPLE = SIMPLE_APP
 FORKSAFE = "plugins = python3,forksafe\nforksafe-settings = %p\n"
 SETTINGS = "\n[app:main]\nforksafe.event_log = {dir}/events.jsonl\n"
 

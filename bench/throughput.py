@@ -8,7 +8,7 @@ import re
 import subprocess
 import sys
 
-from common import TWO_WORKERS, Uwsgi, env_int, median, report, table, verdict
+from common import THREE_SUBSCRIPTIONS, TWO_WORKERS, Uwsgi, env_int, median, report, table, verdict
 
 SECONDS = env_int("BENCH_SECONDS", 4)
 ROUNDS = env_int("BENCH_ROUNDS", 7)
@@ -18,15 +18,7 @@ TARGET = 0.99
 
 VARIANTS = [
     ("bare", TWO_WORKERS + "plugins = python3\n"),
-    ("forksafe, 3 subscriptions", TWO_WORKERS + """plugins = python3,forksafe
-forksafe-settings = %p
-forksafe-subscribe = post-fork dl:{event_log_so}:record
-forksafe-subscribe = worker-ready python:bench_handlers:on_post_fork
-forksafe-subscribe = worker-exit exec:true
-
-[app:main]
-forksafe.event_log = {dir}/events.jsonl
-"""),
+    ("forksafe, 3 subscriptions", TWO_WORKERS + THREE_SUBSCRIPTIONS),
 ]
 
 

@@ -204,7 +204,8 @@ static int directly_executable(const char *path)
 }
 
 /* Finds PROGRAM as sh would (PATH when it has no '/'; an empty PATH entry
- * is the current directory) into FOUND.  0 if found and directly
+ * is the current directory) into FOUND, at each run as sh does, so that a
+ * program installed or replaced after start-up is the one that runs.  0 if found and directly
  * executable: then the spawn cannot fail on the program, which matters
  * where a failed exec is not reported back (valgrind turns posix_spawn's
  * vfork into a fork). */

@@ -119,6 +119,19 @@ def children(pid):
     return out
 
 
+def kill_group(proc):
+    """SIGKILLs the process group PROC leads (started with
+    start_new_session) and reaps PROC."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        pass
+
+
 def wait_exited(pid, timeout=10.0):
     """Until PID has exited (its atexit handlers -- worker-exit -- have all
     run): a pidfd becomes readable then, zombie or not."""
@@ -167,16 +180,8 @@ class ServerProcess:
     def kill(self):
         """Last resort, always run as a cleanup: SIGKILL the process group
         (children left behind by a dead master die with it), reap."""
-        if self.proc is None:
-            return
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            pass
+        if self.proc is not None:
+            kill_group(self.proc)
 
 
 class Uwsgi(ServerProcess):
