@@ -7,6 +7,7 @@
 #   make deb      Debian packages in build/deb/ (dpkg-buildpackage on a copy of the tree)
 #   make embedded a monolithic uWSGI with python and forksafe built in
 #   make fuzz     each libFuzzer harness for FUZZ_SECONDS (tests/fuzz)
+#   make check-stress  the suites that start servers, STRESS_ROUNDS times under load
 
 PYTHON   ?= /usr/bin/python3
 UWSGI    ?= uwsgi
@@ -42,7 +43,7 @@ PLUGIN   := forksafe_plugin.so
 
 .PHONY: bench all deps run check unit asan valgrind integration differential python fixtures tools clean format-check
 .PHONY: install uninstall deb package
-.PHONY: embedded embedded-check fuzz fuzz-smoke fuzz-replay
+.PHONY: embedded embedded-check fuzz fuzz-smoke fuzz-replay check-stress
 
 all: deps
 	@$(MAKE) --no-print-directory $(PLUGIN) $(LIBFORKSAFE) $(EXAMPLE_SO)
@@ -278,6 +279,18 @@ check: deps
 	@PYTHON=$(PYTHON) tests/run_suite.sh embedded tests/embedded || true
 	@tests/format_check.sh || true
 	@tests/summarize.sh $(BUILD)/results.txt
+
+# Proof that the suites hold on a busy machine (tests/stress/): the suites
+# that start servers, STRESS_ROUNDS times back to back, while a bounded load
+# generator keeps every core busy; each failure named with its round.
+# STRESS_FULL=1: each round is a whole `make check`; STRESS_IDLE=1: no load.
+STRESS_ROUNDS ?= 3
+STRESS_SUITES ?= integration python embedded
+check-stress: deps
+	@$(MAKE) --no-print-directory all fixtures tools
+	@$(if $(or $(STRESS_FULL),$(filter embedded,$(STRESS_SUITES))),PYTHON=$(PYTHON) CC=$(CC) scripts/embedded.sh)
+	@PYTHON=$(PYTHON) STRESS_SUITES="$(STRESS_SUITES)" $(PYTHON) tests/stress/run.py \
+	    --rounds $(STRESS_ROUNDS) $(if $(STRESS_FULL),--full) $(if $(STRESS_IDLE),--idle)
 
 format-check:
 	@rm -f $(BUILD)/results.txt

@@ -56,7 +56,8 @@ class FakeHost(object):
     def records(self):
         try:
             with open(self.log) as f:
-                return [json.loads(line) for line in f]
+                # a child may be appending: a line with no newline yet is half written
+                return [json.loads(line) for line in f if line.endswith("\n")]
         except FileNotFoundError:
             return []
 

@@ -8,6 +8,7 @@ fixture (tests/fixtures/recorder.c) as one JSON line per event.
 
 import json
 import os
+import random
 import re
 import select
 import signal
@@ -63,13 +64,55 @@ def without_plugin_loading(text):
     return "".join(out)
 
 
+def read_jsonl(path):
+    """The JSON lines of PATH that are complete, [] while it does not exist.
+    Another process may be appending as we read: a line with no newline yet
+    is half written and is read next time."""
+    try:
+        with open(path) as f:
+            return [json.loads(line) for line in f if line.endswith("\n") and line.strip()]
+    except FileNotFoundError:
+        return []
+
+
+def _ephemeral_ports():
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low, high = map(int, f.read().split())
+        return low, high
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+_ports_given = set()
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback TCP port that nothing listens on, for a server the test
+    starts next.  Drawn below the kernel's ephemeral range: a port that
+    bind(0) hands out is one that any outgoing connection (a database
+    client, a load generator) may take as its own local port before the
+    server binds it.  Never the same port twice in one test process: two
+    servers of one test would otherwise race for it."""
+    low, _ = _ephemeral_ports()
+    candidates = range(max(1024, low - 12000), low) if low > 2048 else range(1024, low)
+    for _ in range(200):
+        port = random.choice(candidates)
+        if port in _ports_given:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _ports_given.add(port)
+        return port
+    raise AssertionError("no free loopback port below %d after 200 tries" % low)
 
 
-def wait_for(predicate, timeout=15.0, interval=0.05, what="condition"):
+# Bounds on waits for a state: generous, because a busy machine starts a
+# server slowly, and a wait that is met returns at once.
+def wait_for(predicate, timeout=60.0, interval=0.05, what="condition"):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
@@ -277,12 +320,7 @@ class Uwsgi(ServerProcess):
             return r.read().decode()
 
     def events(self, name=None):
-        try:
-            with open(self.record) as f:
-                # a line still being written (no newline yet) is read next time
-                lines = [json.loads(line) for line in f if line.endswith("\n") and line.strip()]
-        except FileNotFoundError:
-            return []
+        lines = read_jsonl(self.record)
         if name:
             lines = [e for e in lines if e["event"] == name]
         return lines
@@ -294,6 +332,19 @@ class Uwsgi(ServerProcess):
             p = e["process"]
             out.setdefault((p["kind"], p["id"], p["pid"]), []).append(e["event"])
         return out
+
+
+def workers_accepting(stats_address, count):
+    """True once uWSGI's stats server (`stats = ADDRESS`) shows COUNT workers
+    that uWSGI itself has finished starting: the master has stored each pid,
+    and each worker has set `accepting`, which uWSGI does after installing
+    its own signal handlers.  Only then does a stop reach every worker of a
+    plain uWSGI (without forksafe, which closes those gaps itself)."""
+    try:
+        workers = read_socket(stats_address)["workers"]
+    except (OSError, ValueError):
+        return False
+    return len([w for w in workers if w["pid"] > 0 and w["accepting"]]) >= count
 
 
 class IntegrationCase(unittest.TestCase):

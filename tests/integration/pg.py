@@ -21,10 +21,11 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
+
+from harness import free_port
 
 BINDIR = os.environ.get("FORKSAFE_PG_BINDIR", "/usr/lib/postgresql/15/bin")
 SYSTEM_USER = "postgres"
@@ -33,12 +34,6 @@ SUPERUSER = "postgres"
 
 class PostgresError(RuntimeError):
     pass
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class PostgresCluster:
@@ -111,7 +106,7 @@ class PostgresCluster:
         os.chmod(self.dir, 0o700)
         self._run([self._bin("initdb"), "-D", self.data, "-A", "trust", "-U", SUPERUSER,
                    "-E", "UTF8", "--locale=C", "--no-sync"])
-        self.port = _free_port()
+        self.port = free_port()
         with open(os.path.join(self.data, "postgresql.conf"), "a") as f:
             f.write("\n# forksafe test cluster\n"
                     "listen_addresses = '127.0.0.1'\n"

@@ -20,7 +20,7 @@ import textwrap
 import time
 import unittest
 
-from harness import APP_DIR, RECORDER, ROOT, ServerProcess, free_port, wait_for
+from harness import APP_DIR, RECORDER, ROOT, ServerProcess, free_port, read_jsonl, wait_for
 
 PYTHON = "/usr/bin/python3"
 REDIS = "redis-server"
@@ -57,14 +57,6 @@ post-fork = python:handlers:record
 worker-exit = python:handlers:record
 worker-ready = exec:cat > %(here)s/exec-$FORKSAFE_PID.json
 """
-
-
-def read_jsonl(path):
-    try:
-        with open(path) as f:
-            return [json.loads(line) for line in f if line.strip()]
-    except FileNotFoundError:
-        return []
 
 
 def without_time(payload):

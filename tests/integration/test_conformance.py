@@ -12,7 +12,7 @@ import sys
 import tempfile
 import unittest
 
-from harness import APP_DIR, BUILD, ROOT, UWSGI, free_port, wait_for
+from harness import APP_DIR, BUILD, ROOT, UWSGI, free_port, read_jsonl, wait_for
 
 sys.path.insert(0, os.path.join(ROOT, "python"))
 sys.path.insert(0, APP_DIR)  # simple_app, for PasteDeploy's appconfig
@@ -69,11 +69,7 @@ class ConformanceTest(unittest.TestCase):
         self.log = os.path.join(self.dir, "conformance.jsonl")
 
     def events(self):
-        try:
-            with open(self.log) as f:
-                return [json.loads(line) for line in f]
-        except FileNotFoundError:
-            return []
+        return read_jsonl(self.log)
 
     def ready_workers(self):
         return len([e for e in self.events() if e["event"] == "worker-ready"])

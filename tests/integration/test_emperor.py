@@ -28,7 +28,7 @@ import tempfile
 import urllib.request
 
 from harness import APP_DIR, PLUGIN_DIR, RECORDER, UWSGI, IntegrationCase, ServerProcess, \
-    free_port, wait_for
+    free_port, read_jsonl, wait_for
 
 sys.path.insert(0, APP_DIR)  # simple_app, for PasteDeploy's appconfig (use = call:...)
 
@@ -58,16 +58,6 @@ python_log = {python_log}
     dl:{recorder}:record
     python:handlers:record
 """
-
-
-def read_jsonl(path):
-    """Complete lines only: each record is one write() ending in a newline,
-    and a poll may catch a line still being written."""
-    try:
-        with open(path) as f:
-            return [json.loads(line) for line in f if line.endswith("\n") and line.strip()]
-    except FileNotFoundError:
-        return []
 
 
 def alive(pid):

@@ -33,7 +33,7 @@ import textwrap
 import unittest
 import urllib.request
 
-from harness import BUILD, ROOT, ServerProcess, free_port, wait_for
+from harness import BUILD, ROOT, ServerProcess, free_port, read_jsonl, wait_for
 
 GUNICORN = os.environ.get("GUNICORN", "/usr/bin/gunicorn")
 PYTHON_PACKAGE = os.path.join(ROOT, "python")
@@ -138,7 +138,9 @@ def user_pre_request(worker, req):
 def _names(name):
     try:
         with open(os.path.join(HERE, name)) as f:
-            return [(e["event"], e["process"]["pid"]) for e in map(json.loads, f)]
+            # another worker may be appending: its last line may be half written
+            return [(e["event"], e["process"]["pid"])
+                    for e in map(json.loads, (line for line in f if line.endswith("\\n")))]
     except FileNotFoundError:
         return []
 '''
@@ -271,11 +273,7 @@ class Gunicorn(ServerProcess):
             return json.loads(r.read().decode())
 
     def events(self, file="native.jsonl", name=None, **match):
-        try:
-            with open(os.path.join(self.dir, file)) as f:
-                lines = [json.loads(line) for line in f if line.strip()]
-        except FileNotFoundError:
-            return []
+        lines = read_jsonl(os.path.join(self.dir, file))
         if name:
             lines = [e for e in lines if e["event"] == name]
         for key, value in match.items():
@@ -793,9 +791,4 @@ class PgServer(ServerProcess):
             assert int(f.read().strip()) == self.proc.pid
 
     def events(self, name=None):
-        try:
-            with open(self.record) as f:
-                lines = [json.loads(line) for line in f if line.strip()]
-        except FileNotFoundError:
-            return []
-        return [e for e in lines if name is None or e["event"] == name]
+        return [e for e in read_jsonl(self.record) if name is None or e["event"] == name]

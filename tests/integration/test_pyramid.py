@@ -3,7 +3,7 @@
 import json
 import os
 
-from harness import IntegrationCase, ROOT, Uwsgi, wait_for
+from harness import IntegrationCase, ROOT, Uwsgi, read_jsonl, wait_for, workers_accepting
 
 HEAD = """
 [uwsgi]
@@ -38,11 +38,7 @@ class PyramidTest(IntegrationCase):
         return Uwsgi(self, text, extra_sections=app)
 
     def pyramid_events(self, u):
-        try:
-            with open(os.path.join(u.dir, "pyramid.jsonl")) as f:
-                return [json.loads(line) for line in f]
-        except FileNotFoundError:
-            return []
+        return read_jsonl(os.path.join(u.dir, "pyramid.jsonl"))
 
     def wait_workers(self, u, count=2):
         wait_for(lambda: len([e for e in self.pyramid_events(u)
@@ -112,11 +108,16 @@ class PyramidTest(IntegrationCase):
             self.assertEqual(len([e for e in mine if e["class"] == "ApplicationPostFork"]), 2)
 
     def test_without_the_plugin_falls_back_to_uwsgidecorators(self):
-        u = self.make(plugins="python3", body="paste = config:%p\n")
+        u = self.make(plugins="python3", body="paste = config:%p\nstats = {dir}/stats.sock\n")
         u.start()
         wait_for(lambda: len([e for e in self.pyramid_events(u)
                               if e["class"] == "ApplicationPostFork"]) >= 2,
                  what="fallback post-fork in both workers")
+        # Plain uWSGI loses a stop that reaches a worker still inside its
+        # post-fork hooks (the subscriber above runs in one): wait until
+        # uWSGI has started both workers.
+        wait_for(lambda: workers_accepting(os.path.join(u.dir, "stats.sock"), 2),
+                 what="both workers accepting (uWSGI stats)")
         self.assertEqual(u.stop(), 0)
         self.assertEqual({e["class"] for e in self.pyramid_events(u)}, {"ApplicationPostFork"})
         self.assertRegex(u.log_text(), r"(?i)warning.*pyramid_forksafe|pyramid_forksafe.*"

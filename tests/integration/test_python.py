@@ -5,7 +5,7 @@ order; exceptions; start-up errors."""
 import json
 import os
 
-from harness import IntegrationCase, Uwsgi, wait_for
+from harness import IntegrationCase, Uwsgi, read_jsonl, wait_for
 
 HEAD = """
 [uwsgi]
@@ -28,11 +28,7 @@ def head(plugins="python3,forksafe"):
 class PythonHandlerTest(IntegrationCase):
 
     def python_events(self, u):
-        try:
-            with open(os.path.join(u.dir, "python.jsonl")) as f:
-                return [json.loads(line) for line in f]
-        except FileNotFoundError:
-            return []
+        return read_jsonl(os.path.join(u.dir, "python.jsonl"))
 
     def test_every_event_in_every_process_kind_matrix(self):
         for plugins in ("python3,forksafe", "forksafe,python3"):

@@ -11,7 +11,7 @@ import secrets
 import subprocess
 import time
 
-from harness import RECORDER, IntegrationCase, Uwsgi, read_socket, wait_for
+from harness import RECORDER, IntegrationCase, Uwsgi, read_jsonl, read_socket, wait_for
 
 INI = """
 [uwsgi]
@@ -152,8 +152,7 @@ class SecretsTest(IntegrationCase):
         recorded = [e for e in u.events("post-fork")]
         self.assertEqual(len(recorded), 4)  # dl: and symbol:, in 2 workers
         self.assertEqual(recorded[0]["settings"]["api_token"], self.secrets["s_token"])
-        with open(os.path.join(u.dir, "python.jsonl")) as f:
-            python_payloads = [json.loads(line) for line in f]
+        python_payloads = read_jsonl(os.path.join(u.dir, "python.jsonl"))
         self.assertEqual(python_payloads[0]["settings"]["aws.credentials"],
                          self.secrets["s_credential"])
 

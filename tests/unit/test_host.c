@@ -7,20 +7,38 @@
 #include "unit.h"
 
 static char directory[] = "/tmp/forksafe-host-XXXXXX";
+/* Whether mkdtemp has filled in the template: its random suffix may itself
+ * end in 'X', so the name cannot tell. */
+static int directory_made;
 
 static const char *write_file(const char *name, const char *text)
 {
     static char path[512];
     FILE *f;
 
-    if (directory[strlen(directory) - 1] == 'X')
+    if (!directory_made) {
         ck_assert_ptr_nonnull(mkdtemp(directory));
+        directory_made = 1;
+    }
     snprintf(path, sizeof(path), "%s/%s", directory, name);
     f = fopen(path, "w");
     ck_assert_ptr_nonnull(f);
     fputs(text, f);
     fclose(f);
     return path;
+}
+
+static void remove_directory(void)
+{
+    char command[128];
+
+    if (!directory_made)
+        return;
+    snprintf(command, sizeof(command), "rm -rf '%s'", directory);
+    if (system(command) != 0)
+        fprintf(stderr, "could not remove %s\n", directory);
+    strcpy(directory + strlen(directory) - 6, "XXXXXX");
+    directory_made = 0;
 }
 
 static char *read_file(const char *name)
@@ -129,6 +147,7 @@ Suite *unit_suite(void)
     Suite *suite = suite_create("host");
     TCase *tc = tcase_create("core");
 
+    tcase_add_checked_fixture(tc, NULL, remove_directory);
     tcase_add_test(tc, settings_section_and_directives_drive_handlers);
     tcase_add_test(tc, failures_return_the_policy);
     tcase_add_test(tc, errors_name_source_and_line);
