@@ -48,6 +48,7 @@ class Load:
             if self.proc.poll() is not None:
                 raise SystemExit("the load generator exited at once:\n" + self.text())
             time.sleep(0.05)
+        print(self.text().strip(), flush=True)
 
     def text(self):
         with open(self.log, errors="replace") as f:
@@ -66,7 +67,7 @@ class Load:
             pass
         if self.proc.poll() is None:
             self.proc.wait(timeout=30)
-        return self.text().strip()
+        return self.text().strip().splitlines()[-1]
 
 
 def read_results():
