@@ -310,6 +310,11 @@ class TestAdapter(AdapterCase):
             "cause": "signal"}])
 
 
+#: the bound on the forked billiard pool run (a safety net: it returns as soon
+#: as the pool is done).
+POOL_BOUND = 180
+
+
 class TestBilliardHooks(AdapterCase):
     """A real billiard pool (the threaded one) with the hooks: the main
     process and child events, and a child that dies.  The pool runs in a
@@ -329,12 +334,13 @@ class TestBilliardHooks(AdapterCase):
         pool = cls(processes=1, initializer=adapter.child_started,
                    on_process_exit=lambda pid, exitcode: adapter.child_exit(exitcode),
                    threads=True, lost_worker_timeout=0.5)
-        first = pool.apply_async(os.getpid).get(timeout=10)
+        # bounds generous for a busy machine: each wait returns once met
+        first = pool.apply_async(os.getpid).get(timeout=60)
         pool.apply_async(os._exit, (3,))
         second = first
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 60
         while second == first and time.monotonic() < deadline:
-            second = pool.apply_async(os.getpid).get(timeout=10)
+            second = pool.apply_async(os.getpid).get(timeout=60)
         pool.close()
         pool.join()
         with open(os.path.join(self.dir, "pids.json"), "w") as f:
@@ -357,7 +363,7 @@ class TestBilliardHooks(AdapterCase):
             os.setpgid(pid, pid)
         except OSError:
             pass  # the child did it first
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + POOL_BOUND
         status = None
         while time.monotonic() < deadline:
             done, status = os.waitpid(pid, os.WNOHANG)
@@ -372,7 +378,7 @@ class TestBilliardHooks(AdapterCase):
             pass
         if status is None:
             os.waitpid(pid, 0)
-            self.fail("the billiard pool did not finish in 30 s")
+            self.fail("the billiard pool did not finish in %d s" % POOL_BOUND)
         self.assertEqual(status, 0)
         with open(os.path.join(self.dir, "pids.json")) as f:
             first, second = json.load(f)

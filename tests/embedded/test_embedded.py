@@ -11,7 +11,7 @@ import tempfile
 
 import embedded_env  # noqa: F401  (before harness)
 from embedded_env import BINARY, OUT, ROOT
-from harness import IntegrationCase, Uwsgi
+from harness import IntegrationCase, Uwsgi, read_jsonl, wait_for
 
 HEAD = """
 [uwsgi]
@@ -87,20 +87,43 @@ class SymbolHandlerTest(IntegrationCase):
         with open(u.ini) as f:
             ini = f.read()
         self.assertNotRegex(ini, r"(?m)^\s*(plugins?|plugin-dir|need-plugins?)\s*=")
-        u.start(wait_ready=2)
-        self.assertTrue(u.get("/").isdigit())
-        with open("/proc/%d/maps" % u.master_pid) as f:
-            self.assertNotIn("_plugin.so", f.read())
-        self.assertEqual(u.stop(), 0)
-        with open(os.path.join(u.dir, "symbol.jsonl")) as f:
-            by_symbol = [json.loads(line) for line in f]
-        by_dl = [e for e in u.events() if e["event"] != "app-loaded"]
+        symbol_record = os.path.join(u.dir, "symbol.jsonl")
 
         def per_process(events):
             out = {}
             for e in events:
                 out.setdefault(e["process"]["pid"], []).append(e)
             return out
+
+        def dl_events():
+            return [e for e in u.events() if e["event"] != "app-loaded"]
+
+        u.start(wait_ready=2)
+        # wait_ready covers the workers only.  Before the stop, the mule must
+        # be forked and recorded by both handlers (symbol: first, then dl:),
+        # the master must have run post-fork-parent for it, and no process
+        # may be between its symbol: and dl: handlers.
+        def mule_recorded(events):
+            return [e for e in events if e["event"] == "post-fork" and
+                    e["process"]["kind"] == "mule"]
+
+        def mule_parent(events):
+            return [e for e in events if e["event"] == "post-fork-parent" and
+                    e["child"]["kind"] == "mule"]
+
+        def settled():
+            by_symbol, by_dl = read_jsonl(symbol_record), dl_events()
+            return (mule_recorded(by_symbol) and mule_recorded(by_dl) and
+                    mule_parent(by_symbol) and mule_parent(by_dl) and
+                    per_process(by_symbol) == per_process(by_dl))
+        wait_for(settled, what="the mule's post-fork and post-fork-parent in both records")
+        self.assertTrue(u.get("/").isdigit())
+        with open("/proc/%d/maps" % u.master_pid) as f:
+            self.assertNotIn("_plugin.so", f.read())
+        self.assertEqual(u.stop(), 0)
+        with open(symbol_record) as f:
+            by_symbol = [json.loads(line) for line in f]
+        by_dl = dl_events()
 
         # the same payloads, in the same order, in every process
         self.assertEqual(per_process(by_symbol), per_process(by_dl))

@@ -461,7 +461,9 @@ class BadInputTest(IntegrationCase):
         self.assertTrue(error.startswith("[forksafe] %s:%d: " % (shown, line)),
                         "expected %s:%d, got %r" % (shown, line, error[:300]))
 
-    def run_to_exit(self, u, prefix, timeout=20):
+    # Only a safety net against a hang: a busy machine may take a while to
+    # start uWSGI and Python before the error stops it.
+    def run_to_exit(self, u, prefix, timeout=60):
         logf = open(u.log, "ab")
         try:
             u.proc = subprocess.Popen(prefix + [UWSGI, "--ini", u.ini], stdout=logf,

@@ -146,7 +146,7 @@ class Worker(ServerProcess):
         events = read_jsonl(os.path.join(self.dir, "native.jsonl"))
         return [e for e in events if name is None or e["event"] == name]
 
-    def wait_events(self, predicate, what, timeout=20):
+    def wait_events(self, predicate, what, timeout=60):
         def check():
             if self.proc.poll() is not None and not predicate(self.events()):
                 raise AssertionError("the worker exited (%s) before %s:\n%s" % (
@@ -158,22 +158,45 @@ class Worker(ServerProcess):
         return self.wait_events(lambda es: len([e for e in es if e["event"] == "worker-ready"])
                                 >= count, "%d worker-ready" % count)
 
-    def wait_consumer_ready(self):
-        """Celery's "NAME ready." log line: the consumer runs (a pool child
-        that dies before that makes Celery give up: "Could not start worker
-        processes"), and the SIGHUP handler is installed."""
-        wait_for(lambda: " ready." in self.log_text() or self.proc.poll() is not None,
-                 what="the consumer ready")
+    def wait_consumer_ready(self, count=1):
+        """Celery's "NAME ready." log line, COUNT times in the log (one per
+        start: a SIGHUP restart appends to the same log): the consumer runs
+        (a pool child that dies before that makes Celery give up: "Could not
+        start worker processes"), and the SIGHUP handler is installed."""
+        wait_for(lambda: self.log_text().count(" ready.") >= count
+                 or self.proc.poll() is not None,
+                 what="the consumer ready (%d)" % count)
         if self.proc.poll() is not None:
             raise AssertionError("the worker exited:\n" + self.log_text()[-4000:])
 
-    def stop(self, timeout=30):
+    def exec_record(self, pid):
+        """The payload the exec: handler of worker-ready wrote for PID, once
+        `cat` has written all of it; None before."""
+        try:
+            with open(os.path.join(self.dir, "exec-%d.json" % pid)) as f:
+                return json.load(f)
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def wait_child_recorded(self, pid):
+        """Until every handler of PID's worker-ready has run: they run in the
+        child in order -- the native dl: (what wait_ready sees), the exec:
+        `cat > exec-PID.json`, then the Pyramid subscribers -- so a child
+        SIGKILLed or stopped earlier would leave them half done."""
+        pyramid = os.path.join(self.dir, "pyramid.jsonl")
+        self.wait_events(
+            lambda es: self.exec_record(pid) is not None and any(
+                r["pid"] == pid and r["payload"]["event"] == "worker-ready"
+                for r in read_jsonl(pyramid)),
+            "the exec: and Pyramid records of worker-ready in pid %d" % pid)
+
+    def stop(self, timeout=60):
         """Warm shutdown (SIGTERM) by our pid; returns the exit status."""
         if self.proc.poll() is None:
             os.kill(self.proc.pid, signal.SIGTERM)
         return self.wait(timeout)
 
-    def wait(self, timeout=30):
+    def wait(self, timeout=60):
         try:
             return self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -236,16 +259,20 @@ class TestLifecycle(CeleryCase):
 
         # A task runs in a pool child and returns its pid.
         client = self.client()
-        pid = client.send_task("celery_app.getpid").get(timeout=20)
+        pid = client.send_task("celery_app.getpid").get(timeout=60)
         self.assertIn(pid, pool)
 
         # A pool child SIGKILLed: child-death in the main process, then a
         # new child in the same slot.
         w.wait_consumer_ready()
         victim = pool[0]
+        w.wait_child_recorded(victim)
         os.kill(victim, signal.SIGKILL)
         w.wait_events(lambda es: any(e["event"] == "child-death" for e in es), "child-death")
         w.wait_ready(3)
+        for ready in w.events("worker-ready"):  # the other child, the replacement
+            if ready["process"]["pid"] != victim:
+                w.wait_child_recorded(ready["process"]["pid"])
         # No task after that: with Celery 5.2.6 / billiard 4.1.0, a task run
         # after a pool child was SIGKILLed often makes the warm shutdown
         # wait 30 s or hang (AsynPool's flush of the outqueues), forksafe
@@ -365,6 +392,9 @@ class TestLifecycle(CeleryCase):
         w.wait_events(lambda es: len([e for e in es if e["event"] == "master-start"]) == 2
                       and len([e for e in es if e["event"] == "worker-ready"]) == 4,
                       "the restarted worker's children")
+        # the restarted consumer runs (its own "ready." line, after the first
+        # start's): a SIGTERM before that is a stop during the start-up
+        w.wait_consumer_ready(2)
         self.assertEqual(w.stop(), 0, w.log_text()[-3000:])
         processes = by_pid(w.events())
         main = processes.pop(w.pid)  # execv keeps the pid
@@ -382,7 +412,7 @@ class TestLifecycle(CeleryCase):
         w = self.worker(args=["--max-tasks-per-child", "1"])
         w.wait_ready(2)
         client = self.client()
-        pid = client.send_task("celery_app.getpid").get(timeout=20)
+        pid = client.send_task("celery_app.getpid").get(timeout=60)
         w.wait_events(lambda es: any(e["event"] == "worker-exit" and e["process"]["pid"] == pid
                                      for e in es), "worker-exit of the recycled child")
         w.wait_ready(3)

@@ -6,7 +6,7 @@ import json
 import os
 import re
 
-from harness import RECORDER, IntegrationCase, Uwsgi, wait_for
+from harness import RECORDER, IntegrationCase, Uwsgi, wait_for, workers_accepting
 
 HEAD = """
 [uwsgi]
@@ -143,8 +143,16 @@ class ConfigTest(IntegrationCase):
                   " > {dir}/out.$FORKSAFE_EVENT.$$\n",
                   settings={"token": "abc"})
         u.start()
-        wait_for(lambda: len([f for f in os.listdir(u.dir) if f.startswith("out.worker-ready")]),
-                 what="exec handler output")
+
+        def worker_ready_output_complete():
+            for name in os.listdir(u.dir):
+                if name.startswith("out.worker-ready"):
+                    with open(os.path.join(u.dir, name)) as f:
+                        if f.read().endswith("\nworker-ready worker 1\n"):
+                            return True
+            return False
+        # the file exists as soon as the shell opened it: wait for its last line
+        wait_for(worker_ready_output_complete, what="the worker-ready exec handler's output")
         self.assertEqual(u.stop(), 0)
         out = [f for f in os.listdir(u.dir) if f.startswith("out.post-fork")]
         self.assertEqual(len(out), 1)
@@ -186,16 +194,15 @@ worker-ready = dl:{recorder}:record
                   "forksafe-settings = %p\n"
                   "forksafe-set = extra=from-directive\n"
                   "forksafe-subscribe = post-fork id=2 dl:{recorder}:record\n"
-                  "forksafe-subscribe = worker-ready once dl:{recorder}:record\n",
+                  "forksafe-subscribe = worker-ready once dl:{recorder}:record\n"
+                  "stats = {dir}/stats.sock\n",
                   settings={"extra": "from-file"})
         u.start()
-        wait_for(lambda: u.log_text().count("WSGI app 0 (mountpoint='') ready") >= 1,
-                 what="app")
-        wait_for(lambda: u.events("worker-ready"), what="worker-ready")
-        # give the other workers time to reach worker-ready too
-        wait_for(lambda: u.log_text().count("spawned uWSGI worker") >= 3, what="3 workers")
-        import time
-        time.sleep(1.0)
+        # `once` is only tested if all 3 workers got past worker-ready: uWSGI
+        # sets a worker's `accepting` after the plugins' hijack_worker, which
+        # is where forksafe dispatches worker-ready.
+        wait_for(lambda: workers_accepting(os.path.join(u.dir, "stats.sock"), 3),
+                 what="3 workers past worker-ready (accepting, in uWSGI's stats)")
         self.assertEqual(u.stop(), 0)
         forks = u.events("post-fork")
         self.assertEqual([e["process"]["id"] for e in forks], [2])
@@ -221,7 +228,7 @@ worker-ready = dl:{recorder}:record
                   "forksafe-on-error = fatal\n"
                   "forksafe-subscribe = worker-ready dl:{failing}:fail\n",
                   settings={})
-        status = u.run_to_exit(timeout=30)
+        status = u.run_to_exit(timeout=60)
         log = u.log_text()
         self.assertIn("on-error=fatal", log)
         self.assertIn("spawned uWSGI worker 1", log)
@@ -263,11 +270,22 @@ class HandlerKindsTest(IntegrationCase):
                                        r"worker 1 \(pid \d+\): timed out after 1")
         with open(os.path.join(u.dir, "bg.pid")) as f:
             background = int(f.read())
+
+        def background_state():
+            try:
+                with open("/proc/%d/stat" % background) as f:
+                    return f.read().rsplit(")", 1)[1].split()[0]
+            except FileNotFoundError:
+                return "gone"
+        # SIGKILL is delivered when the victim next runs: on a busy machine
+        # the killed child may take a moment to die.  It was killed at the
+        # timeout; had it been missed, `sleep 300` outlives this wait.
         try:
-            with open("/proc/%d/stat" % background) as f:
-                state = f.read().rsplit(")", 1)[1].split()[0]
-        except FileNotFoundError:
-            state = "gone"
+            wait_for(lambda: background_state() in ("gone", "Z"),
+                     what="the handler's background child dead")
+        except AssertionError:
+            pass  # the assertion below says what survived
+        state = background_state()
         # a zombie waiting for init to reap it is dead too
         self.assertIn(state, ("gone", "Z"), "the handler's background child survived")
 
@@ -275,6 +293,9 @@ class HandlerKindsTest(IntegrationCase):
         u = Uwsgi(self, HEAD + "forksafe-settings = %p\nforksafe-verbose = true\n"
                   "forksafe-subscribe = post-fork dl:{recorder}:record\n", settings={})
         u.start()
-        wait_for(lambda: u.events("post-fork"), what="post-fork")
+        verbose = r"\[forksafe\] .*post-fork.*worker 1.*\d+(\.\d+)? ms"
+        # the dispatch is logged after the handler (which records the event) returns
+        wait_for(lambda: u.events("post-fork") and re.search(verbose, u.log_text()),
+                 what="post-fork dispatched and logged")
         self.assertEqual(u.stop(), 0)
-        self.assertRegex(u.log_text(), r"\[forksafe\] .*post-fork.*worker 1.*\d+(\.\d+)? ms")
+        self.assertRegex(u.log_text(), verbose)

@@ -9,7 +9,7 @@ import tempfile
 import unittest
 import urllib.request
 
-from harness import BUILD, ROOT, UWSGI, free_port, wait_for
+from harness import BUILD, ROOT, UWSGI, free_port, read_jsonl, wait_for
 
 DEMO = os.path.join(ROOT, "examples", "pyramid_sqlalchemy")
 
@@ -43,19 +43,28 @@ class DemoTest(unittest.TestCase):
         self.addCleanup(reap)
         events_path = os.path.join(app, "var", "events.jsonl")
 
+        def log_text():
+            with open(os.path.join(work, "uwsgi.log"), errors="replace") as f:
+                return f.read()
+
         def ready():
-            try:
-                with open(events_path) as f:
-                    return sum(1 for line in f if '"worker-ready"' in line) >= 4
-            except FileNotFoundError:
-                return False
-        wait_for(ready, what="the workers ready")
-        with urllib.request.urlopen("http://127.0.0.1:%d/" % port, timeout=10) as r:
+            # What the test reads below, all there before the requests and
+            # the stop: the 4 workers' worker-ready records and the hook that
+            # runs after the recorder, the mule's post-fork.
+            if proc.poll() is not None:
+                raise AssertionError("uWSGI exited early:\n" + log_text()[-6000:])
+            events = read_jsonl(events_path)
+            return (len([e for e in events if e["event"] == "worker-ready"]) >= 4 and
+                    [e for e in events if e["event"] == "post-fork" and
+                     e["process"]["kind"] == "mule"] and
+                    log_text().count("[forksafe_sqla] a worker is ready") >= 4)
+        wait_for(ready, what="the workers ready and the mule forked")
+        with urllib.request.urlopen("http://127.0.0.1:%d/" % port, timeout=60) as r:
             page = r.read().decode()
-        with urllib.request.urlopen("http://127.0.0.1:%d/events.json" % port, timeout=10) as r:
+        with urllib.request.urlopen("http://127.0.0.1:%d/events.json" % port, timeout=60) as r:
             events = json.load(r)
         os.kill(proc.pid, signal.SIGTERM)  # die-on-term: a clean shutdown
-        self.assertEqual(proc.wait(timeout=20), 0)
+        self.assertEqual(proc.wait(timeout=60), 0)
         self.assertIn("<h1>forksafe_sqla</h1>", page)
         self.assertRegex(page, r"Worker pid \d+ answered on database backend")
         self.assertIn('style="font-weight:bold"', page)
@@ -66,10 +75,9 @@ class DemoTest(unittest.TestCase):
             self.assertIn(expected, kinds)
         self.assertTrue(events[0]["settings"]["sqlalchemy.url"].startswith("sqlite:///"))
         self.assertNotIn("use", events[0]["settings"])
-        with open(os.path.join(work, "uwsgi.log"), errors="replace") as f:
-            log_text = f.read()
-        self.assertEqual(log_text.count("[forksafe_sqla] a worker is ready"), 4)
-        self.assertNotIn("Traceback", log_text)
+        log = log_text()
+        self.assertEqual(log.count("[forksafe_sqla] a worker is ready"), 4)
+        self.assertNotIn("Traceback", log)
         with open(events_path) as f:
             final = [json.loads(line)["event"] for line in f]
         self.assertEqual(final[-1], "master-exit")

@@ -19,7 +19,6 @@ pipe, each vassal master runs kill_them_all() and exits, and the Emperor
 exits once all are reaped.
 """
 
-import json
 import os
 import signal
 import subprocess
@@ -113,12 +112,26 @@ class Vassal:
         return read_jsonl(self.python_log)
 
     def ready(self, generation=0):
-        return len(self.events("worker-ready", generation)) >= 2
+        """The whole start of GENERATION is on record: the master's
+        post-fork-parent for both workers (the last one is dispatched at the
+        master's next cycle, possibly after that worker's worker-ready) and
+        both workers' worker-ready -- in the native record and, as the
+        python: handler writes each event after the native one, in the
+        python log too."""
+        def counts(events):
+            mine = [e for e in events if e["generation"] == generation]
+            return (len([e for e in mine if e["event"] == "post-fork-parent"]),
+                    len([e for e in mine if e["event"] == "worker-ready"]))
+
+        def complete(c):
+            return c[0] >= 2 and c[1] >= 2
+
+        return complete(counts(self.events())) and complete(counts(self.python_events()))
 
     def master_pid(self):
         return self.events("master-start")[0]["process"]["pid"]
 
-    def get(self, path="/", timeout=10):
+    def get(self, path="/", timeout=30):
         with urllib.request.urlopen("http://127.0.0.1:%d%s" % (self.port, path),
                                     timeout=timeout) as r:
             return r.read().decode()

@@ -21,6 +21,16 @@ forksafe-subscribe = * dl:{recorder}:record
 SETTINGS = {"sqlalchemy.url": "postgresql://app:s3cret@127.0.0.1/app", "answer": "42"}
 
 
+# test_spooler's worker-exit handler: returns once the spooler whose pid
+# the test wrote is dead (a zombie, or reaped), within its 30 s timeout.
+AWAIT_SPOOLER_DEATH = """\
+pid=$(cat %(dir)s/spooler.pid 2>/dev/null) || exit 0
+while [ -e /proc/$pid ] && ! grep -q '^State:[[:space:]]*Z' /proc/$pid/status 2>/dev/null; do
+    sleep 0.05
+done
+"""
+
+
 def child_of(event):
     c = event["child"]
     return (c["kind"], c["id"])
@@ -195,15 +205,26 @@ class LifecycleTest(IntegrationCase):
     def test_spooler(self):
         spool = "spooler-dir"
         u = Uwsgi(self, BASE + "processes = 1\nspooler = %(here)s/" + spool + "\n"
-                  "spooler-frequency = 1\n", settings=SETTINGS)
+                  "spooler-frequency = 1\n"
+                  "forksafe-subscribe = worker-exit kind=worker exec:/bin/sh "
+                  "%(here)s/await-spooler-death.sh\n", settings=SETTINGS)
         os.makedirs(os.path.join(u.dir, spool))
+        with open(os.path.join(u.dir, "await-spooler-death.sh"), "w") as f:
+            f.write(AWAIT_SPOOLER_DEATH % {"dir": u.dir})
         with open(u.ini) as f:
             text = f.read().replace("%(here)s", u.dir)
         with open(u.ini, "w") as f:
             f.write(text)
         u.start(wait_ready=1)
-        wait_for(lambda: [e for e in u.events("post-fork") if e["process"]["kind"] == "spooler"],
-                 what="spooler post-fork")
+        spooler_fork = wait_for(lambda: [e for e in u.events("post-fork")
+                                         if e["process"]["kind"] == "spooler"],
+                                what="spooler post-fork")
+        # At shutdown uWSGI SIGKILLs the spooler and does not wait for it:
+        # the master's last scan sees its death only if it is dead by then.
+        # The worker's worker-exit handler (above) holds the master, which
+        # waits for its workers, until the spooler has died.
+        with open(os.path.join(u.dir, "spooler.pid"), "w") as f:
+            f.write("%d\n" % spooler_fork[0]["process"]["pid"])
         self.assertEqual(u.stop(), 0)
         master = [(e["event"], child_of(e)) for e in self.master_events(u) if "child" in e]
         self.assertEqual(master[0], ("pre-fork", ("spooler", 1)))
@@ -225,7 +246,7 @@ class LifecycleTest(IntegrationCase):
         u = self.start("harakiri = 1\n", processes=1)
         pid = int(u.get("/"))
         self.fire_and_forget(u, "/sleep")
-        wait_for(lambda: u.events("child-death"), timeout=20, what="child-death")
+        wait_for(lambda: u.events("child-death"), what="child-death")
         wait_for(lambda: len(u.events("worker-ready")) >= 2, what="respawned worker ready")
         self.assertEqual(u.stop(), 0)
         death = u.events("child-death")[0]

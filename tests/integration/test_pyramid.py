@@ -1,6 +1,5 @@
 """pyramid_forksafe under a real uWSGI: including the package is enough."""
 
-import json
 import os
 
 from harness import IntegrationCase, ROOT, Uwsgi, read_jsonl, wait_for, workers_accepting

@@ -2,7 +2,6 @@
 process kind, threads on and off, lazy-apps on and off, either plugin
 order; exceptions; start-up errors."""
 
-import json
 import os
 
 from harness import IntegrationCase, Uwsgi, read_jsonl, wait_for
@@ -57,13 +56,6 @@ class PythonHandlerTest(IntegrationCase):
         extra += more
         u = Uwsgi(self, head(plugins) + extra, settings={"python_log": "%(here)s/python.jsonl"})
         os.makedirs(os.path.join(u.dir, "spool"))
-        u.start(wait_ready=2)
-        wait_for(lambda: {e["process"]["kind"] for e in self.python_events(u)} >= set(kinds),
-                 what="events from every kind")
-        self.assertTrue(u.get("/").isdigit())
-        self.assertEqual(u.stop(), 0, u.log_text()[-3000:])
-        native = [e for e in u.events() if e["event"] != "app-loaded"]
-        python = self.python_events(u)
         # the same events, in the same order per process, with the same payload
         def per_process(events):
             out = {}
@@ -71,6 +63,31 @@ class PythonHandlerTest(IntegrationCase):
                 out.setdefault(e["process"]["pid"], []).append(
                     {k: v for k, v in e.items() if k != "time"})
             return out
+
+        def native_events():
+            return [e for e in u.events() if e["event"] != "app-loaded"]
+        u.start(wait_ready=2)
+        # Before the stop, every process must be past what the comparison
+        # reads: the python handler runs after the native one, and a process
+        # stopped between the two would miss it.  So: both workers' python
+        # worker-ready, every child's post-fork and the master's
+        # post-fork-parent for it, and nothing recorded natively that the
+        # python handler has not recorded too.
+        children = 2 + (2 if "mule" in kinds else 0)
+
+        def settled():
+            python = self.python_events(u)
+            seen = [(e["process"]["kind"], e["event"]) for e in python]
+            return ({k for k, _ in seen} >= set(kinds) and
+                    seen.count(("worker", "worker-ready")) >= 2 and
+                    len([k for k, e in seen if e == "post-fork"]) >= children and
+                    seen.count(("master", "post-fork-parent")) >= children and
+                    per_process(python) == per_process(native_events()))
+        wait_for(settled, what="every process's native and python events, the same")
+        self.assertTrue(u.get("/").isdigit())
+        self.assertEqual(u.stop(), 0, u.log_text()[-3000:])
+        native = native_events()
+        python = self.python_events(u)
         self.assertEqual(per_process(python), per_process(native))
         seen = {(e["process"]["kind"], e["event"]) for e in python}
         for expected in [("master", "master-start"), ("master", "pre-fork"),

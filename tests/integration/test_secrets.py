@@ -9,7 +9,6 @@ import os
 import re
 import secrets
 import subprocess
-import time
 
 from harness import RECORDER, IntegrationCase, Uwsgi, read_jsonl, read_socket, wait_for
 
@@ -25,6 +24,8 @@ paste = config:%p
 pythonpath = {app_dir}
 forksafe-verbose = true
 forksafe-stats = {dir}/stats.sock
+; the post-fork exec: handlers block until the test releases them
+forksafe-timeout = 600
 
 [DEFAULT]
 smtp_password = {s_default}
@@ -46,7 +47,7 @@ plain = visible-value
 [forksafe]
 master-start = exec:cat > {dir}/exec-master.json
 post-fork =
-    exec:cat > {dir}/exec-stdin.$$; sleep 3
+    exec:cat > {dir}/exec-stdin.$$; until [ -e {dir}/release ]; do sleep 0.05; done
     dl:{recorder}:record
     symbol:record
     python:handlers:record
@@ -113,7 +114,7 @@ class SecretsTest(IntegrationCase):
         env = dict(os.environ, LD_PRELOAD=RECORDER)  # symbol:record finds it in the process
         u.start(env=env)
         sid = u.proc.pid
-        scanned, exec_children = set(), set()
+        scanned, exec_shells = set(), set()
 
         def scan():
             for pid in session_processes(sid):
@@ -121,14 +122,19 @@ class SecretsTest(IntegrationCase):
                 if cmdline is None or environ is None:
                     continue
                 scanned.add(pid)
-                if b"sleep" in cmdline or b"exec-stdin" in cmdline:
-                    exec_children.add(pid)
+                if b"exec-stdin" in cmdline:
+                    exec_shells.add(pid)  # the handler's shell, one per worker
                 self.assertNoSecret("argv of pid %d (%r)" % (pid, cmdline[:80]), cmdline)
                 self.assertNoSecret("environ of pid %d" % pid, environ)
-            # Done once both workers' exec: handlers were seen alive.
-            return len(exec_children) >= 2 and len(u.events("post-fork")) >= 2
+            # Done once both workers' exec: handlers were seen alive: they
+            # block (their shells and sleeps) until released below, and the
+            # rest of post-fork runs after them.
+            return len(exec_shells) >= 2
 
-        wait_for(scan, timeout=20, interval=0.02, what="exec: handlers seen alive")
+        wait_for(scan, interval=0.02, what="exec: handlers seen alive")
+        with open(os.path.join(u.dir, "release"), "w"):
+            pass
+        wait_for(lambda: len(u.events("post-fork")) >= 2, what="post-fork in both workers")
         wait_for(lambda: len([f for f in os.listdir(u.dir) if f.startswith("exec-stdin.")]) >= 2,
                  what="exec: handler output")
         wait_for(lambda: u.log_text().count("python:handlers:boom' failed") >= 2,
@@ -169,9 +175,10 @@ class SecretsTest(IntegrationCase):
         u = self.make()
         env = dict(os.environ, LD_PRELOAD=RECORDER)
         u.start(env=env, args=["--forksafe-check"])
-        deadline = time.monotonic() + 30
-        while u.proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
+        try:
+            wait_for(lambda: u.proc.poll() is not None, what="forksafe-check to exit")
+        except AssertionError:
+            pass  # reported below, with the log
         self.assertEqual(u.proc.poll(), 0, u.log_text())
         log = u.log_text()
         for key in ("db.password", "session.SECRET", "api_token", "stripe.key",

@@ -40,19 +40,32 @@ class StatsTest(IntegrationCase):
         return {name: m["value"] for name, m in document.get("metrics", {}).items()
                 if name.startswith("forksafe.")}
 
-    def wait_metric(self, name, expected):
-        """uWSGI's collector copies the shared counters once a second."""
+    def wait_metrics(self, expected):
+        """Waits for one metrics snapshot that holds every value of EXPECTED
+        ({name: value}) and returns it.  uWSGI's collector copies the shared
+        counters once a second, one by one, while handlers may still be
+        running: `fired` goes up when a dispatch starts, `handlers` and
+        `failed` when each handler returns, so only a snapshot showing all of
+        them proves every dispatch the test asserts on has finished.  The
+        stats server is bound by the master loop, possibly after the workers
+        are ready: a refused connection is a snapshot not taken yet."""
         seen = {}
 
         def ready():
-            seen.update(self.metrics())
-            return seen.get(name) == expected
+            try:
+                snapshot = self.metrics()
+            except (OSError, ValueError):
+                return None
+            seen.clear()
+            seen.update(snapshot)
+            return all(seen.get(name) == value for name, value in expected.items())
         try:
-            wait_for(ready, timeout=10, what="%s == %s" % (name, expected))
+            wait_for(ready, what="forksafe metrics %s" % expected)
         except AssertionError:
-            self.fail("%s is %r, expected %r; forksafe metrics: %s"
-                      % (name, seen.get(name), expected, seen))
-        return seen
+            self.fail("forksafe metrics never showed %s; last seen: %s"
+                      % ({n: (seen.get(n), v) for n, v in expected.items() if seen.get(n) != v},
+                         seen))
+        return dict(seen)
 
     def test_counters_in_the_stats_server_survive_a_killed_worker(self):
         u = self.start("""
@@ -60,8 +73,16 @@ enable-metrics = true
 stats = 127.0.0.1:{stats_port}
 forksafe-subscribe = worker-ready exec:/bin/false
 """)
-        m = self.wait_metric("forksafe.worker-ready.fired", 2)
-        # 2 workers + 1 mule forked, every name registered for every event.
+        # 2 workers + 1 mule forked (uWSGI forks the mule after the workers),
+        # each worker-ready run through both handlers.
+        m = self.wait_metrics({"forksafe.worker-ready.fired": 2,
+                               "forksafe.worker-ready.handlers": 4,
+                               "forksafe.worker-ready.failed": 2,
+                               "forksafe.post-fork.fired": 3,
+                               "forksafe.post-fork.handlers": 3,
+                               "forksafe.pre-fork.fired": 3,
+                               "forksafe.master-start.fired": 1})
+        # every name registered for every event.
         self.assertEqual(m["forksafe.post-fork.fired"], 3)
         self.assertEqual(m["forksafe.pre-fork.fired"], 3)
         self.assertEqual(m["forksafe.master-start.fired"], 1)
@@ -81,7 +102,13 @@ forksafe-subscribe = worker-ready exec:/bin/false
         victim = [e["process"]["pid"] for e in u.events("worker-ready")
                   if e["process"]["id"] == 1][0]
         os.kill(victim, signal.SIGKILL)
-        m = self.wait_metric("forksafe.worker-ready.fired", 3)
+        m = self.wait_metrics({"forksafe.worker-ready.fired": 3,
+                               "forksafe.worker-ready.handlers": 6,
+                               "forksafe.worker-ready.failed": 3,
+                               "forksafe.child-death.fired": 1,
+                               "forksafe.child-death.handlers": 1,
+                               "forksafe.post-fork.fired": 4,
+                               "forksafe.post-fork.handlers": 4})
         self.assertEqual(m["forksafe.child-death.fired"], 1)
         self.assertEqual(m["forksafe.child-death.handlers"], 1)
         self.assertEqual(m["forksafe.post-fork.fired"], 4)
@@ -96,9 +123,14 @@ forksafe-subscribe = post-fork kind=worker exec:/bin/sh -c 'sleep 0.2'
 forksafe-subscribe = worker-ready id=2 exec:/bin/sh -c 'exit 7'
 forksafe-subscribe = master-start exec:/bin/true postgresql://app:hunter2@db/app
 """)
-        # worker-ready is recorded before worker 2's failing handler has run.
-        doc = wait_for(lambda: (lambda d: d if d["events"]["worker-ready"]["failed"] else None)(
-            read_socket(u.forksafe_stats)), what="worker 2's failed handler in the history")
+        # worker-ready is recorded before worker 2's failing handler has run;
+        # a run is counted before its history record is stamped, and the
+        # document reads the counters before the history: wait for both.
+        def failure_in_history():
+            d = read_socket(u.forksafe_stats)
+            return d if (d["events"]["worker-ready"]["failed"] and
+                         any(h["result"] == "failed" for h in d["history"])) else None
+        doc = wait_for(failure_in_history, what="worker 2's failed handler in the history")
         self.assertEqual(doc["pid"], u.master_pid)
         self.assertEqual(doc["container"], "uwsgi")
         self.assertEqual(doc["generation"], 0)
@@ -129,7 +161,7 @@ forksafe-subscribe = master-start exec:/bin/true postgresql://app:hunter2@db/app
 
         # The operator's own tool reads it too.
         out = subprocess.run([UWSGI, "--connect-and-read", u.forksafe_stats],
-                             capture_output=True, timeout=20)
+                             capture_output=True, timeout=60)
         self.assertEqual(json.loads(out.stdout.decode() or out.stderr.decode())["pid"],
                          u.master_pid)
         self.assertEqual(u.stop(), 0)
@@ -139,7 +171,27 @@ forksafe-subscribe = master-start exec:/bin/true postgresql://app:hunter2@db/app
 forksafe-stats = {dir}/forksafe-stats.sock
 forksafe-history = 4
 """)
-        doc = read_socket(u.forksafe_stats)
+        # The workers are ready, but the mule's post-fork and the master's
+        # post-fork-parent may still be dispatching: a handler run is counted
+        # before its history record is stamped, and the document reads the
+        # counters before the history.  Wait until every child's post-fork
+        # and post-fork-parent is recorded and every recorded run (the
+        # recorder is the only handler) is counted and in the history.
+        wait_for(lambda: len(u.events("post-fork")) >= 3 and
+                 len(u.events("post-fork-parent")) >= 3, what="mule post-fork, post-fork-parents")
+        last = {}
+
+        def settled():
+            doc = last["doc"] = read_socket(u.forksafe_stats)
+            runs = sum(c["handlers"] for c in doc["events"].values())
+            recorded = len([e for e in u.events() if e["event"] != "app-loaded"])
+            history = doc["history"]
+            return (doc if runs == recorded and history and history[-1]["seq"] == runs - 1
+                    else None)
+        try:
+            doc = wait_for(settled, what="every handler run counted and in the history")
+        except AssertionError:
+            doc = last["doc"]  # the assertions below say what is wrong with it
         self.assertEqual(doc["history_size"], 4)
         self.assertEqual(len(doc["history"]), 4)
         runs = sum(c["handlers"] for c in doc["events"].values())
@@ -149,14 +201,14 @@ forksafe-history = 4
         # A reload re-executes the master: the socket is bound again and the
         # counters start over for the new generation.
         u.send_signal(signal.SIGHUP)
-        wait_for(lambda: len(u.events("worker-ready")) >= 4, timeout=30, what="reload")
+        wait_for(lambda: len(u.events("worker-ready")) >= 4, what="reload")
 
         def reloaded():
             try:
                 return read_socket(u.forksafe_stats)["generation"] == 1
             except (OSError, ValueError):
                 return False
-        wait_for(reloaded, timeout=15, what="stats after the reload")
+        wait_for(reloaded, what="stats after the reload")
         doc = read_socket(u.forksafe_stats)
         self.assertEqual(doc["pid"], u.master_pid)
         self.assertEqual(doc["events"]["master-start"]["fired"], 1)
@@ -164,6 +216,15 @@ forksafe-history = 4
 
     def test_without_metrics_the_log_says_how(self):
         u = self.start("stats = 127.0.0.1:{stats_port}\n")
+
+        def stats_server_up():
+            try:
+                return read_socket("127.0.0.1:%d" % self.stats_port) is not None
+            except (OSError, ValueError):
+                return False
+        # uWSGI binds its stats server in the master loop, maybe after the
+        # workers are ready.
+        wait_for(stats_server_up, what="uWSGI's stats server")
         self.assertLogHas(u, "[forksafe] counters are published in the stats server with "
                              "`enable-metrics = true`")
         self.assertEqual(self.metrics(), {})

@@ -11,9 +11,12 @@ from . import db
 
 
 def read_events(path):
+    """The events recorded so far.  Every process appends to the file while
+    this reads it: a last line without its newline is still being written,
+    and is left for the next read."""
     try:
         with open(path) as f:
-            return [json.loads(line) for line in f if line.strip()]
+            return [json.loads(line) for line in f if line.endswith("\n") and line.strip()]
     except FileNotFoundError:
         return []
 
