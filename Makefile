@@ -42,7 +42,7 @@ UWSGI_H  := $(BUILD)/uwsgi/uwsgi.h
 PLUGIN   := forksafe_plugin.so
 
 .PHONY: bench all deps run check unit asan valgrind integration differential python fixtures tools clean format-check
-.PHONY: install uninstall deb package
+.PHONY: install uninstall deb package fresh
 .PHONY: embedded embedded-check fuzz fuzz-smoke fuzz-replay check-stress
 
 all: deps
@@ -232,8 +232,13 @@ deb: deps
 package:
 	@PYTHON=$(PYTHON) tests/run_suite.sh package tests/package
 
-run: deps $(PLUGIN)
-	$(MAKE) -C examples/pyramid_sqlalchemy run PYTHON=$(PYTHON) UWSGI=$(UWSGI)
+# Everything the example's production.ini loads: the plugin and the
+# event_log native handler its [forksafe] section subscribes.
+# The port is checked first: a newcomer learns it is taken before a build.
+run: deps
+	@$(MAKE) --no-print-directory -C examples/pyramid_sqlalchemy port-free PYTHON=$(PYTHON)
+	@$(MAKE) --no-print-directory $(PLUGIN) $(EXAMPLE_SO)
+	@$(MAKE) --no-print-directory -C examples/pyramid_sqlalchemy run PYTHON=$(PYTHON) UWSGI=$(UWSGI)
 
 unit: $(UNIT_BIN) fixtures
 	@PYTHON=$(PYTHON) tests/run_suite.sh unit $(UNIT_BIN)
@@ -252,6 +257,10 @@ valgrind: $(UNIT_BIN) fixtures
 
 integration: $(PLUGIN) $(LIBFORKSAFE) fixtures
 	@PYTHON=$(PYTHON) tests/run_suite.sh integration tests/integration
+
+# The README's `make run` on a clone of the committed HEAD (tests/fresh).
+fresh: deps
+	@PYTHON=$(PYTHON) tests/run_suite.sh fresh tests/fresh
 
 # build/embedded/uwsgi from Debian's uWSGI source package, rebuilt only when
 # forksafe changed (scripts/embedded.sh; profile buildconf/forksafe-embedded.ini).
@@ -273,6 +282,7 @@ check: deps
 	@PYTHON=$(PYTHON) tests/run_suite.sh differential tests/differential || true
 	@PYTHON=$(PYTHON) tests/run_suite.sh python python/tests || true
 	@PYTHON=$(PYTHON) tests/run_suite.sh integration tests/integration || true
+	@PYTHON=$(PYTHON) tests/run_suite.sh fresh tests/fresh || true
 	@$(MAKE) --no-print-directory deb >$(BUILD)/deb.log 2>&1 || echo "make deb failed: see $(BUILD)/deb.log"
 	@PYTHON=$(PYTHON) tests/run_suite.sh package tests/package || true
 	@PYTHON=$(PYTHON) CC=$(CC) scripts/embedded.sh || true

@@ -1,0 +1,160 @@
+"""The README's first command on a fresh clone: `git clone` of the committed
+HEAD (what CI and a new user get, nothing built), then `make run` exactly
+as the README says.  It must build what it needs, serve the example's
+events page on 127.0.0.1:8080 with no error-looking line in uWSGI's log,
+say where to look, stop on Ctrl-C's signal and leave nothing running."""
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import unittest
+import urllib.request
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "integration"))
+from harness import wait_for  # noqa: E402
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+ADDRESS = ("127.0.0.1", 8080)
+URL = "http://127.0.0.1:8080/"
+WORKERS = 4  # production.ini's processes
+# Building the plugin, the core and the example's native handler from
+# nothing, on a busy machine: a safety net, the wait ends when it serves.
+BUILD_AND_SERVE = 900
+ROW = re.compile(r"<tr[^>]*><td>(\w+) (\d+)</td><td>(\d+)</td><td>(\d+)</td><td>([\w-]+)</td>")
+# What a newcomer takes for a failure.  uWSGI's own advice to run as
+# another user than root is expected on a machine where make run is root.
+ALARMING = re.compile(r"(?i)error|no such file|traceback|exception|fail|cannot|unable|denied|"
+                      r"!!!|warning")
+EXPECTED = ("*** WARNING: you are running uWSGI as root !!! (use the --uid flag) ***",)
+
+
+def port_taken():
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(ADDRESS)
+        except OSError as e:
+            return e.strerror
+    return None
+
+
+def session_members(sid):
+    """Pids of the live processes in session SID (zombies excluded)."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % entry) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        # after the command: state, ppid, pgrp, session
+        if int(fields[3]) == sid and fields[0] != "Z":
+            out.append(int(entry))
+    return out
+
+
+class FreshCloneTest(unittest.TestCase):
+
+    def setUp(self):
+        self.work = tempfile.mkdtemp(prefix="forksafe-fresh-")
+        self.addCleanup(shutil.rmtree, self.work, True)
+        self.clone = os.path.join(self.work, "forksafe")
+        self.log = os.path.join(self.work, "make-run.log")
+
+    def log_text(self):
+        with open(self.log, errors="replace") as f:
+            return f.read()
+
+    def test_make_run_serves_the_events_page(self):
+        taken = port_taken()
+        # Not a skip: a make run that cannot be tested is a failure to see.
+        self.assertIsNone(taken, "127.0.0.1:8080 is taken (%s): the README's `make run` "
+                          "serves there; stop whatever listens on it and run again" % taken)
+        subprocess.run(["git", "clone", "--quiet", "--no-hardlinks", ROOT, self.clone],
+                       check=True, stdin=subprocess.DEVNULL)
+        with open(self.log, "wb") as out:
+            make = subprocess.Popen(["make", "run"], cwd=self.clone, stdout=out,
+                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    start_new_session=True)
+        self.addCleanup(self.kill_session, make)
+
+        def served():
+            if make.poll() is not None:
+                raise AssertionError("make run exited (%s) before serving:\n%s"
+                                     % (make.returncode, self.log_text()[-6000:]))
+            return "serving on " + URL in self.log_text()
+        wait_for(served, timeout=BUILD_AND_SERVE, interval=0.2, what="make run to serve")
+
+        # Every worker's post-fork and worker-ready are on the page.
+        def every_worker_listed():
+            with urllib.request.urlopen(URL, timeout=30) as r:
+                self.assertEqual(r.status, 200)
+                page = r.read().decode()
+            rows = ROW.findall(page)
+            return all(("worker", str(i), event) in {(k, n, e) for k, n, _, _, e in rows}
+                       for i in range(1, WORKERS + 1) for event in ("post-fork", "worker-ready"))
+        wait_for(every_worker_listed, what="post-fork and worker-ready of %d workers" % WORKERS)
+
+        text = self.log_text()
+        start = text.index("[uWSGI] getting INI configuration")
+        serving = text.index("serving on " + URL)
+        alarming = [line for line in text[start:serving].splitlines()
+                    if ALARMING.search(line) and line.strip() not in EXPECTED]
+        self.assertEqual(alarming, [], "error-looking lines before make run serves")
+
+        # Ctrl-C: the terminal sends SIGINT to the whole foreground group.
+        os.killpg(make.pid, signal.SIGINT)
+        try:
+            make.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.fail("make run did not stop within 60 s of SIGINT:\n" + self.log_text()[-4000:])
+        wait_for(lambda: not session_members(make.pid), timeout=30,
+                 what="every process make run started to end")
+        self.assertIn("goodbye to uWSGI", self.log_text())
+
+    def test_a_taken_port_is_said_at_once(self):
+        """With 127.0.0.1:8080 in use, make run stops at once with one line
+        naming the address and the file to change; it neither hangs nor
+        serves elsewhere."""
+        if port_taken():
+            self.skipTest("127.0.0.1:8080 is taken already (the other test says so)")
+        subprocess.run(["git", "clone", "--quiet", "--no-hardlinks", ROOT, self.clone],
+                       check=True, stdin=subprocess.DEVNULL)
+        with socket.socket() as holder:
+            holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            holder.bind(ADDRESS)
+            holder.listen(1)
+            with open(self.log, "wb") as out:
+                done = subprocess.run(["make", "run"],
+                                      cwd=self.clone, stdout=out, stderr=subprocess.STDOUT,
+                                      stdin=subprocess.DEVNULL, start_new_session=True,
+                                      timeout=120)
+        self.assertNotEqual(done.returncode, 0)
+        self.assertIn("make run: cannot serve on 127.0.0.1:8080: Address already in use",
+                      self.log_text())
+        self.assertIn("production.ini", self.log_text())
+        # said before building or starting anything
+        self.assertNotIn("[uWSGI] getting INI configuration", self.log_text())
+        self.assertFalse(os.path.exists(os.path.join(self.clone, "forksafe_plugin.so")))
+
+    def kill_session(self, make):
+        """Whatever is left of make run's session, SIGKILLed and reaped."""
+        for pid in session_members(make.pid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if make.poll() is None:
+            make.kill()
+        make.wait(timeout=30)
+
+
+if __name__ == "__main__":
+    unittest.main()
