@@ -2,6 +2,8 @@
 #
 #   make          build forksafe_plugin.so against the installed uWSGI
 #   make run      serve the example app with forksafe on 127.0.0.1:8080
+#   make run-gunicorn  the same app and production.ini under gunicorn
+#   make run-celery    the same app and production.ini under a Celery worker
 #   make check    every test suite; ends with "N passed, N failed"
 #   make install  plugin, header, forksafe.pc, libforksafe (PREFIX, DESTDIR, PLUGINDIR, ...)
 #   make deb      Debian packages in build/deb/ (dpkg-buildpackage on a copy of the tree)
@@ -41,7 +43,7 @@ FIXTURE_SO  := $(FIXTURE_SRC:tests/fixtures/%.c=$(BUILD)/fixtures/%.so)
 UWSGI_H  := $(BUILD)/uwsgi/uwsgi.h
 PLUGIN   := forksafe_plugin.so
 
-.PHONY: bench all deps run check unit asan valgrind integration differential python fixtures tools clean format-check
+.PHONY: bench all deps run run-gunicorn run-celery check unit asan valgrind integration differential python fixtures tools clean format-check
 .PHONY: install uninstall deb package fresh
 .PHONY: embedded embedded-check fuzz fuzz-smoke fuzz-replay check-stress
 
@@ -240,6 +242,19 @@ run: deps
 	@$(MAKE) --no-print-directory $(PLUGIN) $(EXAMPLE_SO)
 	@$(MAKE) --no-print-directory -C examples/pyramid_sqlalchemy run PYTHON=$(PYTHON) UWSGI=$(UWSGI)
 
+# The same example and production.ini under gunicorn (gunicorn.conf.py):
+# the adapters drive build/libforksafe.so.
+run-gunicorn: deps
+	@$(MAKE) --no-print-directory -C examples/pyramid_sqlalchemy port-free PYTHON=$(PYTHON)
+	@$(MAKE) --no-print-directory $(LIBFORKSAFE) $(EXAMPLE_SO)
+	@$(MAKE) --no-print-directory -C examples/pyramid_sqlalchemy run-gunicorn PYTHON=$(PYTHON)
+
+# The same example and production.ini under a Celery worker, with a
+# private redis-server broker, and 8 tasks asked of it (run-celery.sh).
+run-celery: deps
+	@$(MAKE) --no-print-directory $(LIBFORKSAFE) $(EXAMPLE_SO)
+	@$(MAKE) --no-print-directory -C examples/pyramid_sqlalchemy run-celery PYTHON=$(PYTHON)
+
 unit: $(UNIT_BIN) fixtures
 	@PYTHON=$(PYTHON) tests/run_suite.sh unit $(UNIT_BIN)
 
@@ -283,6 +298,7 @@ check: deps
 	@PYTHON=$(PYTHON) tests/run_suite.sh python python/tests || true
 	@PYTHON=$(PYTHON) tests/run_suite.sh integration tests/integration || true
 	@PYTHON=$(PYTHON) tests/run_suite.sh fresh tests/fresh || true
+	@PYTHON=$(PYTHON) tests/run_suite.sh docs tests/docs || true
 	@$(MAKE) --no-print-directory deb >$(BUILD)/deb.log 2>&1 || echo "make deb failed: see $(BUILD)/deb.log"
 	@PYTHON=$(PYTHON) tests/run_suite.sh package tests/package || true
 	@PYTHON=$(PYTHON) CC=$(CC) scripts/embedded.sh || true

@@ -20,14 +20,34 @@ struct forksafe_host {
 };
 
 /* One production.ini serves every server, and its [forksafe] section may
- * name uWSGI hook actions: outside uWSGI they are accepted with a warning at
- * start-up and do nothing, rather than making the file unusable. */
+ * name uWSGI hook actions.  print: and log: (uWSGI's two names for "write
+ * this line to the log") mean the same anywhere, so they do the same here:
+ * the line goes to stderr, which gunicorn and Celery log.  Any other action
+ * is accepted with a warning at start-up and does nothing, rather than
+ * making the file unusable. */
+static const char *printed_text(const char *spec)
+{
+    static const char *const actions[] = {"print:", "log:"};
+    size_t i;
+
+    for (i = 0; i < sizeof(actions) / sizeof(actions[0]); i++)
+        if (strncmp(spec, actions[i], strlen(actions[i])) == 0)
+            return spec + strlen(actions[i]);
+    return NULL;
+}
+
 static int hook_resolve(forksafe__context *ctx, void *data, const char *spec, void **handle,
                         forksafe__error *err)
 {
+    const char *text = printed_text(spec);
+
     (void)data;
     (void)err;
     *handle = NULL;
+    if (text) {
+        *handle = forksafe__strdup(text);
+        return *handle ? 0 : FORKSAFE__ENOMEM;
+    }
     forksafe__log(ctx, FORKSAFE__LOG_WARNING,
                   "hook:%s is a uWSGI hook action: it does nothing under %s", spec, ctx->container);
     return 0;
@@ -38,17 +58,27 @@ static int hook_invoke(forksafe__context *ctx, void *data, void *handle, const f
 {
     (void)ctx;
     (void)data;
-    (void)handle;
     (void)ev;
     (void)why;
     (void)why_size;
+    if (handle) {
+        fprintf(stderr, "%s\n", (const char *)handle);
+        fflush(stderr);
+    }
     return 0;
+}
+
+static void hook_release(void *data, void *handle)
+{
+    (void)data;
+    forksafe__free(handle);
 }
 
 static forksafe__backend uwsgi_only_hook_backend = {
     .kind = "hook",
     .resolve = hook_resolve,
     .invoke = hook_invoke,
+    .release = hook_release,
 };
 
 static void log_to_stderr(void *userdata, int level, const char *message)

@@ -31,6 +31,8 @@ globals().update(forksafe.hooks())
 # forksafe-subscribe syntax (the section runs first), and the options:
 forksafe_subscribe = [
     # "worker-ready kind=worker id=1 exec:logger -t forksafe_sqla first worker up",
+    "worker-ready once hook:print:[forksafe_sqla] serving on http://127.0.0.1:8080/"
+    " (Ctrl-C stops it)",
 ]
 forksafe_on_error = "log"  # log | exit | fatal
 forksafe_timeout = 30  # seconds, exec handlers

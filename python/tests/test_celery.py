@@ -225,6 +225,43 @@ class TestAdapter(AdapterCase):
         self.assertEqual(err.getvalue(),
                          "[forksafe] /srv/app/production.ini:27: unknown event 'post_fork'\n")
 
+    def test_a_missing_settings_file_says_it_came_from_the_environment(self):
+        """The real core, a path that install() took from $FORKSAFE_SETTINGS:
+        the error names the file and where its name came from."""
+        missing = os.path.join(self.dir, "nowhere", "production.ini")
+        saved = os.environ.get(fs_celery.SETTINGS_ENV)
+        os.environ[fs_celery.SETTINGS_ENV] = missing
+        try:
+            spec, origin = fs_celery.settings_and_origin(None)
+            self.assertEqual(fs_celery.settings_and_origin("/x.ini"), ("/x.ini", None))
+        finally:
+            os.environ.pop(fs_celery.SETTINGS_ENV, None)
+            if saved is not None:
+                os.environ[fs_celery.SETTINGS_ENV] = saved
+        self.assertEqual(fs_celery.settings_and_origin(None), (None, None))
+        adapter = fs_celery.Adapter(None, spec, settings_origin=origin)
+        self.addCleanup(atexit.unregister, adapter._at_exit)
+        err = io.StringIO()
+        with redirect_stderr(err), self.assertRaises(SystemExit):
+            adapter.start()
+        message = err.getvalue()
+        self.assertTrue(message.startswith("[forksafe] " + missing), message)
+        self.assertIn("(the settings path %s came from $FORKSAFE_SETTINGS)" % missing, message)
+
+    def test_no_settings_is_said_at_start(self):
+        for subscriptions, tail in ((None, "no subscription either: no handler will run"),
+                                    (["post-fork exec:true"], "handlers get empty settings\n")):
+            self.host = FakeHost(os.path.join(self.dir, "host-%d.jsonl" % bool(subscriptions)))
+            adapter = fs_celery.Adapter(None, None, subscriptions or (),
+                                        host_factory=self.host.factory)
+            self.addCleanup(atexit.unregister, adapter._at_exit)
+            err = io.StringIO()
+            with redirect_stderr(err):
+                self.assertEqual(adapter.start(), 0)
+            self.assertIn("[forksafe] no settings: install() got no settings_spec and "
+                          "$FORKSAFE_SETTINGS is not set", err.getvalue())
+            self.assertIn(tail, err.getvalue())
+
     def test_exit_or_fatal_at_master_start_stops_the_start(self):
         for code in (fs_celery.EXIT, fs_celery.FATAL):
             self.host.codes["master-start"] = code

@@ -1,8 +1,11 @@
 """The README's first command on a fresh clone: `git clone` of the committed
 HEAD (what CI and a new user get, nothing built), then `make run` exactly
-as the README says.  It must build what it needs, serve the example's
-events page on 127.0.0.1:8080 with no error-looking line in uWSGI's log,
-say where to look, stop on Ctrl-C's signal and leave nothing running."""
+as the README says, and `make run-gunicorn` the same way.  Each must build
+what it needs, serve the example's events page on 127.0.0.1:8080 with no
+error-looking line in the server's log, say where to look, stop on Ctrl-C's
+signal and leave nothing running.  `make run-celery` likewise starts its
+broker and worker and answers its tasks, each pool process on a pool of its
+own."""
 
 import os
 import re
@@ -33,11 +36,11 @@ ALARMING = re.compile(r"(?i)error|no such file|traceback|exception|fail|cannot|u
 EXPECTED = ("*** WARNING: you are running uWSGI as root !!! (use the --uid flag) ***",)
 
 
-def port_taken():
+def port_taken(address=ADDRESS):
     with socket.socket() as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            s.bind(ADDRESS)
+            s.bind(address)
         except OSError as e:
             return e.strerror
     return None
@@ -73,24 +76,59 @@ class FreshCloneTest(unittest.TestCase):
             return f.read()
 
     def test_make_run_serves_the_events_page(self):
-        taken = port_taken()
+        self.serve_and_stop("run", "[uWSGI] getting INI configuration", "goodbye to uWSGI")
+
+    def test_make_run_gunicorn_serves_the_events_page(self):
+        self.serve_and_stop("run-gunicorn", "Starting gunicorn", "Shutting down: Master")
+
+    def test_make_run_celery_answers_its_tasks(self):
+        make = self.start("run-celery", "the worker keeps running", address=("127.0.0.1", 6390))
+        text = self.log_text()
+        answers = re.findall(r"\[forksafe_sqla\] task answered by pool process (\d+) "
+                             r"on database backend \S+ \(.*\); it disposed the pool inherited "
+                             r"from pid (\d+)\n", text)
+        self.assertEqual(len(answers), 8, text[-6000:])
+        self.assertEqual(len({main for _, main in answers}), 1, answers)
+        self.assertNotIn("Traceback", text)
+        self.stop(make, "run-celery", "Warm shutdown")
+
+    def start(self, target, started, address=ADDRESS):
+        """make TARGET in a fresh clone, until its log says STARTED."""
+        taken = port_taken(address)
         # Not a skip: a make run that cannot be tested is a failure to see.
-        self.assertIsNone(taken, "127.0.0.1:8080 is taken (%s): the README's `make run` "
-                          "serves there; stop whatever listens on it and run again" % taken)
+        self.assertIsNone(taken, "%s:%d is taken (%s): the README's `make %s` uses it; stop "
+                          "whatever listens on it and run again" % (address + (taken, target)))
         subprocess.run(["git", "clone", "--quiet", "--no-hardlinks", ROOT, self.clone],
                        check=True, stdin=subprocess.DEVNULL)
         with open(self.log, "wb") as out:
-            make = subprocess.Popen(["make", "run"], cwd=self.clone, stdout=out,
+            make = subprocess.Popen(["make", target], cwd=self.clone, stdout=out,
                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                     start_new_session=True)
         self.addCleanup(self.kill_session, make)
 
-        def served():
+        def up():
             if make.poll() is not None:
-                raise AssertionError("make run exited (%s) before serving:\n%s"
-                                     % (make.returncode, self.log_text()[-6000:]))
-            return "serving on " + URL in self.log_text()
-        wait_for(served, timeout=BUILD_AND_SERVE, interval=0.2, what="make run to serve")
+                raise AssertionError("make %s exited (%s) before it was up:\n%s"
+                                     % (target, make.returncode, self.log_text()[-6000:]))
+            return started in self.log_text()
+        wait_for(up, timeout=BUILD_AND_SERVE, interval=0.2, what="make %s to be up" % target)
+        return make
+
+    def stop(self, make, target, server_stopped):
+        """Ctrl-C: the terminal sends SIGINT to the whole foreground group;
+        everything make TARGET started must end."""
+        os.killpg(make.pid, signal.SIGINT)
+        try:
+            make.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.fail("make %s did not stop within 60 s of SIGINT:\n%s"
+                      % (target, self.log_text()[-4000:]))
+        wait_for(lambda: not session_members(make.pid), timeout=30,
+                 what="every process make %s started to end" % target)
+        self.assertIn(server_stopped, self.log_text())
+
+    def serve_and_stop(self, target, server_starts, server_stopped):
+        make = self.start(target, "serving on " + URL)
 
         # Every worker's post-fork and worker-ready are on the page.
         def every_worker_listed():
@@ -103,21 +141,12 @@ class FreshCloneTest(unittest.TestCase):
         wait_for(every_worker_listed, what="post-fork and worker-ready of %d workers" % WORKERS)
 
         text = self.log_text()
-        start = text.index("[uWSGI] getting INI configuration")
+        start = text.index(server_starts)
         serving = text.index("serving on " + URL)
         alarming = [line for line in text[start:serving].splitlines()
                     if ALARMING.search(line) and line.strip() not in EXPECTED]
-        self.assertEqual(alarming, [], "error-looking lines before make run serves")
-
-        # Ctrl-C: the terminal sends SIGINT to the whole foreground group.
-        os.killpg(make.pid, signal.SIGINT)
-        try:
-            make.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.fail("make run did not stop within 60 s of SIGINT:\n" + self.log_text()[-4000:])
-        wait_for(lambda: not session_members(make.pid), timeout=30,
-                 what="every process make run started to end")
-        self.assertIn("goodbye to uWSGI", self.log_text())
+        self.assertEqual(alarming, [], "error-looking lines before make %s serves" % target)
+        self.stop(make, target, server_stopped)
 
     def test_a_taken_port_is_said_at_once(self):
         """With 127.0.0.1:8080 in use, make run stops at once with one line

@@ -204,6 +204,8 @@ class DebTest(unittest.TestCase):
             self.assertEqual(installed.read(), ours.read())
         self.assertEqual(os.stat(PLUGIN).st_mode & 0o777, 0o644)
         self.assertTrue(glob.glob(EXAMPLES + "/README.md*"))
+        # the README's links lead into docs/, installed beside it
+        self.assertTrue(glob.glob("/usr/share/doc/uwsgi-plugin-forksafe/docs/configuration.md*"))
 
     def test_pkg_config_finds_the_installed_header(self):
         env = clean_env()

@@ -2,6 +2,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <unistd.h>
 
 #include "unit.h"
@@ -102,6 +103,46 @@ START_TEST(settings_section_and_directives_drive_handlers)
 }
 END_TEST
 
+/* The same production.ini under every server: uWSGI's print/log hook
+ * actions write their line to stderr here too, other actions only warn. */
+START_TEST(hook_print_prints_and_other_actions_warn)
+{
+    char error[512], *out;
+    const char *path;
+    forksafe_host *host;
+    int saved, fd;
+
+    path = write_file("stderr.txt", "");
+    fflush(stderr);
+    saved = dup(STDERR_FILENO);
+    fd = open(path, O_WRONLY | O_TRUNC);
+    ck_assert_int_ge(fd, 0);
+    dup2(fd, STDERR_FILENO);
+    close(fd);
+    host = forksafe_host_new("gunicorn", NULL,
+                             "post-fork hook:print:first line\n"
+                             "post-fork hook:log:second: with a colon\n"
+                             "post-fork hook:mount:proc none /proc\n",
+                             "gunicorn.conf.py", "log", 5, 0, error, sizeof(error));
+    if (host)
+        ck_assert_int_eq(forksafe_host_dispatch(host, "post-fork", "worker", 1, 0, 0, 0, 0, NULL, 0,
+                                                0, 0, 0, 0, NULL, NULL),
+                         0);
+    fflush(stderr);
+    dup2(saved, STDERR_FILENO);
+    close(saved);
+    ck_assert_msg(host != NULL, "%s", error);
+    forksafe_host_free(host);
+    out = read_file("stderr.txt");
+    ck_assert_ptr_nonnull(out);
+    ck_assert_str_eq(out, "[forksafe] hook:mount:proc none /proc is a uWSGI hook action: it does "
+                          "nothing under gunicorn\n"
+                          "first line\n"
+                          "second: with a colon\n");
+    free(out);
+}
+END_TEST
+
 START_TEST(failures_return_the_policy)
 {
     char error[512];
@@ -149,6 +190,7 @@ Suite *unit_suite(void)
 
     tcase_add_checked_fixture(tc, NULL, remove_directory);
     tcase_add_test(tc, settings_section_and_directives_drive_handlers);
+    tcase_add_test(tc, hook_print_prints_and_other_actions_warn);
     tcase_add_test(tc, failures_return_the_policy);
     tcase_add_test(tc, errors_name_source_and_line);
     suite_add_tcase(suite, tc);

@@ -321,9 +321,12 @@ class Adapter(object):
     this is, and what the main process knows about its children."""
 
     def __init__(self, app, settings_spec=None, subscriptions=(), registry=None,
-                 on_error=None, timeout=0, verbose=False, host_factory=None):
+                 on_error=None, timeout=0, verbose=False, host_factory=None,
+                 settings_origin=None):
         self.app = app
         self.settings_spec = settings_spec
+        # Where settings_spec came from ("$FORKSAFE_SETTINGS"), for errors.
+        self.settings_origin = settings_origin
         self.subscriptions = subscriptions_text(subscriptions)
         self.registry_source = registry
         self.on_error = on_error
@@ -362,6 +365,14 @@ class Adapter(object):
         self.worker = worker
         self.master_pid = os.getpid()
         self.generation = _int(os.environ.get(GENERATION_ENV), 0)
+        if not self.settings_spec:
+            # Not an error (handlers may come from install()'s subscriptions
+            # and need no settings), but a worker that starts with nothing
+            # to run must not look protected.
+            self._say("no settings: install() got no settings_spec and $%s is not set, so "
+                      "no [forksafe] section is read and handlers get empty settings%s"
+                      % (SETTINGS_ENV, "" if self.subscriptions else
+                         "; no subscription either: no handler will run"))
         self.open_host()
         self.shared = SharedState()
         self.shared.set_state(RUNNING)
@@ -397,8 +408,13 @@ class Adapter(object):
             raise
         except Exception as exc:
             # A bad configuration stops the worker before anything forks,
-            # with the core's "FILE:LINE: what is wrong".
-            self._say(str(exc))
+            # with the core's "FILE:LINE: what is wrong", and where the
+            # path came from when it was not install()'s argument.
+            origin = ""
+            if self.settings_origin and self.settings_spec:
+                origin = " (the settings path %s came from %s)" % (self.settings_spec,
+                                                                   self.settings_origin)
+            self._say(str(exc) + origin)
             raise SystemExit(1)
         self.settings, self.global_settings = split_settings(self.host.settings)
 
@@ -816,13 +832,21 @@ def install(app, settings_spec=None, subscriptions=(), registry=None, on_error=N
     adapter = _adapters.get(id(app))
     if adapter is not None and adapter.app is app:
         return adapter
-    if settings_spec is None:
-        settings_spec = os.environ.get(SETTINGS_ENV) or None
+    settings_spec, origin = settings_and_origin(settings_spec)
     adapter = Adapter(app, settings_spec, subscriptions, registry, on_error, timeout, verbose,
-                      host_factory)
+                      host_factory, origin)
     _adapters[id(app)] = adapter
     _connect(app, adapter)
     return adapter
+
+
+def settings_and_origin(settings_spec):
+    """(PATH[#NAME] or None, where it came from): install()'s argument, or
+    else $FORKSAFE_SETTINGS, named so that an error can say so."""
+    if settings_spec is not None:
+        return settings_spec, None
+    settings_spec = os.environ.get(SETTINGS_ENV) or None
+    return settings_spec, ("$" + SETTINGS_ENV if settings_spec else None)
 
 
 def _connect(app, adapter):
