@@ -19,7 +19,7 @@ import unittest
 import urllib.request
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "integration"))
-from harness import wait_for  # noqa: E402
+from harness import session_processes, wait_for  # noqa: E402
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 ADDRESS = ("127.0.0.1", 8080)
@@ -47,41 +47,41 @@ def port_taken(address=ADDRESS):
 
 
 def session_members(sid):
-    """Pids of the live processes in session SID (zombies excluded)."""
-    out = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open("/proc/%s/stat" % entry) as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        # after the command: state, ppid, pgrp, session
-        if int(fields[3]) == sid and fields[0] != "Z":
-            out.append(int(entry))
-    return out
+    return session_processes(sid, zombies=False)
 
 
 class FreshCloneTest(unittest.TestCase):
+    """One clone for every test, in name order: the taken port is said
+    before anything is built, `make run` then builds from nothing, and the
+    gunicorn and Celery targets find the tree half built (what they need
+    and is not there yet is built, the rest reused): both cases a user
+    meets."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.work = tempfile.mkdtemp(prefix="forksafe-fresh-")
+        cls.clone = os.path.join(cls.work, "forksafe")
+        subprocess.run(["git", "clone", "--quiet", "--no-hardlinks", ROOT, cls.clone],
+                       check=True, stdin=subprocess.DEVNULL)
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.work, True)
 
     def setUp(self):
-        self.work = tempfile.mkdtemp(prefix="forksafe-fresh-")
-        self.addCleanup(shutil.rmtree, self.work, True)
-        self.clone = os.path.join(self.work, "forksafe")
-        self.log = os.path.join(self.work, "make-run.log")
+        self.log = os.path.join(self.work, "%s.log" % self._testMethodName)
 
     def log_text(self):
         with open(self.log, errors="replace") as f:
             return f.read()
 
-    def test_make_run_serves_the_events_page(self):
+    def test_b_make_run_builds_from_nothing_and_serves(self):
         self.serve_and_stop("run", "[uWSGI] getting INI configuration", "goodbye to uWSGI")
 
-    def test_make_run_gunicorn_serves_the_events_page(self):
+    def test_c_make_run_gunicorn_serves(self):
         self.serve_and_stop("run-gunicorn", "Starting gunicorn", "Shutting down: Master")
 
-    def test_make_run_celery_answers_its_tasks(self):
+    def test_d_make_run_celery_answers_its_tasks(self):
         make = self.start("run-celery", "the worker keeps running", address=("127.0.0.1", 6390))
         text = self.log_text()
         answers = re.findall(r"\[forksafe_sqla\] task answered by pool process (\d+) "
@@ -98,8 +98,6 @@ class FreshCloneTest(unittest.TestCase):
         # Not a skip: a make run that cannot be tested is a failure to see.
         self.assertIsNone(taken, "%s:%d is taken (%s): the README's `make %s` uses it; stop "
                           "whatever listens on it and run again" % (address + (taken, target)))
-        subprocess.run(["git", "clone", "--quiet", "--no-hardlinks", ROOT, self.clone],
-                       check=True, stdin=subprocess.DEVNULL)
         with open(self.log, "wb") as out:
             make = subprocess.Popen(["make", target], cwd=self.clone, stdout=out,
                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -154,8 +152,6 @@ class FreshCloneTest(unittest.TestCase):
         serves elsewhere."""
         if port_taken():
             self.skipTest("127.0.0.1:8080 is taken already (the other test says so)")
-        subprocess.run(["git", "clone", "--quiet", "--no-hardlinks", ROOT, self.clone],
-                       check=True, stdin=subprocess.DEVNULL)
         with socket.socket() as holder:
             holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             holder.bind(ADDRESS)
@@ -169,7 +165,8 @@ class FreshCloneTest(unittest.TestCase):
         self.assertIn("make run: cannot serve on 127.0.0.1:8080: Address already in use",
                       self.log_text())
         self.assertIn("production.ini", self.log_text())
-        # said before building or starting anything
+        # said before building or starting anything (this test runs first:
+        # the clone has built nothing yet)
         self.assertNotIn("[uWSGI] getting INI configuration", self.log_text())
         self.assertFalse(os.path.exists(os.path.join(self.clone, "forksafe_plugin.so")))
 

@@ -162,6 +162,25 @@ def children(pid):
     return out
 
 
+def session_processes(sid, zombies=True):
+    """Every process in session SID (a server started with
+    start_new_session: the master, its workers, exec: handler shells and
+    their children); without ZOMBIES, only those not yet dead."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % entry) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        # after the command: state, ppid, pgrp, session
+        if int(fields[3]) == sid and (zombies or fields[0] != "Z"):
+            found.append(int(entry))
+    return found
+
+
 def kill_group(proc):
     """SIGKILLs the process group PROC leads (started with
     start_new_session) and reaps PROC."""

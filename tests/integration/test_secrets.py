@@ -10,7 +10,8 @@ import re
 import secrets
 import subprocess
 
-from harness import RECORDER, IntegrationCase, Uwsgi, read_jsonl, read_socket, wait_for
+from harness import (RECORDER, IntegrationCase, Uwsgi, read_jsonl, read_socket,
+                     session_processes, wait_for)
 
 INI = """
 [uwsgi]
@@ -61,23 +62,6 @@ worker-ready =
 # Settings: these must never be in argv, environ or any log line.
 SETTING_SECRETS = ("s_default", "s_password", "s_url", "s_secret", "s_token", "s_key",
                    "s_credential", "s_passwd", "s_dsn")
-
-
-def session_processes(sid):
-    """Every live process in session SID: the master (which started it), the
-    workers, and exec: handler shells and their children."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open("/proc/%s/stat" % entry) as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-        if int(fields[3]) == sid:  # state ppid pgrp session
-            found.append(int(entry))
-    return found
 
 
 def read_proc(pid, name):

@@ -38,7 +38,8 @@ class Load:
 
     def __init__(self, log):
         self.log = log
-        out = open(log, "ab")
+        # A new file: the wait below reads it for this generator's first line.
+        out = open(log, "wb")
         self.proc = subprocess.Popen([PYTHON, os.path.join(ROOT, "tests", "stress", "load.py")],
                                      stdout=out, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL, start_new_session=True)
