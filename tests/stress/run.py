@@ -29,6 +29,7 @@ SUITES = {
     "embedded": "tests/embedded",
     "package": "tests/package",
     "differential": "tests/differential",
+    "fresh": "tests/fresh",
 }
 
 
