@@ -366,6 +366,33 @@ def workers_accepting(stats_address, count):
     return len([w for w in workers if w["pid"] > 0 and w["accepting"]]) >= count
 
 
+def core_threads_settled(pids):
+    """True once every thread of each of PIDS but its main one has SIGINT
+    blocked.  uWSGI creates a worker's extra core threads (`threads = N`)
+    with the worker's signal mask and blocks every signal only once each
+    thread runs; a stop that lands on a thread before that runs uWSGI's
+    end_me there, and Python's finalization, called from a thread that is
+    not the main one, waits for the main thread for ever (uWSGI 2.0.21,
+    with or without forksafe)."""
+    sigint = 1 << (signal.SIGINT - 1)
+    for pid in pids:
+        try:
+            tids = [int(t) for t in os.listdir("/proc/%d/task" % pid)]
+        except FileNotFoundError:
+            return False
+        for tid in tids:
+            if tid == pid:
+                continue
+            try:
+                with open("/proc/%d/task/%d/status" % (pid, tid)) as f:
+                    blocked = [line for line in f if line.startswith("SigBlk:")]
+            except FileNotFoundError:
+                continue  # a thread that ended
+            if not blocked or not int(blocked[0].split()[1], 16) & sigint:
+                return False
+    return True
+
+
 class IntegrationCase(unittest.TestCase):
     maxDiff = None
 

@@ -3,7 +3,7 @@
 import os
 import signal
 
-from harness import IntegrationCase, Uwsgi, wait_for
+from harness import IntegrationCase, Uwsgi, core_threads_settled, wait_for
 
 BASE = """
 [uwsgi]
@@ -124,6 +124,9 @@ class LifecycleTest(IntegrationCase):
         u = self.start("enable-threads = true\nthreads = 4\n")
         for _ in range(5):
             u.get("/")
+        workers = [e["process"]["pid"] for e in u.events("worker-ready")]
+        wait_for(lambda: core_threads_settled(workers),
+                 what="every worker's core threads blocking signals")
         self.assertEqual(u.stop(), 0)
         for wid in (1, 2):
             self.assert_worker_life(u, wid, ["post-fork", "worker-ready", "worker-exit"])

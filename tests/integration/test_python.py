@@ -4,7 +4,7 @@ order; exceptions; start-up errors."""
 
 import os
 
-from harness import IntegrationCase, Uwsgi, read_jsonl, wait_for
+from harness import IntegrationCase, Uwsgi, core_threads_settled, read_jsonl, wait_for
 
 HEAD = """
 [uwsgi]
@@ -85,6 +85,10 @@ class PythonHandlerTest(IntegrationCase):
                     per_process(python) == per_process(native_events()))
         wait_for(settled, what="every process's native and python events, the same")
         self.assertTrue(u.get("/").isdigit())
+        if threads:
+            workers = [e["process"]["pid"] for e in native_events() if e["event"] == "worker-ready"]
+            wait_for(lambda: core_threads_settled(workers),
+                     what="every worker's core threads blocking signals")
         self.assertEqual(u.stop(), 0, u.log_text()[-3000:])
         native = native_events()
         python = self.python_events(u)
