@@ -122,7 +122,7 @@ def wait_for(predicate, timeout=60.0, interval=0.05, what="condition"):
     raise AssertionError("timed out after %.1fs waiting for %s" % (timeout, what))
 
 
-def read_socket(address, parse=True):
+def read_socket(address, parse=True, timeout=10):
     """One JSON document per connection, like uWSGI's stats server (a unix
     path or HOST:PORT); the raw bytes when not PARSE."""
     if address.startswith("/"):
@@ -134,7 +134,7 @@ def read_socket(address, parse=True):
         target = (host, int(port))
     chunks = []
     with s:
-        s.settimeout(10)
+        s.settimeout(timeout)
         s.connect(target)
         while True:
             chunk = s.recv(65536)

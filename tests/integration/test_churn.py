@@ -19,7 +19,6 @@ forksafe's.
 import http.client
 import json
 import os
-import socket
 import threading
 import time
 
@@ -80,19 +79,6 @@ forksafe-subscribe = * dl:{recorder}:record
 forksafe-subscribe = pre-fork,worker-exit exec:echo "$FORKSAFE_EVENT $FORKSAFE_PID" >> {dir}/exec.log
 forksafe-subscribe = post-fork-parent,post-fork python:handlers:record
 """ % WORKERS
-
-
-def read_stats(port, timeout=60):
-    """uWSGI's stats document from 127.0.0.1:PORT (harness.read_socket with
-    a longer bound: a busy machine may serve it late)."""
-    chunks = []
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            chunks.append(chunk)
-    return json.loads(b"".join(chunks))
 
 
 def proc_stat(pid):
@@ -202,7 +188,8 @@ class ChurnTest(IntegrationCase):
         """Reads uWSGI's stats server: wakes the master's loop.  Each read's
         (begun, completed) times go to self.pokes, for ZombieWatch."""
         begun = time.monotonic()
-        doc = read_stats(self.stats_port)
+        # a busy machine may serve the stats late: a longer bound
+        doc = read_socket("127.0.0.1:%d" % self.stats_port, timeout=60)
         self.pokes.append((begun, time.monotonic()))
         return doc
 
