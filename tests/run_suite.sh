@@ -3,6 +3,7 @@
 #   run_suite.sh unit|asan|valgrind BINARY...   Check binaries
 #   run_suite.sh fuzz BINARY...          libFuzzer harnesses, short round (tests/fuzz/run.sh)
 #   run_suite.sh NAME DIRECTORY          Python unittest files test_*.py in DIRECTORY
+#   run_suite.sh NAME DIRECTORY MODULE...   only those modules of DIRECTORY
 # A suite that cannot run at all counts as one failure, never as zero tests.
 set -u
 suite=$1
@@ -55,13 +56,18 @@ run_check_binary() {
 
 run_python_dir() {
     local dir=$1 log
+    shift
     log=$(mktemp)
     if ! ls "$dir"/test_*.py >/dev/null 2>&1; then
         echo "!! $dir has no test_*.py"
         failed=$((failed + 1))
         return
     fi
-    (cd "$dir" && "$PYTHON" -m unittest discover -v -p 'test_*.py') >"$log" 2>&1
+    if [ $# -gt 0 ]; then
+        (cd "$dir" && "$PYTHON" -m unittest -v "$@") >"$log" 2>&1
+    else
+        (cd "$dir" && "$PYTHON" -m unittest discover -v -p 'test_*.py') >"$log" 2>&1
+    fi
     cat "$log"
     grep -E '^(FAIL|ERROR): ' "$log" | sed "s|^|$suite: |" >>"$failure_log"
     local ran fails errors skipped
@@ -110,7 +116,7 @@ if [ "$suite" = unit ] || [ "$suite" = asan ] || [ "$suite" = valgrind ]; then
 elif [ "$suite" = fuzz ]; then
     run_fuzz_binaries "$@"
 else
-    run_python_dir "$1"
+    run_python_dir "$@"
 fi
 echo "=== $suite: $passed passed, $failed failed"
 echo "$suite $passed $failed" >>"$results"

@@ -15,7 +15,7 @@ if [ -s "$failures" ]; then
     head -n 40 "$failures" | sed 's/^/  /'
 fi
 while read -r suite p f; do
-    printf '  %-14s %5d passed %5d failed\n' "$suite" "$p" "$f"
+    printf '  %-22s %5d passed %5d failed\n' "$suite" "$p" "$f"
     passed=$((passed + p))
     failed=$((failed + f))
 done <"$results"

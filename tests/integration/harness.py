@@ -301,8 +301,12 @@ class Uwsgi(ServerProcess):
         logf.close()
         self.testcase.addCleanup(self.kill)
         if wait_ready:
-            wait_for(lambda: len(self.events("worker-ready")) >= wait_ready or self._died(),
-                     what="%d worker-ready events" % wait_ready)
+            try:
+                wait_for(lambda: len(self.events("worker-ready")) >= wait_ready or self._died(),
+                         what="%d worker-ready events" % wait_ready)
+            except AssertionError as timeout:
+                raise AssertionError("%s; uWSGI's log ends:\n%s"
+                                     % (timeout, self.log_text()[-6000:])) from None
             if self._died():
                 raise AssertionError("uWSGI exited early:\n" + self.log_text())
         return self

@@ -4,9 +4,10 @@
         url = pg.create_database("app")     #     testcase.addClassCleanup(pg.stop)
         ...
 
-`start()` runs Debian's PostgreSQL 15 binaries (initdb, pg_ctl) as the
-unprivileged `postgres` system user (`runuser -u postgres --` when we are
-root; directly when we are not), in a fresh temp dir owned by that user:
+`start()` runs Debian's PostgreSQL binaries (initdb, pg_ctl; the newest major
+version installed) as the unprivileged `postgres` system user (`runuser -u
+postgres --` when we are root; directly when we are not), in a fresh temp dir
+owned by that user:
 trust authentication, listening only on 127.0.0.1 on a free port, the unix
 socket in the temp dir, fsync off.  `stop()` runs `pg_ctl stop -m fast` (and
 SIGKILLs the postmaster by the pid in its own pidfile if that fails), then
@@ -27,7 +28,19 @@ import time
 
 from harness import free_port
 
-BINDIR = os.environ.get("FORKSAFE_PG_BINDIR", "/usr/lib/postgresql/15/bin")
+
+
+def _newest_bindir():
+    """Debian installs each major version under /usr/lib/postgresql/N
+    (15 on Debian 12, 17 on Debian 13): the newest one installed."""
+    versions = []
+    for name in os.listdir("/usr/lib/postgresql") if os.path.isdir("/usr/lib/postgresql") else ():
+        if name.isdigit():
+            versions.append(int(name))
+    return "/usr/lib/postgresql/%d/bin" % max(versions) if versions else "/usr/lib/postgresql/15/bin"
+
+
+BINDIR = os.environ.get("FORKSAFE_PG_BINDIR") or _newest_bindir()
 SYSTEM_USER = "postgres"
 SUPERUSER = "postgres"
 
