@@ -37,10 +37,14 @@
  * pointing at uWSGI's unconfigured default), choosing from 249 down to 200 and
  * never taking a used slot.
  */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* dladdr1 */
+#endif
 #include <ctype.h>
 #include <dlfcn.h>
 #include <errno.h>
 #include <limits.h>
+#include <link.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -99,7 +103,7 @@ static int forksafe_init(void);
 static void forksafe_preinit_apps(void);
 static void forksafe_master_fixup(int);
 static void forksafe_master_cycle(void);
-static void forksafe_pre_uwsgi_fork(void);
+static void forksafe_slot_pre_uwsgi_fork(void);
 static void forksafe_post_uwsgi_fork(int);
 static void forksafe_post_fork(void);
 static void forksafe_hijack_worker(void);
@@ -109,6 +113,7 @@ static void forksafe_master_cleanup(void);
 static void forksafe_atfork_prepare(void);
 static void forksafe_atfork_child(void);
 static void hook_emperor_messages(void);
+static void chain_pre_fork_hook(void);
 
 /* ---------------------------------------------------------------- options */
 
@@ -175,7 +180,7 @@ static struct uwsgi_plugin lifecycle_plugin = {
     .name = "forksafe-lifecycle",
     .preinit_apps = forksafe_preinit_apps,
     .master_fixup = forksafe_master_fixup,
-    .pre_uwsgi_fork = forksafe_pre_uwsgi_fork,
+    .pre_uwsgi_fork = forksafe_slot_pre_uwsgi_fork,
     .post_uwsgi_fork = forksafe_post_uwsgi_fork,
     .post_fork = forksafe_post_fork,
     .hijack_worker = forksafe_hijack_worker,
@@ -291,8 +296,130 @@ static int claim_lifecycle_slot(void)
     return -1;
 }
 
+/* ---------------------------------------- the uWSGI it was built for */
+
+/* The plugin reads and writes uWSGI's globals through the struct layout of
+ * the header it was compiled with, and that layout changes between uWSGI
+ * releases (2.0.28 dropped six_feet_under_lock and added the
+ * harakiri_graceful_* fields, 2.0.31 added max_requests_delta) and with
+ * uWSGI's build options.  In another uWSGI it would touch the wrong fields
+ * and crash, so before touching any it compares what it was built for with
+ * the running binary: the version in uwsgi_get_cflags(), which every uWSGI
+ * 2.0 exports, and the size of the `uwsgi` object in the dynamic symbols. */
+
+#define FORKSAFE_TEXT(x) #x
+#define FORKSAFE_MACRO_TEXT(x) FORKSAFE_TEXT(x)
+
+/* uWSGI's own build passes the version macros through a shell, which strips
+ * their quotes, and `make` passes them as they are: both are read as text. */
+static const char *const built_version_text[] = {
+    FORKSAFE_MACRO_TEXT(UWSGI_VERSION_BASE), FORKSAFE_MACRO_TEXT(UWSGI_VERSION_MAJOR),
+    FORKSAFE_MACRO_TEXT(UWSGI_VERSION_MINOR), FORKSAFE_MACRO_TEXT(UWSGI_VERSION_REVISION)};
+#define VERSION_PARTS (sizeof(built_version_text) / sizeof(built_version_text[0]))
+
+/* The first number in TEXT, up to its first blank; -1 if there is none. */
+static long first_number(const char *text)
+{
+    for (; *text && !isspace((unsigned char)*text); text++) {
+        if (isdigit((unsigned char)*text))
+            return strtol(text, NULL, 10);
+    }
+    return -1;
+}
+
+/* VERSION[] from "-DUWSGI_VERSION_BASE=..." and the others in CFLAGS, or
+ * from the macros this file was compiled with (CFLAGS NULL); 0 when every
+ * part is there. */
+static int uwsgi_version_parts(const char *cflags, long version[VERSION_PARTS])
+{
+    static const char *const names[] = {"BASE", "MAJOR", "MINOR", "REVISION"};
+    size_t i;
+
+    for (i = 0; i < VERSION_PARTS; i++) {
+        const char *text = built_version_text[i];
+        if (cflags) {
+            char define[64];
+            snprintf(define, sizeof(define), "-DUWSGI_VERSION_%s=", names[i]);
+            text = strstr(cflags, define);
+            if (!text)
+                return -1;
+            text += strlen(define);
+        }
+        if ((version[i] = first_number(text)) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+static void format_version(const long version[VERSION_PARTS], char *out, size_t size)
+{
+    if (version[3] > 0)
+        snprintf(out, size, "%ld.%ld.%ld.%ld", version[0], version[1], version[2], version[3]);
+    else
+        snprintf(out, size, "%ld.%ld.%ld", version[0], version[1], version[2]);
+}
+
+/* sizeof(struct uwsgi_server) in the running binary, -1 if unknown. */
+static long running_server_size(void)
+{
+    Dl_info info;
+    const ElfW(Sym) *symbol = NULL;
+
+    if (!dladdr1(&uwsgi, &info, (void **)&symbol, RTLD_DL_SYMENT) || !symbol ||
+        info.dli_saddr != (void *)&uwsgi)
+        return -1;
+    return (long)symbol->st_size;
+}
+
+static void refuse_other_uwsgi(const char *why) __attribute__((noreturn));
+
+static void refuse_other_uwsgi(const char *why)
+{
+    char binary[PATH_MAX] = "uwsgi";
+    const char *plugin = "forksafe";
+    Dl_info info;
+    ssize_t length = readlink("/proc/self/exe", binary, sizeof(binary) - 1);
+
+    if (length > 0)
+        binary[length] = '\0';
+    if (dladdr((void *)&forksafe_plugin, &info) && info.dli_fname)
+        plugin = info.dli_fname;
+    uwsgi_log("[forksafe] %s %s; uWSGI's internals differ between builds, so it cannot run in "
+              "%s: rebuild it against this uWSGI (`make UWSGI=%s` in forksafe's source) or "
+              "install the forksafe package built for it\n",
+              plugin, why, binary, binary);
+    exit(1);
+}
+
+static void check_uwsgi_build(void)
+{
+    char *(*get_cflags)(void) = (char *(*)(void))dlsym(RTLD_DEFAULT, "uwsgi_get_cflags");
+    long built[VERSION_PARTS], running[VERSION_PARTS], size = running_server_size();
+    char built_text[64] = "of unknown version", running_text[64], why[320];
+    int versions_known = uwsgi_version_parts(NULL, built) == 0 && get_cflags &&
+                         uwsgi_version_parts(get_cflags(), running) == 0;
+
+    if (versions_known) {
+        format_version(built, built_text, sizeof(built_text));
+        format_version(running, running_text, sizeof(running_text));
+        if (memcmp(built, running, sizeof(built)) != 0) {
+            snprintf(why, sizeof(why), "was built for uWSGI %s, and this is uWSGI %s",
+                     built_text, running_text);
+            refuse_other_uwsgi(why);
+        }
+    }
+    if (size >= 0 && (size_t)size != sizeof(struct uwsgi_server)) {
+        snprintf(why, sizeof(why),
+                 "was built for a uWSGI %s whose `struct uwsgi_server` has %zu bytes, and in "
+                 "this one it has %ld (built with other options)",
+                 built_text, sizeof(struct uwsgi_server), size);
+        refuse_other_uwsgi(why);
+    }
+}
+
 static void forksafe_on_load(void)
 {
+    check_uwsgi_build();
     /* Claimed this early so the slot's init-time hooks run; checked again in
      * init, after every plugin is loaded, in case a later plugin took it. */
     claim_lifecycle_slot();
@@ -893,6 +1020,68 @@ static void setup_child_tracking(void)
     }
 }
 
+/* ------------------------------------------ known-fatal uWSGI options */
+
+/* A flag option's last value, as uWSGI's uwsgi_opt_true reads it. */
+static int flag_option(const char *name)
+{
+    int i, on = 0;
+
+    for (i = 0; i < uwsgi.exported_opts_cnt; i++) {
+        struct uwsgi_opt *opt = uwsgi.exported_opts[i];
+        if (!opt->key || strcmp(opt->key, name) != 0)
+            continue;
+        on = !opt->value || !(strcasecmp(opt->value, "false") == 0 ||
+                              strcasecmp(opt->value, "off") == 0 ||
+                              strcasecmp(opt->value, "no") == 0 || strcmp(opt->value, "0") == 0);
+    }
+    return on;
+}
+
+/* The Python that the python plugin embeds, as MAJOR * 100 + MINOR; 0 if none. */
+static int embedded_python_version(void)
+{
+    const char *(*get_version)(void) = (const char *(*)(void))dlsym(RTLD_DEFAULT, "Py_GetVersion");
+    int major, minor;
+
+    if (!get_version || sscanf(get_version(), "%d.%d", &major, &minor) != 2)
+        return 0;
+    return major * 100 + minor;
+}
+
+/* `py-call-osafterfork` alone makes the python plugin call
+ * PyOS_AfterFork_Child() in every new worker without PyOS_BeforeFork() in
+ * the master.  From Python 3.13 on that releases an import lock nobody took,
+ * and Python aborts the worker - every worker, respawned for ever
+ * (unbit/uwsgi#2710, in every uWSGI up to 2.0.31 at least).  Said once, at
+ * start-up, instead. */
+static void refuse_fatal_python_options(void)
+{
+    long running[VERSION_PARTS];
+    char *(*get_cflags)(void) = (char *(*)(void))dlsym(RTLD_DEFAULT, "uwsgi_get_cflags");
+    int python = embedded_python_version(), line;
+    char file[PATH_MAX], where[PATH_MAX + 16] = "";
+
+    if (python < 313 || !flag_option("py-call-osafterfork") ||
+        flag_option("py-call-uwsgi-fork-hooks"))
+        return;
+    /* a uWSGI after 2.0.31 may have fixed it */
+    if (get_cflags && uwsgi_version_parts(get_cflags(), running) == 0 &&
+        running[0] * 10000 + running[1] * 100 + running[2] > 20031)
+        return;
+    line = locate_directive("py-call-osafterfork", "true", file, sizeof(file));
+    if (line > 0)
+        snprintf(where, sizeof(where), "%s:%d: ", file, line);
+    uwsgi_log("[forksafe] %spy-call-osafterfork makes Python %d.%d abort every worker at fork "
+              "(\"PyMutex_Unlock: unlocking mutex that is not locked\", unbit/uwsgi#2710): use "
+              "enable-threads = true and py-call-uwsgi-fork-hooks = true instead, which also "
+              "run PyOS_BeforeFork() in the master\n",
+              where, python / 100, python % 100);
+    if (options.check)
+        uwsgi_log("[forksafe] configuration is NOT valid\n");
+    exit(1);
+}
+
 static int forksafe_init(void)
 {
     forksafe__error err = {0};
@@ -909,6 +1098,7 @@ static int forksafe_init(void)
         uwsgi_log("[forksafe] forksafe needs the master process: add `master = true`\n");
         exit(1);
     }
+    refuse_fatal_python_options();
 
     forksafe__alloc_install_json();
     forksafe__python_set_lazy(uwsgi.lazy || uwsgi.lazy_apps);
@@ -981,6 +1171,7 @@ static void forksafe_preinit_apps(void)
         uwsgi_log("[forksafe] pthread_atfork() failed\n");
         exit(1);
     }
+    chain_pre_fork_hook();
     forksafe__log(&context, FORKSAFE__LOG_INFO,
                   "%zu subscription(s), lifecycle hooks in request-plugin slot %d",
                   context.subscription_count, lifecycle_slot);
@@ -1381,6 +1572,50 @@ static void forksafe_pre_uwsgi_fork(void)
     worker_deferred_signal = signal_for_workers();
 }
 
+/* The python plugin's pre_uwsgi_fork (py-call-uwsgi-fork-hooks with
+ * threads) takes the GIL and runs PyOS_BeforeFork(), which from Python 3.13
+ * on holds the runtime's HEAD_LOCK until the fork: a pre-fork handler that
+ * forks or starts a thread after it would wait for that lock for ever.
+ * uWSGI calls the hooks in slot order and the python plugin's slot (0)
+ * comes before forksafe's, so forksafe's pre-fork is chained in front of the
+ * first plugin's hook; forksafe's own slot then has nothing left to do. */
+static void (*first_pre_fork_hook)(void);
+static int pre_fork_ran_early; /* by the chained hook, in this hook loop */
+
+static void forksafe_pre_uwsgi_fork(void);
+
+static void chained_pre_uwsgi_fork(void)
+{
+    /* the same plugin can fill several slots: once per loop */
+    if (!pre_fork_ran_early) {
+        forksafe_pre_uwsgi_fork();
+        pre_fork_ran_early = 1;
+    }
+    first_pre_fork_hook();
+}
+
+static void forksafe_slot_pre_uwsgi_fork(void)
+{
+    if (pre_fork_ran_early) {
+        pre_fork_ran_early = 0;
+        return;
+    }
+    forksafe_pre_uwsgi_fork();
+}
+
+static void chain_pre_fork_hook(void)
+{
+    int i;
+
+    for (i = 0; i < lifecycle_slot && !first_pre_fork_hook; i++) {
+        struct uwsgi_plugin *plugin = uwsgi.p[i];
+        if (plugin && plugin->pre_uwsgi_fork && plugin != &lifecycle_plugin) {
+            first_pre_fork_hook = plugin->pre_uwsgi_fork;
+            plugin->pre_uwsgi_fork = chained_pre_uwsgi_fork;
+        }
+    }
+}
+
 /* Mules, gateways and daemons are forked while the signals may still be
  * blocked after the last worker's fork (until the first master cycle):
  * they must not keep the master's mask (a daemon would even keep it
@@ -1504,6 +1739,13 @@ static void forksafe_post_fork(void)
         children_shared[index].pid = getpid();
         forksafe__exec_track(&children_shared[index].command);
     }
+    /* uWSGI 2.0.30 and later register the plugins' atexit hooks only once
+     * apps are loaded (unbit/uwsgi#2726): with lazy-apps that happens in
+     * workers alone, so a mule or a spooler would exit without worker-exit.
+     * Where uWSGI registers it too, the hook still runs once. */
+    if (self.kind != FORKSAFE__WORKER && atexit(forksafe_atexit) != 0)
+        uwsgi_log("[forksafe] atexit() failed: this %s's worker-exit may not run\n",
+                  forksafe__process_kind_name(self.kind));
     fire(FORKSAFE_POST_FORK, NULL, 0, 0, NULL, NULL, 0);
 }
 
@@ -1571,10 +1813,13 @@ static int crash_signal_pending(void)
 
 static void forksafe_atexit(void)
 {
+    static pid_t ran_in;
     int index, crash;
 
-    if (!context_ready || self.kind == FORKSAFE__MASTER || getpid() != self.pid)
+    if (!context_ready || self.kind == FORKSAFE__MASTER || getpid() != self.pid ||
+        ran_in == self.pid)
         return;
+    ran_in = self.pid;
     index = slot_index(self.kind, self.id);
     /* Exiting in the middle of an exec handler (uWSGI's SIGHUP/SIGINT
      * handlers exit an idle worker at once): its command goes too. */

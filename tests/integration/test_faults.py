@@ -33,6 +33,10 @@ forksafe-stats = {dir}/stats.sock
 forksafe-subscribe = * dl:{recorder}:record
 """
 
+# uWSGI then runs PyOS_BeforeFork() and PyOS_AfterFork_Parent/Child()
+# around each worker's fork (only with threads enabled), as os.fork() does.
+FORK_HOOKS = "enable-threads = true\npy-call-uwsgi-fork-hooks = true\n"
+
 # The status uWSGI exits with when forksafe stopped it (on-error=fatal):
 # uWSGI's own "the app cannot work" code, so a supervisor sees a failure.
 FATAL_STATUS = 22
@@ -397,7 +401,9 @@ class ForkingHandlerMatrix(FaultCase):
     handler that daemonizes properly (double fork, intermediate child
     reaped) leaves no zombie; one run in the master that leaves a child
     unwaited-for is reaped by uWSGI's master; threads do not block a stop
-    (with py-call-osafterfork for a master-side thread: see the next test).
+    (with Python's fork hooks for a master-side thread: see the next test;
+    py-call-osafterfork would do on Python 3.12 and earlier, and makes
+    Python 3.13 abort every worker).
     No failure, so the same under every on-error value."""
 
     SUBSCRIPTIONS = (
@@ -409,7 +415,7 @@ class ForkingHandlerMatrix(FaultCase):
         "forksafe-subscribe = master-start,post-fork python:fault_handlers:start_threads\n")
 
     def run_cell(self, policy):
-        u = self.start("forksafe-on-error = %s\npy-call-osafterfork = true\n" % policy +
+        u = self.start("forksafe-on-error = %s\n" % policy + FORK_HOOKS +
                        self.SUBSCRIPTIONS,
                        settings={"fault.child_sleep": "0.2"})
         wait_for(lambda: len(pids_in(u, "exec-orphan.pids")) >= 2, what="worker-ready handlers")
@@ -444,7 +450,7 @@ class MasterThreadAtFork(FaultCase):
     non-daemon thread a master-side handler started (and that was running
     at the fork) looks alive forever, and Python's exit waits for it: the
     worker ends only when the master's mercy runs out.  Bounded, nothing
-    survives; `py-call-osafterfork = true` avoids it (test above)."""
+    survives; FORK_HOOKS avoid it (test above)."""
 
     def test_stop_waits_for_the_mercy_only(self):
         # The plain thread runs until the test releases it, which it does

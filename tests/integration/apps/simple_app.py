@@ -17,6 +17,9 @@ def application(environ, start_response):
         time.sleep(30)
     elif path == "/segv":
         os.kill(os.getpid(), signal.SIGSEGV)
+    elif path == "/spool":
+        import uwsgi
+        uwsgi.spool({b"task": b"compat"})
     start_response("200 OK", [("Content-Type", "text/plain")])
     return [str(os.getpid()).encode()]
 
