@@ -10,6 +10,7 @@
 #   make embedded a monolithic uWSGI with python and forksafe built in
 #   make fuzz     each libFuzzer harness for FUZZ_SECONDS (tests/fuzz)
 #   make check-stress  the suites that start servers, STRESS_ROUNDS times under load
+#   make check-matrix  the server suites on Debian 13's and sid's uWSGI and Python
 
 PYTHON   ?= /usr/bin/python3
 UWSGI    ?= uwsgi
@@ -45,7 +46,7 @@ PLUGIN   := forksafe_plugin.so
 
 .PHONY: bench all deps run run-gunicorn run-celery check unit asan valgrind integration differential python fixtures tools clean format-check
 .PHONY: install uninstall deb package fresh
-.PHONY: embedded embedded-check fuzz fuzz-smoke fuzz-replay check-stress
+.PHONY: embedded embedded-check fuzz fuzz-smoke fuzz-replay check-stress check-matrix compat-table
 
 all: deps
 	@$(MAKE) --no-print-directory $(PLUGIN) $(LIBFORKSAFE) $(EXAMPLE_SO)
@@ -118,7 +119,17 @@ $(BUILD)/pkgconfig/forksafe.pc: forksafe.pc.in include/forksafe.h
 	@mkdir -p $(dir $@)
 	$(call forksafe_pc,$(CURDIR),$(CURDIR)/include,$(CURDIR)) >$@.tmp && mv $@.tmp $@
 
-fixtures: $(FIXTURE_SO) $(EXAMPLE_SO)
+# The plugin built for this uWSGI's version but without its UWSGI_SSL option:
+# a layout that is not the running uWSGI's (tests/integration/test_mismatch.py).
+OTHER_LAYOUT := $(BUILD)/fixtures/other-layout/forksafe_plugin.so
+$(OTHER_LAYOUT): forksafe_plugin.c $(LIB_HDR) $(UWSGI_H) $(BUILD)/uwsgi/cflags $(LIB_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $$(sed 's/-DUWSGI_SSL\b//' $(BUILD)/uwsgi/cflags) -I$(BUILD)/uwsgi $(BASE_CFLAGS) \
+	    -Wno-strict-prototypes -Wno-missing-prototypes -Wno-unused-parameter -Wno-shadow \
+	    $(JANSSON_CFLAGS) -fvisibility=hidden -c $< -o $(dir $@)forksafe_plugin.o
+	$(CC) -shared $(LDFLAGS) -o $@ $(dir $@)forksafe_plugin.o $(LIB_OBJ) $(JANSSON_LIBS) -ldl
+
+fixtures: $(FIXTURE_SO) $(EXAMPLE_SO) $(OTHER_LAYOUT)
 
 # Small programs the Python-driven tests call (e.g. the settings dumper that
 # the PasteDeploy differential test compares against).
@@ -303,6 +314,7 @@ check: deps
 	@PYTHON=$(PYTHON) tests/run_suite.sh package tests/package || true
 	@PYTHON=$(PYTHON) CC=$(CC) scripts/embedded.sh || true
 	@PYTHON=$(PYTHON) tests/run_suite.sh embedded tests/embedded || true
+	@PYTHON=$(PYTHON) $(PYTHON) tests/matrix/matrix.py || true
 	@tests/format_check.sh || true
 	@tests/summarize.sh $(BUILD)/results.txt
 
@@ -317,6 +329,20 @@ check-stress: deps
 	@$(if $(or $(STRESS_FULL),$(filter embedded,$(STRESS_SUITES))),PYTHON=$(PYTHON) CC=$(CC) scripts/embedded.sh)
 	@PYTHON=$(PYTHON) STRESS_SUITES="$(STRESS_SUITES)" $(PYTHON) tests/stress/run.py \
 	    --rounds $(STRESS_ROUNDS) $(if $(STRESS_FULL),--full) $(if $(STRESS_IDLE),--idle)
+
+# The version matrix (tests/matrix/matrix.py): Debian 13's and sid's own
+# uWSGI and Python in debootstrap roots under build/matrix, kept between
+# runs; MATRIX_ROWS=debian13 (or sid) runs one.  Part of `make check`.
+MATRIX_ROWS ?= debian13,sid
+check-matrix: deps
+	@$(MAKE) --no-print-directory $(PLUGIN) $(LIBFORKSAFE) fixtures
+	@rm -f $(BUILD)/results.txt $(BUILD)/failures.txt
+	@PYTHON=$(PYTHON) $(PYTHON) tests/matrix/matrix.py --rows $(MATRIX_ROWS)
+	@tests/summarize.sh $(BUILD)/results.txt
+
+# docs/compatibility.md from the matrix's last results (build/matrix).
+compat-table:
+	@$(PYTHON) tests/matrix/compat_table.py --write
 
 format-check:
 	@rm -f $(BUILD)/results.txt

@@ -14,6 +14,7 @@ packages=(
     python3-sqlalchemy python3-psycopg2 postgresql
     python3-celery redis-server python3-redis
     debhelper dh-python python3-all python3-setuptools lintian
+    debootstrap # make check-matrix: Debian 13 and sid roots (tests/matrix)
 )
 missing=()
 for package in "${packages[@]}"; do

@@ -25,6 +25,18 @@ BUILD = os.path.join(ROOT, "build")
 PLUGIN_DIR = ROOT
 RECORDER = os.path.join(BUILD, "examples", "event_log.so")
 FAILING = os.path.join(BUILD, "fixtures", "failing.so")
+
+# The head most tests' uWSGI ini starts with: python3 and forksafe from the
+# checkout, a master and 2 workers on an HTTP socket, a pidfile.
+UWSGI_HEAD = """
+[uwsgi]
+plugin-dir = {plugin_dir}
+plugins = python3,forksafe
+master = true
+processes = 2
+http-socket = 127.0.0.1:{port}
+pidfile = {pidfile}
+"""
 UWSGI = os.environ.get("FORKSAFE_UWSGI") or os.environ.get("UWSGI", "uwsgi")
 APP_DIR = os.path.join(ROOT, "tests", "integration", "apps")
 # FORKSAFE_EMBEDDED=1: FORKSAFE_UWSGI has python and forksafe compiled in

@@ -16,17 +16,9 @@ import signal
 import subprocess
 import unittest
 
-from harness import UWSGI, IntegrationCase, Uwsgi, read_jsonl, wait_for
+from harness import UWSGI, UWSGI_HEAD, IntegrationCase, Uwsgi, read_jsonl, wait_for
 
-CONFIG = """
-[uwsgi]
-plugin-dir = {plugin_dir}
-plugins = python3,forksafe
-master = true
-processes = 2
-http-socket = 127.0.0.1:{port}
-pidfile = {pidfile}
-pythonpath = {app_dir}
+CONFIG = UWSGI_HEAD + """pythonpath = {app_dir}
 wsgi-file = {app_dir}/simple_app.py
 min-worker-lifetime = 0
 forkbomb-delay = 0

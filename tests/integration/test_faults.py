@@ -13,17 +13,10 @@ import re
 import signal
 import time
 
-from harness import FAILING, RECORDER, IntegrationCase, Uwsgi, read_socket, wait_for
+from harness import (FAILING, RECORDER, UWSGI_HEAD, IntegrationCase, Uwsgi, read_socket,
+                     wait_for)
 
-BASE = """
-[uwsgi]
-plugin-dir = {plugin_dir}
-plugins = python3,forksafe
-master = true
-processes = 2
-http-socket = 127.0.0.1:{port}
-pidfile = {pidfile}
-pythonpath = {app_dir}
+BASE = UWSGI_HEAD + """pythonpath = {app_dir}
 wsgi-file = {app_dir}/simple_app.py
 min-worker-lifetime = 0
 forkbomb-delay = 0

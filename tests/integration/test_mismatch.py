@@ -8,19 +8,11 @@ import re
 import subprocess
 import sys
 
-from harness import BUILD, UWSGI, IntegrationCase, Uwsgi
+from harness import BUILD, UWSGI, UWSGI_HEAD, IntegrationCase, Uwsgi
 
 OTHER_LAYOUT = os.path.join(BUILD, "fixtures", "other-layout", "forksafe_plugin.so")
 
-BASE = """
-[uwsgi]
-plugin-dir = {plugin_dir}
-plugins = python3,forksafe
-master = true
-processes = 2
-http-socket = 127.0.0.1:{port}
-pidfile = {pidfile}
-pythonpath = {app_dir}
+BASE = UWSGI_HEAD + """pythonpath = {app_dir}
 wsgi-file = {app_dir}/simple_app.py
 forksafe-settings = %p
 forksafe-subscribe = * dl:{recorder}:record
