@@ -307,7 +307,7 @@ static int claim_lifecycle_slot(void)
  * the running binary: the version in uwsgi_get_cflags(), which every uWSGI
  * 2.0 exports, and the size of the `uwsgi` object in the dynamic symbols. */
 
-#define FORKSAFE_TEXT(x) #x
+#define FORKSAFE_TEXT(x)       #x
 #define FORKSAFE_MACRO_TEXT(x) FORKSAFE_TEXT(x)
 
 /* uWSGI's own build passes the version macros through a shell, which strips
@@ -349,6 +349,18 @@ static int uwsgi_version_parts(const char *cflags, long version[VERSION_PARTS])
             return -1;
     }
     return 0;
+}
+
+/* The running uWSGI's version; 0 when known.  uwsgi_get_cflags() builds a
+ * new string each time. */
+static int running_uwsgi_version(long version[VERSION_PARTS])
+{
+    char *(*get_cflags)(void) = (char *(*)(void))dlsym(RTLD_DEFAULT, "uwsgi_get_cflags");
+    char *cflags = get_cflags ? get_cflags() : NULL;
+    int rc = cflags ? uwsgi_version_parts(cflags, version) : -1;
+
+    free(cflags);
+    return rc;
 }
 
 static void format_version(const long version[VERSION_PARTS], char *out, size_t size)
@@ -393,18 +405,17 @@ static void refuse_other_uwsgi(const char *why)
 
 static void check_uwsgi_build(void)
 {
-    char *(*get_cflags)(void) = (char *(*)(void))dlsym(RTLD_DEFAULT, "uwsgi_get_cflags");
     long built[VERSION_PARTS], running[VERSION_PARTS], size = running_server_size();
     char built_text[64] = "of unknown version", running_text[64], why[320];
-    int versions_known = uwsgi_version_parts(NULL, built) == 0 && get_cflags &&
-                         uwsgi_version_parts(get_cflags(), running) == 0;
+    int versions_known =
+        uwsgi_version_parts(NULL, built) == 0 && running_uwsgi_version(running) == 0;
 
     if (versions_known) {
         format_version(built, built_text, sizeof(built_text));
         format_version(running, running_text, sizeof(running_text));
         if (memcmp(built, running, sizeof(built)) != 0) {
-            snprintf(why, sizeof(why), "was built for uWSGI %s, and this is uWSGI %s",
-                     built_text, running_text);
+            snprintf(why, sizeof(why), "was built for uWSGI %s, and this is uWSGI %s", built_text,
+                     running_text);
             refuse_other_uwsgi(why);
         }
     }
@@ -1031,9 +1042,9 @@ static int flag_option(const char *name)
         struct uwsgi_opt *opt = uwsgi.exported_opts[i];
         if (!opt->key || strcmp(opt->key, name) != 0)
             continue;
-        on = !opt->value || !(strcasecmp(opt->value, "false") == 0 ||
-                              strcasecmp(opt->value, "off") == 0 ||
-                              strcasecmp(opt->value, "no") == 0 || strcmp(opt->value, "0") == 0);
+        on = !opt->value ||
+             !(strcasecmp(opt->value, "false") == 0 || strcasecmp(opt->value, "off") == 0 ||
+               strcasecmp(opt->value, "no") == 0 || strcmp(opt->value, "0") == 0);
     }
     return on;
 }
@@ -1058,7 +1069,6 @@ static int embedded_python_version(void)
 static void refuse_fatal_python_options(void)
 {
     long running[VERSION_PARTS];
-    char *(*get_cflags)(void) = (char *(*)(void))dlsym(RTLD_DEFAULT, "uwsgi_get_cflags");
     int python = embedded_python_version(), line;
     char file[PATH_MAX], where[PATH_MAX + 16] = "";
 
@@ -1066,7 +1076,7 @@ static void refuse_fatal_python_options(void)
         flag_option("py-call-uwsgi-fork-hooks"))
         return;
     /* a uWSGI after 2.0.31 may have fixed it */
-    if (get_cflags && uwsgi_version_parts(get_cflags(), running) == 0 &&
+    if (running_uwsgi_version(running) == 0 &&
         running[0] * 10000 + running[1] * 100 + running[2] > 20031)
         return;
     line = locate_directive("py-call-osafterfork", "true", file, sizeof(file));
