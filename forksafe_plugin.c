@@ -10,10 +10,11 @@
  *
  *   master-start      master_fixup(0): in the master, config loaded, apps
  *                     preloaded, before the first spooler/worker/mule fork.
- *   pre-fork          workers: pre_uwsgi_fork; mules and spoolers: a
- *                     pthread_atfork prepare handler in the master that works
- *                     out which slot is about to be forked (see
- *                     identify_unforked_child).
+ *   pre-fork          workers: pre_uwsgi_fork (chained in front of the
+ *                     python plugin's); mules and spoolers: a pthread_atfork
+ *                     prepare handler in the master that recognises
+ *                     uwsgi_mule() or spooler_start() on the stack (see
+ *                     forking_child_kind).
  *   post-fork         post_fork (workers before lazy app loading, mules and
  *                     spoolers).  post_uwsgi_fork only guards the stop and
  *                     reload signals around a worker's fork (see
@@ -43,6 +44,7 @@
 #include <ctype.h>
 #include <dlfcn.h>
 #include <errno.h>
+#include <execinfo.h>
 #include <limits.h>
 #include <link.h>
 #include <pthread.h>
@@ -114,6 +116,7 @@ static void forksafe_atfork_prepare(void);
 static void forksafe_atfork_child(void);
 static void hook_emperor_messages(void);
 static void chain_pre_fork_hook(void);
+static void find_forking_functions(void);
 
 /* ---------------------------------------------------------------- options */
 
@@ -214,6 +217,7 @@ static int startup_stop_logged;
 static volatile pid_t master_command;
 static pid_t startup_master_pid;
 static int forking_worker; /* between pre_uwsgi_fork and the scan */
+static int master_started; /* master-start fired: children may be forked */
 static int signals_wrapped;
 static struct sigaction original_actions[NSIG];
 /* The stop and reload signals, blocked in the master around a worker's fork
@@ -1182,6 +1186,7 @@ static void forksafe_preinit_apps(void)
         exit(1);
     }
     chain_pre_fork_hook();
+    find_forking_functions();
     forksafe__log(&context, FORKSAFE__LOG_INFO,
                   "%zu subscription(s), lifecycle hooks in request-plugin slot %d",
                   context.subscription_count, lifecycle_slot);
@@ -1292,6 +1297,7 @@ static void forksafe_master_fixup(int in_child)
     self.kind = FORKSAFE__MASTER;
     self.id = 0;
     self.respawn = 0;
+    master_started = 1;
     start_stats_thread();
     catch_startup_signals();
     fire(FORKSAFE_MASTER_START, NULL, 0, 0, NULL, NULL, 0);
@@ -1665,22 +1671,93 @@ static int pid_is_gone(pid_t pid)
     return pid <= 0 || (kill(pid, 0) != 0 && errno == ESRCH);
 }
 
-/* Mules and spoolers are forked without a plugin hook.  Every fork in the
- * master passes here; it is theirs if a spooler or mule slot has no live
- * process: uWSGI forks spoolers first, then mules, then gateways and
- * daemons, and respawns a dead one right after reaping it. */
+/* Mules and spoolers are forked without a plugin hook, and the master also
+ * forks for exec hooks, daemons, cron, gateways and the Emperor.  uWSGI forks
+ * a mule only in uwsgi_mule() and a spooler only in spooler_start(), both
+ * exported, so at each fork the return addresses on the forking thread's
+ * stack say exactly which of them, if either, is forking: they are compared
+ * with each function's extent (its address and st_size in the dynamic
+ * symbol table), so no neighbouring function can pass for it. */
+struct function_extent {
+    const char *name;
+    uintptr_t start, end;
+};
+
+static struct function_extent forking_functions[] = {
+    {"uwsgi_mule", 0, 0},
+    {"spooler_start", 0, 0},
+};
+static int fork_callers_known;
+
+static void find_forking_functions(void)
+{
+    void *frames[4];
+    size_t i;
+
+    fork_callers_known = 1;
+    for (i = 0; i < sizeof(forking_functions) / sizeof(forking_functions[0]); i++) {
+        struct function_extent *f = &forking_functions[i];
+        void *start = dlsym(RTLD_DEFAULT, f->name);
+        Dl_info info;
+        const ElfW(Sym) *symbol = NULL;
+
+        if (!start || !dladdr1(start, &info, (void **)&symbol, RTLD_DL_SYMENT) || !symbol ||
+            symbol->st_size == 0) {
+            fork_callers_known = 0;
+            continue;
+        }
+        f->start = (uintptr_t)start;
+        f->end = f->start + symbol->st_size;
+    }
+    if (!fork_callers_known)
+        uwsgi_log("[forksafe] this uWSGI does not export uwsgi_mule() and spooler_start(): "
+                  "mule and spooler forks are told apart from the master's other forks by "
+                  "which slots have no live process\n");
+    /* The first backtrace() loads the unwinder (a dlopen): here, not in a
+     * fork handler. */
+    backtrace(frames, 4);
+}
+
+/* FORKSAFE__MULE or FORKSAFE__SPOOLER when uwsgi_mule() or spooler_start()
+ * is forking, 0 for any other fork, -1 when that cannot be known. */
+static int forking_child_kind(void)
+{
+    void *frames[24];
+    int count, i;
+
+    if (!fork_callers_known)
+        return -1;
+    count = backtrace(frames, (int)(sizeof(frames) / sizeof(frames[0])));
+    for (i = 0; i < count; i++) {
+        /* a return address points just past its call */
+        uintptr_t address = (uintptr_t)frames[i] - 1;
+        if (address >= forking_functions[0].start && address < forking_functions[0].end)
+            return FORKSAFE__MULE;
+        if (address >= forking_functions[1].start && address < forking_functions[1].end)
+            return FORKSAFE__SPOOLER;
+    }
+    return 0;
+}
+
+/* Which mule or spooler: the one whose slot has no live process.  uWSGI
+ * forks them in order at start (each pid stored before the next fork) and
+ * respawns a dead one right after reaping it. */
 static void forksafe_atfork_prepare(void)
 {
     struct uwsgi_spooler *spooler;
-    int i, id;
+    int i, id, kind;
 
-    if (!context_ready || !slots || dispatching || !is_master())
+    if (!context_ready || !slots || dispatching || !master_started || !is_master())
         return;
     if (forking_worker) {
         forking_worker = 0;
         return;
     }
-    for (spooler = uwsgi.spoolers, id = 1; spooler; spooler = spooler->next, id++) {
+    kind = forking_child_kind();
+    if (kind == 0)
+        return;
+    for (spooler = uwsgi.spoolers, id = 1; kind != FORKSAFE__MULE && spooler;
+         spooler = spooler->next, id++) {
         if (spooler->mode == UWSGI_SPOOLER_EXTERNAL)
             continue;
         if (pid_is_gone(spooler->pid) &&
@@ -1689,7 +1766,7 @@ static void forksafe_atfork_prepare(void)
             return;
         }
     }
-    for (i = 1; i <= uwsgi.mules_cnt; i++) {
+    for (i = 1; kind != FORKSAFE__SPOOLER && i <= uwsgi.mules_cnt; i++) {
         pid_t pid = uwsgi.mules[i - 1].pid;
         if (pid_is_gone(pid) && slots[slot_index(FORKSAFE__MULE, i)].known_pid == pid) {
             fire_pre_fork(FORKSAFE__MULE, i);
