@@ -25,18 +25,10 @@ import os
 import shutil
 import subprocess
 
-from harness import (APP_DIR, BUILD, EMBEDDED, FAILING, PLUGIN_DIR, RECORDER, UWSGI,
+from harness import (APP_DIR, BUILD, EMBEDDED, FAILING, PLUGIN_DIR, RECORDER, UWSGI, UWSGI_HEAD,
                      IntegrationCase, Uwsgi)
 
-HEAD = """
-[uwsgi]
-plugin-dir = {plugin_dir}
-plugins = python3,forksafe
-master = true
-processes = 2
-http-socket = 127.0.0.1:{port}
-pidfile = {pidfile}
-wsgi-file = {app_dir}/simple_app.py
+HEAD = UWSGI_HEAD + """wsgi-file = {app_dir}/simple_app.py
 forksafe-set = forksafe.event_log={record}
 forksafe-subscribe = * dl:{recorder}:record
 forksafe-subscribe = post-fork exec:touch {dir}/forked

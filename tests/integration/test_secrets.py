@@ -10,18 +10,10 @@ import re
 import secrets
 import subprocess
 
-from harness import (RECORDER, IntegrationCase, Uwsgi, read_jsonl, read_socket,
+from harness import (RECORDER, UWSGI_HEAD, IntegrationCase, Uwsgi, read_jsonl, read_socket,
                      session_processes, wait_for)
 
-INI = """
-[uwsgi]
-plugin-dir = {plugin_dir}
-plugins = python3,forksafe
-master = true
-processes = 2
-http-socket = 127.0.0.1:{port}
-pidfile = {pidfile}
-paste = config:%p
+INI = UWSGI_HEAD + """paste = config:%p
 pythonpath = {app_dir}
 forksafe-verbose = true
 forksafe-stats = {dir}/stats.sock
