@@ -5,6 +5,7 @@ spooler_start() being on the forking thread's stack.)"""
 
 import os
 import signal
+import socket
 
 from harness import UWSGI_HEAD, IntegrationCase, Uwsgi, wait_for
 
@@ -66,3 +67,43 @@ class ForkAttribution(IntegrationCase):
                      if e["event"] == "pre-fork" and e["child"]["kind"] != "worker"]
         self.assertEqual(pre_forks, [(("spooler", 1), 0), (("mule", 1), 0),
                                      (("mule", 1), 1), (("spooler", 1), 1)])
+
+    def test_daemon_respawned_during_a_reload_is_nobody(self):
+        # A smart daemon whose process ends every second is respawned by the
+        # master's pidfile check, also while a graceful reload waits for a
+        # busy worker - when the spooler and the mule are already gone.
+        u = Uwsgi(self, CONFIG.replace("attach-daemon = sleep 300\n", "") +
+                  "worker-reload-mercy = 8\n"
+                  "smart-attach-daemon = {dir}/daemon.pid /bin/sh -c "
+                  "'sleep 1 & echo $! > {dir}/daemon.pid; echo run >> {dir}/daemon.runs'\n",
+                  settings={})
+        os.makedirs(os.path.join(u.dir, "spool"))
+        u.start(wait_ready=2)
+        runs = os.path.join(u.dir, "daemon.runs")
+
+        def daemon_runs():
+            try:
+                with open(runs) as f:
+                    return f.read().count("run")
+            except FileNotFoundError:
+                return 0
+        wait_for(lambda: {child_of(e) for e in u.events("post-fork-parent")} >=
+                 {("mule", 1), ("spooler", 1)}, what="the mule and the spooler forked")
+        busy = socket.create_connection(("127.0.0.1", u.port))
+        self.addCleanup(busy.close)
+        busy_mark = os.path.join(u.dir, "busy")
+        busy.sendall(("GET /sleep?%s HTTP/1.0\r\n\r\n" % busy_mark).encode())
+        wait_for(lambda: os.path.exists(busy_mark), what="a worker busy with /sleep")
+        before = daemon_runs()
+        u.send_signal(signal.SIGHUP)
+        # the reload waits for the busy worker; meanwhile the daemon respawns
+        wait_for(lambda: daemon_runs() >= before + 2, what="the daemon respawned twice")
+        busy.close()
+        wait_for(lambda: len(u.events("master-start")) >= 2 and
+                 len(u.events("worker-ready")) >= 4, timeout=90, what="the reloaded generation")
+        self.assertEqual(u.stop(), 0, u.log_text()[-3000:])
+        pre_forks = [(child_of(e), e["child"]["respawn"], e["generation"])
+                     for e in u.events("pre-fork") if e["child"]["kind"] != "worker"]
+        self.assertEqual(sorted(pre_forks), [(("mule", 1), 0, 0), (("mule", 1), 0, 1),
+                                             (("spooler", 1), 0, 0), (("spooler", 1), 0, 1)],
+                         u.log_text()[-3000:])

@@ -14,6 +14,9 @@ if _record:
 def application(environ, start_response):
     path = environ.get("PATH_INFO", "/")
     if path == "/sleep":
+        # ?PATH: a file created once the request is being served
+        if environ.get("QUERY_STRING"):
+            open(environ["QUERY_STRING"], "w").close()
         time.sleep(30)
     elif path == "/segv":
         os.kill(os.getpid(), signal.SIGSEGV)
