@@ -129,7 +129,14 @@ $(OTHER_LAYOUT): forksafe_plugin.c $(LIB_HDR) $(UWSGI_H) $(BUILD)/uwsgi/cflags $
 	    $(JANSSON_CFLAGS) -fvisibility=hidden -c $< -o $(dir $@)forksafe_plugin.o
 	$(CC) -shared $(LDFLAGS) -o $@ $(dir $@)forksafe_plugin.o $(LIB_OBJ) $(JANSSON_LIBS) -ldl
 
-fixtures: $(FIXTURE_SO) $(EXAMPLE_SO) $(OTHER_LAYOUT)
+# A uWSGI plugin that crashes every mule before forksafe's post_fork runs.
+CRASHER := $(BUILD)/fixtures/uwsgi/crasher_plugin.so
+$(CRASHER): tests/fixtures/uwsgi/crasher_plugin.c $(UWSGI_H) $(BUILD)/uwsgi/cflags
+	@mkdir -p $(dir $@)
+	$(CC) $$(cat $(BUILD)/uwsgi/cflags) -I$(BUILD)/uwsgi $(BASE_CFLAGS) -Wno-unused-parameter \
+	    -Wno-strict-prototypes -shared -o $@ $<
+
+fixtures: $(FIXTURE_SO) $(EXAMPLE_SO) $(OTHER_LAYOUT) $(CRASHER)
 
 # Small programs the Python-driven tests call (e.g. the settings dumper that
 # the PasteDeploy differential test compares against).

@@ -1898,13 +1898,51 @@ static int crash_signal_pending(void)
     return 0;
 }
 
+/* A child that ends before forksafe's post_fork ran in it (another
+ * plugin's post_fork crashed) still carries the master's identity: if it
+ * crashed, its slot is told so, and the master reports a crash, not the
+ * exit(1) uWSGI's crash handler ends with. */
+static void report_early_crash(void)
+{
+    int kind, id, index, crash;
+
+    if (is_master() || !children_shared || !(crash = crash_signal_pending()))
+        return;
+    if (uwsgi.muleid > 0) {
+        kind = FORKSAFE__MULE;
+        id = uwsgi.muleid;
+    }
+    else if (uwsgi.i_am_a_spooler) {
+        kind = FORKSAFE__SPOOLER;
+        id = my_spooler_id();
+    }
+    else if (uwsgi.mywid > 0) {
+        kind = FORKSAFE__WORKER;
+        id = uwsgi.mywid;
+    }
+    else {
+        return; /* a daemon, a hook command: nobody forksafe reports */
+    }
+    if ((index = slot_index(kind, id)) < 0 || index >= slot_count)
+        return;
+    children_shared[index].exit_state = 0;
+    children_shared[index].command = 0;
+    children_shared[index].crash_signal = crash;
+    children_shared[index].pid = getpid();
+}
+
 static void forksafe_atexit(void)
 {
     static pid_t ran_in;
     int index, crash;
 
-    if (!context_ready || self.kind == FORKSAFE__MASTER || getpid() != self.pid ||
-        ran_in == self.pid)
+    if (!context_ready)
+        return;
+    if (getpid() != self.pid) {
+        report_early_crash();
+        return;
+    }
+    if (self.kind == FORKSAFE__MASTER || ran_in == self.pid)
         return;
     ran_in = self.pid;
     index = slot_index(self.kind, self.id);

@@ -1,4 +1,4 @@
-"""Every fork named right: the master's forks for exec hooks and daemons are
+"""Every fork named right, every crash a crash: the master's forks for exec hooks and daemons are
 neither a mule's nor a spooler's, and nothing is forked before master-start.
 (forksafe tells a mule's or a spooler's fork by uwsgi_mule() or
 spooler_start() being on the forking thread's stack.)"""
@@ -7,7 +7,9 @@ import os
 import signal
 import socket
 
-from harness import UWSGI_HEAD, IntegrationCase, Uwsgi, wait_for
+from harness import BUILD, UWSGI_HEAD, IntegrationCase, Uwsgi, wait_for
+
+CRASHER = os.path.join(BUILD, "fixtures", "uwsgi", "crasher_plugin.so")
 
 CONFIG = UWSGI_HEAD + """pythonpath = {app_dir}
 wsgi-file = {app_dir}/simple_app.py
@@ -107,3 +109,24 @@ class ForkAttribution(IntegrationCase):
         self.assertEqual(sorted(pre_forks), [(("mule", 1), 0, 0), (("mule", 1), 0, 1),
                                              (("spooler", 1), 0, 0), (("spooler", 1), 0, 1)],
                          u.log_text()[-3000:])
+
+
+class EarlyCrash(IntegrationCase):
+    """A crash is a crash also before forksafe's post_fork ran: here another
+    plugin's post_fork (the crasher fixture, in a lower slot) segfaults every
+    mule, and uWSGI's crash handler ends it with exit(1)."""
+
+    def test_mule_crash_before_forksafe_post_fork(self):
+        u = Uwsgi(self, CONFIG.replace("plugins = python3,forksafe",
+                                       "plugins = python3,forksafe,%s" % CRASHER), settings={})
+        os.makedirs(os.path.join(u.dir, "spool"))
+        u.start(wait_ready=2)
+        deaths = wait_for(lambda: [e for e in u.events("child-death")
+                                   if e["child"]["kind"] == "mule"],
+                          what="the mule's death")
+        self.assertEqual(u.stop(), 0, u.log_text()[-3000:])
+        self.assertIn("got Segmentation Fault", u.log_text())
+        death = deaths[0]["child"]
+        self.assertEqual((death["cause"], death.get("signal")), ("crash", 11), death)
+        # the mule never got as far as forksafe's post-fork
+        self.assertEqual([e for e in u.events() if e["process"]["kind"] == "mule"], [])
