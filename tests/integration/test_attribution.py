@@ -1,7 +1,8 @@
-"""Every fork named right, every crash a crash: the master's forks for exec hooks and daemons are
-neither a mule's nor a spooler's, and nothing is forked before master-start.
-(forksafe tells a mule's or a spooler's fork by uwsgi_mule() or
-spooler_start() being on the forking thread's stack.)"""
+"""Every fork named right, every crash a crash: the master's forks for exec
+hooks and daemons are neither a mule's nor a spooler's, nothing is forked
+before master-start (forksafe tells a mule's or a spooler's fork by
+uwsgi_mule() or spooler_start() being on the forking thread's stack), and a
+child that crashes before forksafe's post_fork ran is reported as a crash."""
 
 import os
 import signal
