@@ -36,8 +36,9 @@ class ForkAttribution(IntegrationCase):
         os.makedirs(os.path.join(u.dir, "spool"))
         u.start(wait_ready=2)
         wait_for(lambda: {child_of(e) for e in u.events("post-fork-parent")} >=
-                 {("worker", 1), ("worker", 2), ("mule", 1), ("spooler", 1)},
-                 what="the master's post-fork-parent for every child")
+                 {("worker", 1), ("worker", 2), ("mule", 1), ("spooler", 1)} and
+                 {e["process"]["kind"] for e in u.events("post-fork")} >= {"mule", "spooler"},
+                 what="every child's post-fork, and the master's post-fork-parent for it")
         return u
 
     def master_events(self, u):
