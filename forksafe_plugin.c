@@ -375,14 +375,15 @@ static void format_version(const long version[VERSION_PARTS], char *out, size_t 
         snprintf(out, size, "%ld.%ld.%ld", version[0], version[1], version[2]);
 }
 
-/* sizeof(struct uwsgi_server) in the running binary, -1 if unknown. */
-static long running_server_size(void)
+/* The size (st_size) of the dynamic symbol that starts at ADDRESS, -1 if
+ * no exported symbol starts there. */
+static long symbol_size(const void *address)
 {
     Dl_info info;
     const ElfW(Sym) *symbol = NULL;
 
-    if (!dladdr1(&uwsgi, &info, (void **)&symbol, RTLD_DL_SYMENT) || !symbol ||
-        info.dli_saddr != (void *)&uwsgi)
+    if (!address || !dladdr1(address, &info, (void **)&symbol, RTLD_DL_SYMENT) || !symbol ||
+        info.dli_saddr != address)
         return -1;
     return (long)symbol->st_size;
 }
@@ -409,7 +410,7 @@ static void refuse_other_uwsgi(const char *why)
 
 static void check_uwsgi_build(void)
 {
-    long built[VERSION_PARTS], running[VERSION_PARTS], size = running_server_size();
+    long built[VERSION_PARTS], running[VERSION_PARTS], size = symbol_size(&uwsgi);
     char built_text[64] = "of unknown version", running_text[64], why[320];
     int versions_known =
         uwsgi_version_parts(NULL, built) == 0 && running_uwsgi_version(running) == 0;
@@ -1698,16 +1699,14 @@ static void find_forking_functions(void)
     for (i = 0; i < sizeof(forking_functions) / sizeof(forking_functions[0]); i++) {
         struct function_extent *f = &forking_functions[i];
         void *start = dlsym(RTLD_DEFAULT, f->name);
-        Dl_info info;
-        const ElfW(Sym) *symbol = NULL;
+        long size = symbol_size(start);
 
-        if (!start || !dladdr1(start, &info, (void **)&symbol, RTLD_DL_SYMENT) || !symbol ||
-            symbol->st_size == 0) {
+        if (size <= 0) {
             fork_callers_known = 0;
             continue;
         }
         f->start = (uintptr_t)start;
-        f->end = f->start + symbol->st_size;
+        f->end = f->start + (uintptr_t)size;
     }
     if (!fork_callers_known)
         uwsgi_log("[forksafe] this uWSGI does not export uwsgi_mule() and spooler_start(): "
@@ -1789,9 +1788,31 @@ static int my_spooler_id(void)
     return 0;
 }
 
+/* Which child this process is, from the ids uWSGI sets in it before any
+ * post_fork hook runs; 0 for none (the master, a daemon, a hook command). */
+static int uwsgi_child_identity(int *kind, int *id)
+{
+    if (uwsgi.muleid > 0) {
+        *kind = FORKSAFE__MULE;
+        *id = uwsgi.muleid;
+    }
+    else if (uwsgi.i_am_a_spooler) {
+        *kind = FORKSAFE__SPOOLER;
+        *id = my_spooler_id();
+    }
+    else if (uwsgi.mywid > 0) {
+        *kind = FORKSAFE__WORKER;
+        *id = uwsgi.mywid;
+    }
+    else {
+        return 0;
+    }
+    return 1;
+}
+
 static void forksafe_post_fork(void)
 {
-    int index;
+    int index, kind, id;
 
     if (!context_ready)
         return;
@@ -1801,21 +1822,10 @@ static void forksafe_post_fork(void)
         close(stats_fd);
         stats_fd = -1;
     }
-    if (uwsgi.muleid > 0) {
-        self.kind = FORKSAFE__MULE;
-        self.id = uwsgi.muleid;
-    }
-    else if (uwsgi.i_am_a_spooler) {
-        self.kind = FORKSAFE__SPOOLER;
-        self.id = my_spooler_id();
-    }
-    else if (uwsgi.mywid > 0) {
-        self.kind = FORKSAFE__WORKER;
-        self.id = uwsgi.mywid;
-    }
-    else {
+    if (!uwsgi_child_identity(&kind, &id))
         return;
-    }
+    self.kind = kind;
+    self.id = id;
     index = slot_index(self.kind, self.id);
     self.respawn = index >= 0 ? slots[index].forks_seen : 0;
     if (self.kind == FORKSAFE__WORKER)
@@ -1906,23 +1916,9 @@ static void report_early_crash(void)
 {
     int kind, id, index, crash;
 
-    if (is_master() || !children_shared || !(crash = crash_signal_pending()))
+    if (is_master() || !children_shared || !(crash = crash_signal_pending()) ||
+        !uwsgi_child_identity(&kind, &id))
         return;
-    if (uwsgi.muleid > 0) {
-        kind = FORKSAFE__MULE;
-        id = uwsgi.muleid;
-    }
-    else if (uwsgi.i_am_a_spooler) {
-        kind = FORKSAFE__SPOOLER;
-        id = my_spooler_id();
-    }
-    else if (uwsgi.mywid > 0) {
-        kind = FORKSAFE__WORKER;
-        id = uwsgi.mywid;
-    }
-    else {
-        return; /* a daemon, a hook command: nobody forksafe reports */
-    }
     if ((index = slot_index(kind, id)) < 0 || index >= slot_count)
         return;
     children_shared[index].exit_state = 0;

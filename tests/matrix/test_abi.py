@@ -23,6 +23,14 @@ def version_of(output):
     return re.match(r"(\d+\.\d+\.\d+)", output.strip()).group(1)
 
 
+def run_in(root, argv, timeout=120):
+    """ARGV run in ROOT (matrix.in_root): its status and its output."""
+    with tempfile.TemporaryFile() as log:
+        status = matrix.in_root(root, argv, timeout, log=log)
+        log.seek(0)
+        return status, log.read().decode(errors="replace")
+
+
 class CrossLoading(unittest.TestCase):
 
     def refusal(self, output, plugin, built, running):
@@ -38,10 +46,7 @@ class CrossLoading(unittest.TestCase):
                                          universal_newlines=True, check=True).stdout)
 
     def root_version(self, row):
-        with tempfile.TemporaryFile() as log:
-            status = matrix.in_root(row.root, ["uwsgi", "--version"], 60, log=log)
-            log.seek(0)
-            text = log.read().decode(errors="replace")
+        status, text = run_in(row.root, ["uwsgi", "--version"], 60)
         self.assertEqual(status, 0, text)
         return version_of(text)
 
@@ -54,14 +59,11 @@ class CrossLoading(unittest.TestCase):
                 os.makedirs(directory, exist_ok=True)
                 self.addCleanup(shutil.rmtree, directory, True)
                 shutil.copy(HOST_PLUGIN, directory)
-                with tempfile.TemporaryFile() as log:
-                    # --forksafe-check: were the plugin to load, it would
-                    # check the (empty) configuration and exit 0 at once
-                    status = matrix.in_root(row.root, [
-                        "uwsgi", "--plugin", "/tmp/forksafe-abi/forksafe_plugin.so",
-                        "--master", "--forksafe-check"], 120, log=log)
-                    log.seek(0)
-                    output = log.read().decode(errors="replace")
+                # --forksafe-check: were the plugin to load, it would check
+                # the (empty) configuration and exit 0 at once
+                status, output = run_in(row.root, [
+                    "uwsgi", "--plugin", "/tmp/forksafe-abi/forksafe_plugin.so",
+                    "--master", "--forksafe-check"])
                 self.assertEqual(status, 1, output)
                 self.refusal(output, "/tmp/forksafe-abi/forksafe_plugin.so", host,
                              self.root_version(row))
@@ -82,11 +84,8 @@ class CrossLoading(unittest.TestCase):
                 self.addCleanup(shutil.rmtree, directory, True)
                 shutil.copy(built, directory)
                 inside = "/tmp/forksafe-abi-%s/forksafe_plugin.so" % older.name
-                with tempfile.TemporaryFile() as log:
-                    status = matrix.in_root(newer.root, ["uwsgi", "--plugin", inside, "--master",
-                                                         "--forksafe-check"], 120, log=log)
-                    log.seek(0)
-                    output = log.read().decode(errors="replace")
+                status, output = run_in(newer.root, ["uwsgi", "--plugin", inside, "--master",
+                                                      "--forksafe-check"])
                 self.assertEqual(status, 1, output)
                 self.refusal(output, inside, self.root_version(older), self.root_version(newer))
 
