@@ -76,6 +76,10 @@ struct forksafe_child_shared {
     volatile int exit_state;   /* 0: none, 1: worker-exit running, 2: done */
     volatile int crash_signal; /* the fatal signal uWSGI turned into exit(1) */
     volatile pid_t command;    /* process group of the exec handler it runs */
+    /* Why the master ended it, written before its signal left (see
+     * watched_kill); only for the process whose pid is end_pid. */
+    volatile int end_reason;
+    volatile pid_t end_pid;
 };
 
 /* What the master remembers of one child slot. */
@@ -1287,6 +1291,7 @@ static void fire(forksafe_event_type type, const forksafe__process *child, int s
 
 static void wrap_master_signals(void);
 static void catch_startup_signals(void);
+static void watch_master_kills(void);
 static void unblock_fork_signals(void);
 
 static void forksafe_master_fixup(int in_child)
@@ -1301,6 +1306,7 @@ static void forksafe_master_fixup(int in_child)
     master_started = 1;
     start_stats_thread();
     catch_startup_signals();
+    watch_master_kills();
     fire(FORKSAFE_MASTER_START, NULL, 0, 0, NULL, NULL, 0);
 }
 
@@ -1684,30 +1690,57 @@ struct function_extent {
     uintptr_t start, end;
 };
 
+/* Looks each function up; returns how many were found. */
+static size_t find_extents(struct function_extent *functions, size_t count)
+{
+    size_t i, found = 0;
+
+    for (i = 0; i < count; i++) {
+        struct function_extent *f = &functions[i];
+        void *start = dlsym(RTLD_DEFAULT, f->name);
+        long size = symbol_size(start);
+
+        if (size <= 0)
+            continue;
+        f->start = (uintptr_t)start;
+        f->end = f->start + (uintptr_t)size;
+        found++;
+    }
+    return found;
+}
+
+/* The index of the first of FUNCTIONS running on this thread's stack
+ * (innermost first), or -1. */
+static int extent_on_stack(const struct function_extent *functions, size_t count)
+{
+    void *frames[24];
+    int depth, i;
+    size_t j;
+
+    depth = backtrace(frames, (int)(sizeof(frames) / sizeof(frames[0])));
+    for (i = 0; i < depth; i++) {
+        /* a return address points just past its call */
+        uintptr_t address = (uintptr_t)frames[i] - 1;
+        for (j = 0; j < count; j++) {
+            if (address >= functions[j].start && address < functions[j].end)
+                return (int)j;
+        }
+    }
+    return -1;
+}
+
 static struct function_extent forking_functions[] = {
     {"uwsgi_mule", 0, 0},
     {"spooler_start", 0, 0},
 };
+#define FORKING_FUNCTIONS (sizeof(forking_functions) / sizeof(forking_functions[0]))
 static int fork_callers_known;
 
 static void find_forking_functions(void)
 {
     void *frames[4];
-    size_t i;
 
-    fork_callers_known = 1;
-    for (i = 0; i < sizeof(forking_functions) / sizeof(forking_functions[0]); i++) {
-        struct function_extent *f = &forking_functions[i];
-        void *start = dlsym(RTLD_DEFAULT, f->name);
-        long size = symbol_size(start);
-
-        if (size <= 0) {
-            fork_callers_known = 0;
-            continue;
-        }
-        f->start = (uintptr_t)start;
-        f->end = f->start + (uintptr_t)size;
-    }
+    fork_callers_known = find_extents(forking_functions, FORKING_FUNCTIONS) == FORKING_FUNCTIONS;
     if (!fork_callers_known)
         uwsgi_log("[forksafe] this uWSGI does not export uwsgi_mule() and spooler_start(): "
                   "mule and spooler forks are told apart from the master's other forks by "
@@ -1721,21 +1754,16 @@ static void find_forking_functions(void)
  * is forking, 0 for any other fork, -1 when that cannot be known. */
 static int forking_child_kind(void)
 {
-    void *frames[24];
-    int count, i;
-
     if (!fork_callers_known)
         return -1;
-    count = backtrace(frames, (int)(sizeof(frames) / sizeof(frames[0])));
-    for (i = 0; i < count; i++) {
-        /* a return address points just past its call */
-        uintptr_t address = (uintptr_t)frames[i] - 1;
-        if (address >= forking_functions[0].start && address < forking_functions[0].end)
-            return FORKSAFE__MULE;
-        if (address >= forking_functions[1].start && address < forking_functions[1].end)
-            return FORKSAFE__SPOOLER;
+    switch (extent_on_stack(forking_functions, FORKING_FUNCTIONS)) {
+    case 0:
+        return FORKSAFE__MULE;
+    case 1:
+        return FORKSAFE__SPOOLER;
+    default:
+        return 0;
     }
-    return 0;
 }
 
 /* Which mule or spooler: the one whose slot has no live process.  uWSGI
@@ -1870,13 +1898,134 @@ static void forksafe_hijack_worker(void)
     fire(FORKSAFE_WORKER_READY, NULL, 0, 0, NULL, NULL, 0);
 }
 
+/* ------------------------------------------- master: why a child ends */
+
+/* The master decides to end a child in many places: its signal handlers,
+ * master FIFO commands (q Q r R c w W C -), touch-reload and its siblings,
+ * the Emperor, cheaper, idle, chain reloads, worker lifetime.  Only some
+ * have a hook, and a shared state updated on the next master cycle comes
+ * too late (uWSGI sleeps in uwsgi_detach_daemons() right after signalling
+ * the workers).  Every one of them ends in the master calling kill() on
+ * the child, so forksafe points the uWSGI executable's kill() at
+ * watched_kill (lib/intercept.c): the reason is written to the child's
+ * slot, from the master's own state at that moment, before the signal
+ * leaves.  It is exact because the writer is the decider, and the worker
+ * reads it only after the signal has arrived. */
+enum end_reason { END_NONE, END_SHUTDOWN, END_RELOAD, END_CHEAPER, END_RECYCLE };
+static const char *const end_reason_names[] = {NULL, "shutdown", "reload", "cheaper", "recycle"};
+
+/* Reloads that set no instance-wide flag: FIFO w/W, touch-workers-reload,
+ * touch-mules-reload, touch-spoolers-reload, chain reloads (FIFO c,
+ * touch-chain-reload), and any reload under `lazy`. */
+static struct function_extent reloading_functions[] = {
+    {"uwsgi_reload_workers", 0, 0},   {"uwsgi_brutally_reload_workers", 0, 0},
+    {"uwsgi_reload_mules", 0, 0},     {"uwsgi_reload_spoolers", 0, 0},
+    {"uwsgi_master_check_chain", 0, 0}, {"grace_them_all", 0, 0},
+};
+#define RELOADING_FUNCTIONS (sizeof(reloading_functions) / sizeof(reloading_functions[0]))
+
+static int (*libc_kill)(pid_t, int);
+static int kills_watched;
+
+static enum end_reason master_end_reason(const struct forksafe_child_slot *slot, int signum)
+{
+    int worker = slot->kind == FORKSAFE__WORKER;
+
+    if (uwsgi.status.gracefully_destroying || uwsgi.status.brutally_destroying)
+        return END_SHUTDOWN;
+    if (uwsgi.status.gracefully_reloading || uwsgi.status.brutally_reloading)
+        return END_RELOAD;
+    if (worker && uwsgi.workers[slot->id].cheaped)
+        return END_CHEAPER;
+    /* SIGWINCH ends a worker only once told to stop taking requests
+     * (max-worker-lifetime); otherwise it is a wake-up. */
+    if (signum == SIGWINCH && (!worker || uwsgi.workers[slot->id].manage_next_request))
+        return END_NONE;
+    if (extent_on_stack(reloading_functions, RELOADING_FUNCTIONS) >= 0)
+        return END_RELOAD;
+    return END_RECYCLE;
+}
+
+static void note_child_end(pid_t pid, int signum)
+{
+    enum end_reason reason;
+    int index;
+
+    if (!slots || !children_shared)
+        return;
+    for (index = 0; index < slot_count; index++) {
+        if (current_pid(&slots[index]) == pid)
+            break;
+    }
+    /* Children run this too (they inherit the executable's GOT). */
+    if (index == slot_count || !is_master())
+        return;
+    reason = master_end_reason(&slots[index], signum);
+    if (reason == END_NONE)
+        return;
+    children_shared[index].end_pid = pid;
+    children_shared[index].end_reason = reason;
+}
+
+static int watched_kill(pid_t pid, int signum)
+{
+    if (pid > 0) {
+        switch (signum) {
+        case SIGHUP:
+        case SIGINT:
+        case SIGQUIT:
+        case SIGTERM:
+        case SIGKILL:
+        case SIGWINCH: {
+            int saved = errno;
+            note_child_end(pid, signum);
+            errno = saved;
+            break;
+        }
+        default:
+            break;
+        }
+    }
+    return libc_kill(pid, signum);
+}
+
+static void watch_master_kills(void)
+{
+    int replaced;
+
+    if (kills_watched++)
+        return;
+    /* Taken before the GOT changes: in a monolithic uWSGI this very
+     * reference is one of the entries replaced. */
+    libc_kill = kill;
+    find_extents(reloading_functions, RELOADING_FUNCTIONS);
+    replaced = forksafe__intercept_call("kill", (void *)watched_kill);
+    if (replaced <= 0)
+        uwsgi_log("[forksafe] cannot watch this uWSGI's kill() calls (%s): a worker-exit "
+                  "reason can come from the state of the master's previous cycle\n",
+                  replaced == 0 ? "none found" : forksafe__strerror(replaced));
+}
+
+/* The reason the master wrote for this very process, or NULL. */
+static const char *reason_from_master(void)
+{
+    int index = slot_index(self.kind, self.id);
+
+    if (index < 0 || index >= slot_count || children_shared[index].end_pid != self.pid)
+        return NULL;
+    return end_reason_names[children_shared[index].end_reason];
+}
+
 /* ------------------------------------------------------ children: exit */
 
 static const char *worker_exit_reason(void)
 {
+    const char *decided = reason_from_master();
     int state = shared_state ? shared_state->instance_state : INSTANCE_RUNNING;
     int state_applies = shared_state && shared_state->state_changed_ns > self_started_ns;
 
+    if (decided)
+        return decided;
     if (self.kind == FORKSAFE__WORKER && uwsgi.workers[self.id].cheaped)
         return "cheaper";
     if (state_applies && state == INSTANCE_RELOADING)

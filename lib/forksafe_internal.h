@@ -608,4 +608,14 @@ int forksafe__run_command(const char *command, const char *input, size_t input_l
  * it can kill the group if this process dies mid-handler.  NULL: stop. */
 void forksafe__exec_track(volatile pid_t *slot);
 
+/* ------------------------------------------------------------- intercept */
+
+/* Points every GOT entry through which the main program calls SYMBOL (a
+ * function of a shared library, e.g. "kill") at REPLACEMENT.  Returns how
+ * many entries changed (0: the program never calls SYMBOL that way), or
+ * FORKSAFE__ENOTFOUND (no dynamic section, an unknown architecture),
+ * FORKSAFE__EIO (a read-only page could not be opened).  The replacement
+ * must reach the real function through a pointer taken before this call. */
+int forksafe__intercept_call(const char *symbol, void *replacement);
+
 #endif /* FORKSAFE_INTERNAL_H */

@@ -18,6 +18,11 @@ def application(environ, start_response):
         if environ.get("QUERY_STRING"):
             open(environ["QUERY_STRING"], "w").close()
         time.sleep(30)
+    elif path == "/busy":
+        # ?PATH: a file created once the request is being served; a
+        # request that outlives a stop or reload order, and ends
+        open(environ["QUERY_STRING"], "w").close()
+        time.sleep(3)
     elif path == "/segv":
         os.kill(os.getpid(), signal.SIGSEGV)
     elif path == "/spool":

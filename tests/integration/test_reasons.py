@@ -1,0 +1,192 @@
+"""Every way uWSGI stops or reloads gives its own worker-exit reason: the
+master's signals, its FIFO commands and touch files, with a daemon attached
+(uWSGI's master then sleeps in uwsgi_detach_daemons() right after signalling
+the workers) and a worker busy with a request.  Each scenario also runs on
+bare uWSGI (no forksafe), and the two must do the same: the same spawns and
+respawns, the same exit status."""
+
+import collections
+import os
+import re
+import signal
+import socket
+import time
+
+from harness import EMBEDDED, UWSGI_HEAD, IntegrationCase, Uwsgi, wait_for, workers_accepting
+
+CONFIG = UWSGI_HEAD + """pythonpath = {app_dir}
+wsgi-file = {app_dir}/simple_app.py
+mule = {app_dir}/mule_loop.py
+master-fifo = {dir}/fifo
+touch-reload = {dir}/touch-reload
+touch-chain-reload = {dir}/touch-chain-reload
+touch-workers-reload = {dir}/touch-workers-reload
+attach-daemon = sleep 300
+worker-reload-mercy = 30
+stats = {dir}/stats.sock
+forksafe-subscribe = * dl:{recorder}:record
+"""
+
+# What uWSGI says it does, the numbers taken out.
+STORY = re.compile(r"^(spawned uWSGI worker|Respawned uWSGI worker|spawned uWSGI mule"
+                   r"|chain reloading complete|goodbye to uWSGI|Gracefully killing worker)",
+                   re.M)
+
+
+def bare(config):
+    """The same instance without forksafe."""
+    lines = [line for line in config.splitlines() if not line.startswith("forksafe-")]
+    return "\n".join(lines).replace("plugins = python3,forksafe", "plugins = python3") + "\n"
+
+
+def story(u):
+    return collections.Counter(m.group(1) for m in STORY.finditer(u.log_text()))
+
+
+def count(u, text):
+    return u.log_text().count(text)
+
+
+def fifo(command):
+    def send(u):
+        fd = os.open(os.path.join(u.dir, "fifo"), os.O_WRONLY | os.O_NONBLOCK)
+        try:
+            os.write(fd, command.encode())
+        finally:
+            os.close(fd)
+    send.__name__ = "fifo %s" % command
+    return send
+
+
+def touch(name):
+    def send(u):
+        # later than any mtime uWSGI stored at start, whatever the clock's grain
+        later = time.time() + 10
+        os.utime(os.path.join(u.dir, name), (later, later))
+    send.__name__ = name
+    return send
+
+
+def signal_master(signum):
+    def send(u):
+        u.send_signal(signum)
+    send.__name__ = signal.Signals(signum).name
+    return send
+
+
+class Reasons(IntegrationCase):
+
+    def run_scenario(self, trigger, outcome, extra="", forksafe=True):
+        """Starts uWSGI with a worker busy, pulls TRIGGER, waits for OUTCOME
+        ("shutdown", "reload" or "workers-reload") to complete in uWSGI's
+        own log, stops it if it still runs; returns (instance, exit status,
+        pids of the first generation's workers)."""
+        config = CONFIG + extra
+        u = Uwsgi(self, config if forksafe else bare(config), settings={} if forksafe else None)
+        for name in ("touch-reload", "touch-chain-reload", "touch-workers-reload"):
+            open(os.path.join(u.dir, name), "w").close()
+        u.start()
+        stats = os.path.join(u.dir, "stats.sock")
+        # uWSGI itself loses a stop that reaches a worker still starting
+        # (forksafe closes that gap, bare uWSGI does not): both runs wait
+        # until uWSGI has finished starting every worker.
+        wait_for(lambda: count(u, "spawned uWSGI mule 1") and os.path.exists(
+            os.path.join(u.dir, "fifo")) and workers_accepting(stats, 2),
+            what="workers and the mule")
+        first = {int(pid) for pid in re.findall(r"spawned uWSGI worker \d \(pid: (\d+)",
+                                                 u.log_text())}
+        busy = socket.create_connection(("127.0.0.1", u.port))
+        self.addCleanup(busy.close)
+        mark = os.path.join(u.dir, "busy")
+        busy.sendall(("GET /busy?%s HTTP/1.0\r\n\r\n" % mark).encode())
+        wait_for(lambda: os.path.exists(mark), what="a worker busy with a request")
+        if forksafe:
+            wait_for(lambda: len(u.events("worker-ready")) >= 2, what="2 worker-ready")
+        trigger(u)
+        if outcome == "shutdown":
+            status = u.proc.wait(timeout=60)
+        else:
+            if outcome == "reload":
+                wait_for(lambda: count(u, "spawned uWSGI worker") >= 4, timeout=90,
+                         what="the reloaded generation's workers")
+            else:
+                wait_for(lambda: count(u, "Respawned uWSGI worker") >= 2, timeout=90,
+                         what="both workers respawned")
+            wait_for(lambda: workers_accepting(stats, 2), what="the new workers accepting")
+            if forksafe:
+                wait_for(lambda: len(u.events("worker-ready")) >= 4, timeout=60,
+                         what="the new workers ready")
+            status = u.stop()
+        busy.close()
+        return u, status, first
+
+    def check(self, trigger, outcome, reason, extra=""):
+        u, status, first = self.run_scenario(trigger, outcome, extra)
+        log = u.log_text()[-4000:]
+        exits = {e["process"]["pid"]: e["reason"] for e in u.events("worker-exit")}
+        self.assertEqual({pid: exits.get(pid) for pid in first},
+                         {pid: reason for pid in first}, log)
+        mule_exits = [e["reason"] for e in u.events("worker-exit")
+                      if e["process"]["kind"] == "mule"]
+        master_exits = [e["reason"] for e in u.events("master-exit")]
+        if outcome == "shutdown":
+            self.assertEqual((mule_exits, master_exits), (["shutdown"], ["shutdown"]), log)
+        elif outcome == "reload":
+            self.assertEqual((mule_exits, master_exits),
+                             (["reload", "shutdown"], ["reload", "shutdown"]), log)
+        else:
+            self.assertEqual((mule_exits, master_exits), (["shutdown"], ["shutdown"]), log)
+        if EMBEDDED:
+            return
+        plain, plain_status, _ = self.run_scenario(trigger, outcome, extra, forksafe=False)
+        self.assertEqual((story(u), status), (story(plain), plain_status),
+                         "uWSGI with forksafe did otherwise than bare uWSGI:\n%s\n--- bare:\n%s"
+                         % (log, plain.log_text()[-4000:]))
+
+    # stops
+    def test_fifo_q(self):
+        self.check(fifo("q"), "shutdown", "shutdown")
+
+    def test_fifo_Q(self):
+        self.check(fifo("Q"), "shutdown", "shutdown")
+
+    def test_sigint(self):
+        self.check(signal_master(signal.SIGINT), "shutdown", "shutdown")
+
+    def test_sigquit(self):
+        self.check(signal_master(signal.SIGQUIT), "shutdown", "shutdown")
+
+    def test_sigterm_die_on_term(self):
+        self.check(signal_master(signal.SIGTERM), "shutdown", "shutdown", "die-on-term = true\n")
+
+    # reloads of the whole instance
+    def test_fifo_r(self):
+        self.check(fifo("r"), "reload", "reload")
+
+    def test_fifo_R(self):
+        self.check(fifo("R"), "reload", "reload")
+
+    def test_sighup(self):
+        self.check(signal_master(signal.SIGHUP), "reload", "reload")
+
+    def test_sigterm(self):
+        self.check(signal_master(signal.SIGTERM), "reload", "reload")
+
+    def test_touch_reload(self):
+        self.check(touch("touch-reload"), "reload", "reload")
+
+    # reloads of the workers alone
+    def test_fifo_c(self):
+        self.check(fifo("c"), "workers-reload", "reload")
+
+    def test_fifo_w(self):
+        self.check(fifo("w"), "workers-reload", "reload")
+
+    def test_fifo_W(self):
+        self.check(fifo("W"), "workers-reload", "reload")
+
+    def test_touch_chain_reload(self):
+        self.check(touch("touch-chain-reload"), "workers-reload", "reload")
+
+    def test_touch_workers_reload(self):
+        self.check(touch("touch-workers-reload"), "workers-reload", "reload")
