@@ -2026,12 +2026,16 @@ static const char *worker_exit_reason(void)
 
     if (decided)
         return decided;
+    /* A stopping master never runs again: a process forked while it was
+     * already stopping (its signal came in a pre-fork handler) ends in
+     * that stop.  A reload under `lazy` leaves the master running, so a
+     * reload applies only to processes started before it. */
+    if (state == INSTANCE_STOPPING)
+        return "shutdown";
     if (self.kind == FORKSAFE__WORKER && uwsgi.workers[self.id].cheaped)
         return "cheaper";
     if (state_applies && state == INSTANCE_RELOADING)
         return "reload";
-    if (state_applies && state == INSTANCE_STOPPING)
-        return "shutdown";
     if (self.kind == FORKSAFE__WORKER && uwsgi.max_requests > 0 &&
         uwsgi.workers[self.id].delta_requests >= uwsgi.max_requests)
         return "max-requests";

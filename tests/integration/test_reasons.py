@@ -190,3 +190,32 @@ class Reasons(IntegrationCase):
 
     def test_touch_workers_reload(self):
         self.check(touch("touch-workers-reload"), "workers-reload", "reload")
+
+
+class StopAtRespawn(IntegrationCase):
+    """A worker forked a moment before or after a stop reports that stop:
+    a master handler stops the instance while a killed worker is forked
+    again, before the new worker's own post-fork has run."""
+
+    def check(self, event):
+        u = Uwsgi(self, UWSGI_HEAD + """pythonpath = {app_dir}
+wsgi-file = {app_dir}/simple_app.py
+forksafe-subscribe = * dl:{recorder}:record
+forksafe-subscribe = %s python:handlers:stop_at_respawn
+""" % event, settings={})
+        u.start(wait_ready=2)
+        victim = u.events("worker-ready")[0]["process"]["pid"]
+        os.kill(victim, signal.SIGKILL)
+        self.assertEqual(u.proc.wait(timeout=60), 0, u.log_text()[-4000:])
+        respawned = [e for e in u.events("post-fork") if e["respawn"] == 1]
+        self.assertEqual(len(respawned), 1, u.log_text()[-4000:])
+        pid = respawned[0]["process"]["pid"]
+        self.assertEqual([e["reason"] for e in u.events("worker-exit")
+                          if e["process"]["pid"] == pid], ["shutdown"], u.log_text()[-4000:])
+        self.assertEqual({e["reason"] for e in u.events("worker-exit")}, {"shutdown"})
+
+    def test_stop_in_pre_fork(self):
+        self.check("pre-fork")
+
+    def test_stop_in_post_fork_parent(self):
+        self.check("post-fork-parent")

@@ -79,7 +79,8 @@ HOST_ROW = "debian12"
 # Python handlers, pyramid_forksafe, gunicorn, the fault matrix, the set-ups
 # refused at start-up, and the compatibility check the table is made from.
 INTEGRATION_MODULES = ["test_compat", "test_lifecycle", "test_python", "test_pyramid",
-                       "test_gunicorn", "test_faults", "test_mismatch", "test_attribution"]
+                       "test_gunicorn", "test_faults", "test_mismatch", "test_attribution",
+                       "test_reasons"]
 
 ROW_TIMEOUT = 40 * 60
 PROVISION_TIMEOUT = 20 * 60

@@ -23,3 +23,13 @@ class Nested:
     @staticmethod
     def handler(payload):
         record(payload)
+
+
+def stop_at_respawn(payload):
+    """Stops the instance (SIGINT to the master) when a worker is forked
+    again: in pre-fork, a moment before the fork; in post-fork-parent, a
+    moment after it."""
+    child = payload["child"]
+    if child["kind"] == "worker" and child["respawn"] >= 1:
+        import signal
+        os.kill(os.getpid(), signal.SIGINT)
