@@ -219,3 +219,64 @@ forksafe-subscribe = %s python:handlers:stop_at_respawn
 
     def test_stop_in_post_fork_parent(self):
         self.check("post-fork-parent")
+
+
+class Recycles(IntegrationCase):
+    """The master's other ways to end a worker: its lifetime, its memory,
+    the cheaper algorithm; and the same spawns and exit status as bare."""
+
+    def run_one(self, extra, ended, forksafe=True):
+        config = UWSGI_HEAD + """pythonpath = {app_dir}
+wsgi-file = {app_dir}/simple_app.py
+master-fifo = {dir}/fifo
+stats = {dir}/stats.sock
+forksafe-subscribe = * dl:{recorder}:record
+""" + extra
+        u = Uwsgi(self, config if forksafe else bare(config), settings={} if forksafe else None)
+        u.start()
+        stats = os.path.join(u.dir, "stats.sock")
+        wait_for(lambda: workers_accepting(stats, 1) and os.path.exists(
+            os.path.join(u.dir, "fifo")), what="a worker accepting")
+        ended(u)
+        wait_for(lambda: workers_accepting(stats, 1), what="a worker accepting again")
+        if forksafe:
+            wait_for(lambda: u.events("worker-exit"), what="the worker's worker-exit")
+        return u, u.stop()
+
+    def check(self, extra, ended, reason):
+        u, status = self.run_one(extra, ended)
+        log = u.log_text()[-4000:]
+        first = [e for e in u.events("worker-exit") if e["generation"] == 0]
+        self.assertEqual(first[0]["reason"], reason, log)
+        self.assertEqual(u.events("child-death"), [], log)
+        if EMBEDDED:
+            return
+        plain, plain_status = self.run_one(extra, ended, forksafe=False)
+        # a worker's next lifetime or cheaping may or may not come before the stop
+        self.assertEqual((set(story(u)), status), (set(story(plain)), plain_status),
+                         "uWSGI with forksafe did otherwise than bare uWSGI:\n%s\n--- bare:\n%s"
+                         % (log, plain.log_text()[-4000:]))
+
+    def test_max_worker_lifetime(self):
+        def ended(u):
+            wait_for(lambda: count(u, "lifetime reached"), what="a worker's lifetime reached")
+            wait_for(lambda: count(u, "Respawned uWSGI worker"), what="the worker respawned")
+        self.check("processes = 1\nmin-worker-lifetime = 1\nmax-worker-lifetime = 3\n", ended,
+                   "recycle")
+
+    def test_reload_on_rss(self):
+        def ended(u):
+            # uWSGI recycles only a worker older than min-worker-lifetime
+            wait_for(lambda: u.get("/") and count(u, "Respawned uWSGI worker"), interval=0.2,
+                     what="the worker respawned")
+        self.check("processes = 1\nmin-worker-lifetime = 1\nreload-on-rss = 1\n", ended,
+                   "recycle")
+
+    def test_cheaper_by_fifo(self):
+        def ended(u):
+            wait_for(lambda: count(u, "spawned uWSGI worker 2"), what="two workers")
+            fifo("-")(u)
+            wait_for(lambda: count(u, "cheaped."), what="a worker cheaped")
+        self.check("min-worker-lifetime = 1\ncheaper = 1\ncheaper-initial = 2\n"
+                   "cheaper-overload = 3600\n", ended,
+                   "cheaper")
