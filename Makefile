@@ -170,10 +170,10 @@ bench: deps $(BENCH_C) $(PLUGIN) $(EXAMPLE_SO)
 # Against a real uWSGI, every variant in one run (bench/*.py): throughput
 # (wrk), spawn -> ready latency and respawn rate, memory.  Each prints its
 # table; build/bench/results.md holds the latest ones.
-BENCH_PY := throughput spawn memory
+BENCH_PY := throughput spawn memory crash_loop
 .PHONY: bench-py
 bench: bench-py
-bench-py: deps $(PLUGIN) $(EXAMPLE_SO) $(BENCH_SO)
+bench-py: deps $(PLUGIN) $(EXAMPLE_SO) $(BENCH_SO) $(CRASHER)
 	@for b in $(BENCH_PY); do $(PYTHON) bench/$$b.py || exit 1; done
 
 # libFuzzer harnesses: lib/ compiled again with clang, instrumented for

@@ -1292,6 +1292,7 @@ static void fire(forksafe_event_type type, const forksafe__process *child, int s
 static void wrap_master_signals(void);
 static void catch_startup_signals(void);
 static void watch_master_kills(void);
+static void register_exit_hook(void);
 static void unblock_fork_signals(void);
 
 static void forksafe_master_fixup(int in_child)
@@ -1307,6 +1308,7 @@ static void forksafe_master_fixup(int in_child)
     start_stats_thread();
     catch_startup_signals();
     watch_master_kills();
+    register_exit_hook();
     fire(FORKSAFE_MASTER_START, NULL, 0, 0, NULL, NULL, 0);
 }
 
@@ -1864,13 +1866,6 @@ static void forksafe_post_fork(void)
         children_shared[index].pid = getpid();
         forksafe__exec_track(&children_shared[index].command);
     }
-    /* uWSGI 2.0.30 and later register the plugins' atexit hooks only once
-     * apps are loaded (unbit/uwsgi#2726): with lazy-apps that happens in
-     * workers alone, so a mule or a spooler would exit without worker-exit.
-     * Where uWSGI registers it too, the hook still runs once. */
-    if (self.kind != FORKSAFE__WORKER && atexit(forksafe_atexit) != 0)
-        uwsgi_log("[forksafe] atexit() failed: this %s's worker-exit may not run\n",
-                  forksafe__process_kind_name(self.kind));
     fire(FORKSAFE_POST_FORK, NULL, 0, 0, NULL, NULL, 0);
 }
 
@@ -2069,8 +2064,8 @@ static void report_early_crash(void)
 {
     int kind, id, index, crash;
 
-    if (is_master() || !children_shared || !(crash = crash_signal_pending()) ||
-        !uwsgi_child_identity(&kind, &id))
+    if (is_master() || getppid() != uwsgi.workers[0].pid || !children_shared ||
+        !(crash = crash_signal_pending()) || !uwsgi_child_identity(&kind, &id))
         return;
     if ((index = slot_index(kind, id)) < 0 || index >= slot_count)
         return;
@@ -2114,6 +2109,23 @@ static void forksafe_atexit(void)
     fire(FORKSAFE_WORKER_EXIT, NULL, 0, 0, NULL, worker_exit_reason(), 1);
     if (index >= 0 && children_shared[index].pid == getpid())
         children_shared[index].exit_state = 2;
+}
+
+/* Registered once in the master, before any fork, so that every child
+ * has it from its first instruction: uWSGI registers the plugins' atexit
+ * hooks only once apps are loaded (2.0.30 and later, unbit/uwsgi#2726:
+ * with lazy-apps a mule or a spooler would exit without worker-exit), and
+ * a child that crashes in an earlier plugin's post_fork has none yet.
+ * Where uWSGI's hook runs too, worker-exit still runs once. */
+static void register_exit_hook(void)
+{
+    static int registered;
+
+    if (registered++)
+        return;
+    if (atexit(forksafe_atexit) != 0)
+        uwsgi_log("[forksafe] atexit() failed: a mule or spooler may end without worker-exit, "
+                  "and a crash before forksafe's post-fork is reported as an exit\n");
 }
 
 /* -------------------------------------------------------- master: exit */

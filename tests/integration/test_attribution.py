@@ -8,7 +8,7 @@ import os
 import signal
 import socket
 
-from harness import BUILD, UWSGI_HEAD, IntegrationCase, Uwsgi, wait_for
+from harness import BUILD, UWSGI_HEAD, IntegrationCase, Uwsgi, read_socket, wait_for
 
 CRASHER = os.path.join(BUILD, "fixtures", "uwsgi", "crasher_plugin.so")
 
@@ -119,8 +119,16 @@ class EarlyCrash(IntegrationCase):
     mule, and uWSGI's crash handler ends it with exit(1)."""
 
     def test_mule_crash_before_forksafe_post_fork(self):
+        self.check_mule_crash("")
+
+    def test_mule_crash_before_forksafe_post_fork_lazy_apps(self):
+        # uWSGI 2.0.30 and later register no atexit hook before apps load
+        self.check_mule_crash("lazy-apps = true\n")
+
+    def check_mule_crash(self, extra):
         u = Uwsgi(self, CONFIG.replace("plugins = python3,forksafe",
-                                       "plugins = python3,forksafe,%s" % CRASHER), settings={})
+                                       "plugins = python3,forksafe,%s" % CRASHER) + extra,
+                  settings={})
         os.makedirs(os.path.join(u.dir, "spool"))
         u.start(wait_ready=2)
         deaths = wait_for(lambda: [e for e in u.events("child-death")
@@ -132,3 +140,22 @@ class EarlyCrash(IntegrationCase):
         self.assertEqual((death["cause"], death.get("signal")), ("crash", 11), death)
         # the mule never got as far as forksafe's post-fork
         self.assertEqual([e for e in u.events() if e["process"]["kind"] == "mule"], [])
+
+    def test_crash_loop_is_reported_death_by_death(self):
+        # Every crash of the looping mule is one child-death, cause crash,
+        # its respawn counted; forksafe forks nothing uWSGI did not (one
+        # pre-fork per "spawned uWSGI mule"), and the master still answers.
+        u = Uwsgi(self, CONFIG.replace("plugins = python3,forksafe",
+                                       "plugins = python3,forksafe,%s" % CRASHER) +
+                  "stats = {dir}/stats.sock\n", settings={})
+        os.makedirs(os.path.join(u.dir, "spool"))
+        u.start(wait_ready=2)
+        wait_for(lambda: len([e for e in u.events("child-death")
+                              if e["child"]["kind"] == "mule"]) >= 4, what="four mule deaths")
+        self.assertIn("workers", read_socket(os.path.join(u.dir, "stats.sock"), timeout=5))
+        self.assertEqual(u.stop(), 0, u.log_text()[-3000:])
+        deaths = [e["child"] for e in u.events("child-death") if e["child"]["kind"] == "mule"]
+        self.assertEqual({(d["cause"], d.get("signal")) for d in deaths}, {("crash", 11)})
+        self.assertEqual([d["respawn"] for d in deaths], list(range(len(deaths))))
+        pre_forks = [e for e in u.events("pre-fork") if e["child"]["kind"] == "mule"]
+        self.assertEqual(len(pre_forks), u.log_text().count("spawned uWSGI mule"))
