@@ -14,6 +14,9 @@ import time
 
 from harness import EMBEDDED, UWSGI_HEAD, IntegrationCase, Uwsgi, wait_for, workers_accepting
 
+# FORKSAFE_SIDE_BY_SIDE=0: the forksafe runs alone (long repeated proofs).
+SIDE_BY_SIDE = os.environ.get("FORKSAFE_SIDE_BY_SIDE", "1") != "0"
+
 CONFIG = UWSGI_HEAD + """pythonpath = {app_dir}
 wsgi-file = {app_dir}/simple_app.py
 mule = {app_dir}/mule_loop.py
@@ -136,7 +139,7 @@ class Reasons(IntegrationCase):
                              (["reload", "shutdown"], ["reload", "shutdown"]), log)
         else:
             self.assertEqual((mule_exits, master_exits), (["shutdown"], ["shutdown"]), log)
-        if EMBEDDED:
+        if EMBEDDED or not SIDE_BY_SIDE:
             return
         plain, plain_status, _ = self.run_scenario(trigger, outcome, extra, forksafe=False)
         self.assertEqual((story(u), status), (story(plain), plain_status),
@@ -249,7 +252,7 @@ forksafe-subscribe = * dl:{recorder}:record
         first = [e for e in u.events("worker-exit") if e["generation"] == 0]
         self.assertEqual(first[0]["reason"], reason, log)
         self.assertEqual(u.events("child-death"), [], log)
-        if EMBEDDED:
+        if EMBEDDED or not SIDE_BY_SIDE:
             return
         plain, plain_status = self.run_one(extra, ended, forksafe=False)
         # a worker's next lifetime or cheaping may or may not come before the stop

@@ -4,6 +4,8 @@ with its test name and round, and the last line is "N passed, N failed"
 over all rounds.
 
     run.py [--rounds N] [--suites "integration python embedded"] [--idle]
+    run.py --modules "test_reasons test_attribution" [--rounds N] [--idle]
+                                            those integration modules alone
     run.py --full [--rounds N] [--idle]     the whole `make check`, N times
 
 A test that waits on time instead of on a state, or reads a file while
@@ -102,6 +104,10 @@ def run_round(number, options, log):
         if options.full:
             subprocess.run(["make", "--no-print-directory", "check"], cwd=ROOT, env=env,
                            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        elif options.modules:
+            subprocess.run(["tests/run_suite.sh", "integration", SUITES["integration"]]
+                           + options.modules, cwd=ROOT, env=env, stdout=out,
+                           stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         else:
             for suite in options.suites:
                 subprocess.run(["tests/run_suite.sh", suite, SUITES[suite]], cwd=ROOT, env=env,
@@ -121,8 +127,10 @@ def main():
                                                            "integration python embedded"))
     parser.add_argument("--full", action="store_true", help="each round is a whole make check")
     parser.add_argument("--idle", action="store_true", help="no load: the control run")
+    parser.add_argument("--modules", default="", help="integration test modules alone")
     options = parser.parse_args()
     options.suites = options.suites.split()
+    options.modules = options.modules.split()
     unknown = [s for s in options.suites if s not in SUITES]
     if unknown:
         parser.error("unknown suite(s) %s; known: %s" % (" ".join(unknown), " ".join(SUITES)))
