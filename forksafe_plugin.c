@@ -25,7 +25,10 @@
  *   worker-ready      hijack_worker: after apps are loaded, before the first
  *                     request.
  *   worker-exit       atexit in workers, mules and spoolers (the generic
- *                     plugin's, which runs before python's finalizes).
+ *                     plugin's, which runs before python's finalizes, and
+ *                     forksafe's own, registered in the master before the
+ *                     first fork); the reason the master wrote to the
+ *                     child's slot as it signalled it (see watched_kill).
  *   child-death       the same scan peeks at zombies with waitid(WNOWAIT)
  *                     before the master reaps them, so the status is known;
  *                     fired when a child ended without completing worker-exit.
