@@ -1916,8 +1916,8 @@ static const char *const end_reason_names[] = {NULL, "shutdown", "reload", "chea
  * touch-mules-reload, touch-spoolers-reload, chain reloads (FIFO c,
  * touch-chain-reload), and any reload under `lazy`. */
 static struct function_extent reloading_functions[] = {
-    {"uwsgi_reload_workers", 0, 0},   {"uwsgi_brutally_reload_workers", 0, 0},
-    {"uwsgi_reload_mules", 0, 0},     {"uwsgi_reload_spoolers", 0, 0},
+    {"uwsgi_reload_workers", 0, 0},     {"uwsgi_brutally_reload_workers", 0, 0},
+    {"uwsgi_reload_mules", 0, 0},       {"uwsgi_reload_spoolers", 0, 0},
     {"uwsgi_master_check_chain", 0, 0}, {"grace_them_all", 0, 0},
 };
 #define RELOADING_FUNCTIONS (sizeof(reloading_functions) / sizeof(reloading_functions[0]))

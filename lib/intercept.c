@@ -40,15 +40,15 @@
 
 #if __WORDSIZE == 64
 #define RELOCATION_SYMBOL(info) ELF64_R_SYM(info)
-#define RELOCATION_TYPE(info) ELF64_R_TYPE(info)
+#define RELOCATION_TYPE(info)   ELF64_R_TYPE(info)
 #else
 #define RELOCATION_SYMBOL(info) ELF32_R_SYM(info)
-#define RELOCATION_TYPE(info) ELF32_R_TYPE(info)
+#define RELOCATION_TYPE(info)   ELF32_R_TYPE(info)
 #endif
 
 struct main_program {
     ElfW(Addr) base;
-    const ElfW(Phdr) *headers;
+    const ElfW(Phdr) * headers;
     ElfW(Half) header_count;
 };
 
@@ -79,7 +79,7 @@ struct relocations {
 };
 
 struct dynamic_tables {
-    const ElfW(Sym) *symbols;
+    const ElfW(Sym) * symbols;
     const char *strings;
     size_t strings_size;
     struct relocations lists[3]; /* PLT, RELA, REL */
