@@ -93,6 +93,9 @@ struct forksafe_child_slot {
     int forks_seen;
     int death_reported;
     const char *pending_cause; /* "harakiri" when the master killed it */
+    pid_t master_killed_pid;   /* the master sent it SIGKILL (watched_kill) */
+    pid_t reaped_pid;          /* uWSGI's waitpid() reaped it, with this status */
+    int reaped_status;
 };
 
 /* The master's view of why the instance is going down, shared with children
@@ -208,6 +211,8 @@ static forksafe__process self;
 static long long self_started_ns;
 
 static struct forksafe_child_shared *children_shared;
+/* uWSGI's kill() and waitpid() calls are watched (watch_master_kills). */
+static int kills_watched;
 static struct forksafe_shared_state *shared_state;
 static struct forksafe_child_slot *slots;
 static int slot_count;
@@ -1400,9 +1405,11 @@ static void report_death(struct forksafe_child_slot *slot, int index, int status
     else if (!status_known)
         cause = "unknown";
     else if (WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL &&
-             shared_state->instance_state != INSTANCE_RUNNING)
+             (slot->master_killed_pid == slot->known_pid ||
+              (!kills_watched && shared_state->instance_state != INSTANCE_RUNNING)))
         /* uWSGI SIGKILLs spoolers, and workers past their mercy, when the
-         * instance stops or reloads. */
+         * instance stops or reloads; workers for evil-reload-on-*, cheap
+         * mode and idle. */
         cause = "killed-by-master";
     else if (WIFSIGNALED(status))
         cause = "signal";
@@ -1437,8 +1444,12 @@ static void scan_children(void)
             }
             else if ((peeked != 0 && errno == ECHILD) || pid != slot->known_pid) {
                 /* Already reaped by uWSGI (it does not always clear the
-                 * slot's pid, e.g. for spoolers at shutdown). */
-                report_death(slot, i, 0, 0);
+                 * slot's pid, e.g. for spoolers at shutdown): its waitpid()
+                 * told watched_waitpid the status. */
+                if (slot->reaped_pid == slot->known_pid)
+                    report_death(slot, i, 1, slot->reaped_status);
+                else
+                    report_death(slot, i, 0, 0);
             }
         }
         if (pid > 0 && pid != slot->known_pid) {
@@ -1923,7 +1934,6 @@ static struct function_extent reloading_functions[] = {
 #define RELOADING_FUNCTIONS (sizeof(reloading_functions) / sizeof(reloading_functions[0]))
 
 static int (*libc_kill)(pid_t, int);
-static int kills_watched;
 
 static enum end_reason master_end_reason(const struct forksafe_child_slot *slot, int signum)
 {
@@ -1958,6 +1968,8 @@ static void note_child_end(pid_t pid, int signum)
     /* Children run this too (they inherit the executable's GOT). */
     if (index == slot_count || !is_master())
         return;
+    if (signum == SIGKILL)
+        slots[index].master_killed_pid = pid;
     reason = master_end_reason(&slots[index], signum);
     if (reason == END_NONE)
         return;
@@ -1987,20 +1999,55 @@ static int watched_kill(pid_t pid, int signum)
     return libc_kill(pid, signum);
 }
 
+/* uWSGI reaps a child in several places (its master loop, and right after
+ * a SIGKILL in cheap mode, idle and gateway restarts), some before
+ * forksafe's scan could peek at the zombie: the status is kept here for
+ * the scan, which would otherwise report it unknown. */
+static pid_t (*libc_waitpid)(pid_t, int *, int);
+
+static pid_t watched_waitpid(pid_t pid, int *status, int options)
+{
+    int own_status = 0;
+    int *where = status ? status : &own_status;
+    pid_t reaped = libc_waitpid(pid, where, options);
+    int index;
+
+    if (reaped <= 0 || !slots)
+        return reaped;
+    for (index = 0; index < slot_count; index++) {
+        if (slots[index].known_pid == reaped || current_pid(&slots[index]) == reaped)
+            break;
+    }
+    if (index < slot_count && is_master()) {
+        slots[index].reaped_pid = reaped;
+        slots[index].reaped_status = *where;
+    }
+    return reaped;
+}
+
 static void watch_master_kills(void)
 {
     int replaced;
 
-    if (kills_watched++)
+    if (kills_watched)
         return;
-    /* Taken before the GOT changes: in a monolithic uWSGI this very
-     * reference is one of the entries replaced. */
+    /* Taken before the GOT changes: in a monolithic uWSGI these very
+     * references are among the entries replaced. */
     libc_kill = kill;
+    libc_waitpid = waitpid;
     find_extents(reloading_functions, RELOADING_FUNCTIONS);
     replaced = forksafe__intercept_call("kill", (void *)watched_kill);
-    if (replaced <= 0)
+    if (replaced <= 0) {
         uwsgi_log("[forksafe] cannot watch this uWSGI's kill() calls (%s): a worker-exit "
                   "reason can come from the state of the master's previous cycle\n",
+                  replaced == 0 ? "none found" : forksafe__strerror(replaced));
+        return;
+    }
+    kills_watched = 1;
+    replaced = forksafe__intercept_call("waitpid", (void *)watched_waitpid);
+    if (replaced <= 0)
+        uwsgi_log("[forksafe] cannot watch this uWSGI's waitpid() calls (%s): a child it "
+                  "reaps before forksafe's scan is reported with cause unknown\n",
                   replaced == 0 ? "none found" : forksafe__strerror(replaced));
 }
 

@@ -159,3 +159,29 @@ class EarlyCrash(IntegrationCase):
         self.assertEqual([d["respawn"] for d in deaths], list(range(len(deaths))))
         pre_forks = [e for e in u.events("pre-fork") if e["child"]["kind"] == "mule"]
         self.assertEqual(len(pre_forks), u.log_text().count("spawned uWSGI mule"))
+
+
+class MasterKills(IntegrationCase):
+    """A child the master SIGKILLs and reaps at once, before forksafe's scan
+    could peek at it (FIFO C, cheap mode: uWSGI kills every worker and
+    waits for each), is still reported with its status and cause."""
+
+    def test_go_cheap(self):
+        u = Uwsgi(self, UWSGI_HEAD + """pythonpath = {app_dir}
+wsgi-file = {app_dir}/simple_app.py
+master-fifo = {dir}/fifo
+forksafe-subscribe = * dl:{recorder}:record
+""", settings={})
+        u.start(wait_ready=2)
+        workers = sorted(e["process"]["pid"] for e in u.events("worker-ready"))
+        fd = os.open(os.path.join(u.dir, "fifo"), os.O_WRONLY | os.O_NONBLOCK)
+        os.write(fd, b"C")
+        os.close(fd)
+        deaths = wait_for(lambda: [e["child"] for e in u.events("child-death")
+                                   if len(u.events("child-death")) >= 2],
+                          what="both workers' child-death")
+        self.assertEqual(sorted((d["pid"], d["cause"], d.get("signal")) for d in deaths),
+                         [(pid, "killed-by-master", 9) for pid in workers], u.log_text()[-3000:])
+        # a request brings the workers back
+        self.assertTrue(u.get("/").isdigit())
+        self.assertEqual(u.stop(), 0, u.log_text()[-3000:])
