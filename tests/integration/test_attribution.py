@@ -188,3 +188,22 @@ forksafe-subscribe = * dl:{recorder}:record
         # a request brings the workers back
         self.assertTrue(u.get("/").isdigit())
         self.assertEqual(u.stop(), 0, u.log_text()[-3000:])
+
+    def test_evil_reload_on_rss(self):
+        # the master SIGKILLs a worker over evil-reload-on-rss
+        u = Uwsgi(self, UWSGI_HEAD + """pythonpath = {app_dir}
+wsgi-file = {app_dir}/simple_app.py
+processes = 1
+evil-reload-on-rss = 1
+forksafe-subscribe = * dl:{recorder}:record
+""", settings={})
+        u.start(wait_ready=1)
+        victim = u.events("worker-ready")[0]["process"]["pid"]
+        # uWSGI learns a worker's RSS after it serves a request
+        deaths = wait_for(lambda: u.get("/") and u.events("child-death"), interval=0.2,
+                          what="the worker's child-death")
+        self.assertEqual(u.stop(), 0, u.log_text()[-3000:])
+        self.assertIn("EVIL RELOAD ON WORKER 1", u.log_text())
+        death = deaths[0]["child"]
+        self.assertEqual((death["pid"], death["cause"], death.get("signal")),
+                         (victim, "killed-by-master", 9), u.log_text()[-3000:])

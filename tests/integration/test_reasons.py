@@ -79,12 +79,18 @@ def signal_master(signum):
 
 class Reasons(IntegrationCase):
 
+    daemon = True  # the master sleeps 1 s after signalling the workers
+    busy = True  # a worker is in a request when the order comes
+    compare_with_bare = True
+
     def run_scenario(self, trigger, outcome, extra="", forksafe=True):
         """Starts uWSGI with a worker busy, pulls TRIGGER, waits for OUTCOME
         ("shutdown", "reload" or "workers-reload") to complete in uWSGI's
         own log, stops it if it still runs; returns (instance, exit status,
         pids of the first generation's workers)."""
         config = CONFIG + extra
+        if not self.daemon:
+            config = config.replace("attach-daemon = sleep 300\n", "")
         u = Uwsgi(self, config if forksafe else bare(config), settings={} if forksafe else None)
         for name in ("touch-reload", "touch-chain-reload", "touch-workers-reload"):
             open(os.path.join(u.dir, name), "w").close()
@@ -98,11 +104,12 @@ class Reasons(IntegrationCase):
             what="workers and the mule")
         first = {int(pid) for pid in re.findall(r"spawned uWSGI worker \d \(pid: (\d+)",
                                                  u.log_text())}
-        busy = socket.create_connection(("127.0.0.1", u.port))
-        self.addCleanup(busy.close)
-        mark = os.path.join(u.dir, "busy")
-        busy.sendall(("GET /busy?%s HTTP/1.0\r\n\r\n" % mark).encode())
-        wait_for(lambda: os.path.exists(mark), what="a worker busy with a request")
+        if self.busy:
+            busy = socket.create_connection(("127.0.0.1", u.port))
+            self.addCleanup(busy.close)
+            mark = os.path.join(u.dir, "busy")
+            busy.sendall(("GET /busy?%s HTTP/1.0\r\n\r\n" % mark).encode())
+            wait_for(lambda: os.path.exists(mark), what="a worker busy with a request")
         if forksafe:
             wait_for(lambda: len(u.events("worker-ready")) >= 2, what="2 worker-ready")
         trigger(u)
@@ -120,7 +127,6 @@ class Reasons(IntegrationCase):
                 wait_for(lambda: len(u.events("worker-ready")) >= 4, timeout=60,
                          what="the new workers ready")
             status = u.stop()
-        busy.close()
         return u, status, first
 
     def check(self, trigger, outcome, reason, extra=""):
@@ -139,7 +145,7 @@ class Reasons(IntegrationCase):
                              (["reload", "shutdown"], ["reload", "shutdown"]), log)
         else:
             self.assertEqual((mule_exits, master_exits), (["shutdown"], ["shutdown"]), log)
-        if EMBEDDED or not SIDE_BY_SIDE:
+        if EMBEDDED or not SIDE_BY_SIDE or not self.compare_with_bare:
             return
         plain, plain_status, _ = self.run_scenario(trigger, outcome, extra, forksafe=False)
         self.assertEqual((story(u), status), (story(plain), plain_status),
@@ -193,6 +199,14 @@ class Reasons(IntegrationCase):
 
     def test_touch_workers_reload(self):
         self.check(touch("touch-workers-reload"), "workers-reload", "reload")
+
+
+class ReasonsQuiet(Reasons):
+    """The same orders with no daemon attached and every worker idle."""
+
+    daemon = False
+    busy = False
+    compare_with_bare = False
 
 
 class StopAtRespawn(IntegrationCase):
