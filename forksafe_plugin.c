@@ -124,6 +124,9 @@ static void forksafe_harakiri(int);
 static void forksafe_master_cleanup(void);
 static void forksafe_atfork_prepare(void);
 static void forksafe_atfork_child(void);
+static void forksafe_atfork_parent(void);
+static void guard_child_fork(void);
+static void release_child_fork_guard(void);
 static void hook_emperor_messages(void);
 static void chain_pre_fork_hook(void);
 static void find_forking_functions(void);
@@ -238,6 +241,9 @@ static int fork_signals_blocked;
 static int worker_fork_in_progress; /* from pre_uwsgi_fork to post_uwsgi_fork */
 static sigset_t fork_saved_mask;
 static volatile sig_atomic_t worker_deferred_signal;
+/* The same guard for a mule's or a spooler's fork (see guard_child_fork). */
+static volatile sig_atomic_t child_fork_in_progress;
+static int child_deferred_signal;
 
 /* --------------------------------------------------------------- logging */
 
@@ -1194,7 +1200,8 @@ static void forksafe_preinit_apps(void)
         uwsgi_log("[forksafe] cannot create the _forksafe Python module\n");
         exit(1);
     }
-    if (pthread_atfork(forksafe_atfork_prepare, NULL, forksafe_atfork_child) != 0) {
+    if (pthread_atfork(forksafe_atfork_prepare, forksafe_atfork_parent, forksafe_atfork_child) !=
+        0) {
         uwsgi_log("[forksafe] pthread_atfork() failed\n");
         exit(1);
     }
@@ -1661,8 +1668,44 @@ static void chain_pre_fork_hook(void)
  * across exec). */
 static void forksafe_atfork_child(void)
 {
-    if (fork_signals_blocked && !worker_fork_in_progress)
+    if (fork_signals_blocked && !worker_fork_in_progress && !child_fork_in_progress)
         unblock_fork_signals();
+}
+
+/* uWSGI 2.0.21 has the same gaps around a mule's and a spooler's fork as
+ * around a worker's (see block_fork_signals): until uwsgi_mule() or
+ * spooler_start() installs the child's own handlers, a stop or reload
+ * runs the master's handler in the child (which then curses its siblings
+ * and lives on until the master's mercy kills it), and the master skips
+ * the child until it stores the pid.  So the master blocks the signals
+ * before the fork until its next master cycle or pre-fork, and the child
+ * keeps them blocked until forksafe's post_fork (after uWSGI's handlers),
+ * then takes what arrived, and what its siblings got meanwhile. */
+static void guard_child_fork(void)
+{
+    block_fork_signals();
+    if (!fork_signals_blocked)
+        return;
+    child_fork_in_progress = 1;
+    child_deferred_signal = signal_for_workers();
+}
+
+static void forksafe_atfork_parent(void)
+{
+    child_fork_in_progress = 0;
+}
+
+static void release_child_fork_guard(void)
+{
+    int deferred = child_deferred_signal;
+
+    if (!child_fork_in_progress)
+        return;
+    child_fork_in_progress = 0;
+    child_deferred_signal = 0;
+    unblock_fork_signals();
+    if (deferred)
+        kill(getpid(), deferred);
 }
 
 static void forksafe_post_uwsgi_fork(int in_child)
@@ -1806,6 +1849,7 @@ static void forksafe_atfork_prepare(void)
         if (pid_is_gone(spooler->pid) &&
             slots[slot_index(FORKSAFE__SPOOLER, id)].known_pid == spooler->pid) {
             fire_pre_fork(FORKSAFE__SPOOLER, id);
+            guard_child_fork();
             return;
         }
     }
@@ -1813,6 +1857,7 @@ static void forksafe_atfork_prepare(void)
         pid_t pid = uwsgi.mules[i - 1].pid;
         if (pid_is_gone(pid) && slots[slot_index(FORKSAFE__MULE, i)].known_pid == pid) {
             fire_pre_fork(FORKSAFE__MULE, i);
+            guard_child_fork();
             return;
         }
     }
@@ -1854,7 +1899,7 @@ static int uwsgi_child_identity(int *kind, int *id)
     return 1;
 }
 
-static void forksafe_post_fork(void)
+static void start_child(void)
 {
     int index, kind, id;
 
@@ -1881,6 +1926,13 @@ static void forksafe_post_fork(void)
         forksafe__exec_track(&children_shared[index].command);
     }
     fire(FORKSAFE_POST_FORK, NULL, 0, 0, NULL, NULL, 0);
+}
+
+static void forksafe_post_fork(void)
+{
+    start_child();
+    /* A mule or spooler: uWSGI's handlers are in place now. */
+    release_child_fork_guard();
 }
 
 static void forksafe_hijack_worker(void)

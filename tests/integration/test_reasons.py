@@ -234,6 +234,26 @@ forksafe-subscribe = %s python:handlers:stop_at_respawn
     def test_stop_in_pre_fork(self):
         self.check("pre-fork")
 
+    def test_stop_in_a_mules_pre_fork(self):
+        # the master forks the mule anyway: it must take the stop too
+        u = Uwsgi(self, UWSGI_HEAD + """pythonpath = {app_dir}
+wsgi-file = {app_dir}/simple_app.py
+mule = {app_dir}/mule_loop.py
+forksafe-subscribe = * dl:{recorder}:record
+forksafe-subscribe = pre-fork python:handlers:stop_at_mule_respawn
+""", settings={})
+        u.start(wait_ready=2)
+        first = wait_for(lambda: [e for e in u.events("post-fork")
+                                  if e["process"]["kind"] == "mule"], what="the mule")
+        os.kill(first[0]["process"]["pid"], signal.SIGKILL)
+        self.assertEqual(u.proc.wait(timeout=60), 0, u.log_text()[-4000:])
+        self.assertNotIn("NO MERCY", u.log_text())
+        mules = [e for e in u.events("post-fork") if e["process"]["kind"] == "mule"]
+        self.assertEqual(len(mules), 2, u.log_text()[-4000:])
+        self.assertEqual([e["reason"] for e in u.events("worker-exit")
+                          if e["process"]["pid"] == mules[1]["process"]["pid"]], ["shutdown"],
+                         u.log_text()[-4000:])
+
     def test_stop_in_post_fork_parent(self):
         self.check("post-fork-parent")
 

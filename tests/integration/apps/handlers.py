@@ -33,3 +33,11 @@ def stop_at_respawn(payload):
     if child["kind"] == "worker" and child["respawn"] >= 1:
         import signal
         os.kill(os.getpid(), signal.SIGINT)
+
+
+def stop_at_mule_respawn(payload):
+    """stop_at_respawn for a mule forked again."""
+    child = payload["child"]
+    if child["kind"] == "mule" and child["respawn"] >= 1:
+        import signal
+        os.kill(os.getpid(), signal.SIGINT)
