@@ -126,6 +126,12 @@ class Reasons(IntegrationCase):
             if forksafe:
                 wait_for(lambda: len(u.events("worker-ready")) >= 4, timeout=60,
                          what="the new workers ready")
+                # a mule still starting when the stop comes is SIGKILLed by
+                # the master before it can exit (uWSGI's way, bare too)
+                wait_for(lambda: len([e for e in u.events("post-fork")
+                                      if e["process"]["kind"] == "mule"]) >= (
+                                          2 if outcome == "reload" else 1),
+                         what="the mule started")
             status = u.stop()
         return u, status, first
 
