@@ -2006,19 +2006,28 @@ static enum end_reason master_end_reason(const struct forksafe_child_slot *slot,
     return END_RECYCLE;
 }
 
-static void note_child_end(pid_t pid, int signum)
+/* The slot of the master's child PID (stored by uWSGI, or the last one
+ * the scan saw), or -1; children run the watchers too (they inherit the
+ * executable's GOT), and get -1. */
+static int master_child_slot(pid_t pid)
 {
-    enum end_reason reason;
     int index;
 
     if (!slots || !children_shared)
-        return;
+        return -1;
     for (index = 0; index < slot_count; index++) {
-        if (current_pid(&slots[index]) == pid)
-            break;
+        if (current_pid(&slots[index]) == pid || slots[index].known_pid == pid)
+            return is_master() ? index : -1;
     }
-    /* Children run this too (they inherit the executable's GOT). */
-    if (index == slot_count || !is_master())
+    return -1;
+}
+
+static void note_child_end(pid_t pid, int signum)
+{
+    enum end_reason reason;
+    int index = master_child_slot(pid);
+
+    if (index < 0)
         return;
     if (signum == SIGKILL)
         slots[index].master_killed_pid = pid;
@@ -2062,15 +2071,9 @@ static pid_t watched_waitpid(pid_t pid, int *status, int options)
     int own_status = 0;
     int *where = status ? status : &own_status;
     pid_t reaped = libc_waitpid(pid, where, options);
-    int index;
+    int index = reaped > 0 ? master_child_slot(reaped) : -1;
 
-    if (reaped <= 0 || !slots)
-        return reaped;
-    for (index = 0; index < slot_count; index++) {
-        if (slots[index].known_pid == reaped || current_pid(&slots[index]) == reaped)
-            break;
-    }
-    if (index < slot_count && is_master()) {
+    if (index >= 0) {
         slots[index].reaped_pid = reaped;
         slots[index].reaped_status = *where;
     }
