@@ -70,13 +70,19 @@ $(BUILD)/asan/%.o: %.c $(LIB_HDR)
 	@mkdir -p $(dir $@)
 	$(CC) $(BASE_CFLAGS) $(JANSSON_CFLAGS) $(SANITIZE) -O1 -c $< -o $@
 
-$(BUILD)/plugin/forksafe_plugin.o: forksafe_plugin.c $(LIB_HDR) $(UWSGI_H) $(BUILD)/uwsgi/cflags
-	@mkdir -p $(dir $@)
-	$(CC) $$(cat $(BUILD)/uwsgi/cflags) -I$(BUILD)/uwsgi $(BASE_CFLAGS) -Wno-strict-prototypes \
-	    -Wno-missing-prototypes -Wno-unused-parameter -Wno-shadow $(JANSSON_CFLAGS) \
-	    -fvisibility=hidden -c $< -o $@
+# The uWSGI glue (uwsgi/) is compiled with uWSGI's own flags, which its
+# header needs; uwsgi.h itself is not clean under our warnings.
+GLUE_SRC := $(sort $(wildcard uwsgi/*.c))
+GLUE_HDR := uwsgi/glue.h
+GLUE_OBJ := $(GLUE_SRC:%.c=$(BUILD)/plugin/%.o)
+GLUE_CFLAGS = $(BASE_CFLAGS) -Iuwsgi -Wno-strict-prototypes -Wno-unused-parameter -Wno-shadow \
+	$(JANSSON_CFLAGS) -fvisibility=hidden
 
-$(PLUGIN): $(BUILD)/plugin/forksafe_plugin.o $(LIB_OBJ)
+$(BUILD)/plugin/uwsgi/%.o: uwsgi/%.c $(GLUE_HDR) $(LIB_HDR) $(UWSGI_H) $(BUILD)/uwsgi/cflags
+	@mkdir -p $(dir $@)
+	$(CC) $$(cat $(BUILD)/uwsgi/cflags) -I$(BUILD)/uwsgi $(GLUE_CFLAGS) -c $< -o $@
+
+$(PLUGIN): $(GLUE_OBJ) $(LIB_OBJ)
 	$(CC) -shared $(LDFLAGS) -o $@ $^ $(JANSSON_LIBS) -ldl
 
 # The core alone, for other servers' adapters (ctypes) and native tools:
@@ -122,12 +128,12 @@ $(BUILD)/pkgconfig/forksafe.pc: forksafe.pc.in include/forksafe.h
 # The plugin built for this uWSGI's version but without its UWSGI_SSL option:
 # a layout that is not the running uWSGI's (tests/integration/test_mismatch.py).
 OTHER_LAYOUT := $(BUILD)/fixtures/other-layout/forksafe_plugin.so
-$(OTHER_LAYOUT): forksafe_plugin.c $(LIB_HDR) $(UWSGI_H) $(BUILD)/uwsgi/cflags $(LIB_OBJ)
+OTHER_LAYOUT_OBJ := $(GLUE_SRC:uwsgi/%.c=$(BUILD)/fixtures/other-layout/%.o)
+$(BUILD)/fixtures/other-layout/%.o: uwsgi/%.c $(GLUE_HDR) $(LIB_HDR) $(UWSGI_H) $(BUILD)/uwsgi/cflags
 	@mkdir -p $(dir $@)
-	$(CC) $$(sed 's/-DUWSGI_SSL\b//' $(BUILD)/uwsgi/cflags) -I$(BUILD)/uwsgi $(BASE_CFLAGS) \
-	    -Wno-strict-prototypes -Wno-missing-prototypes -Wno-unused-parameter -Wno-shadow \
-	    $(JANSSON_CFLAGS) -fvisibility=hidden -c $< -o $(dir $@)forksafe_plugin.o
-	$(CC) -shared $(LDFLAGS) -o $@ $(dir $@)forksafe_plugin.o $(LIB_OBJ) $(JANSSON_LIBS) -ldl
+	$(CC) $$(sed 's/-DUWSGI_SSL\b//' $(BUILD)/uwsgi/cflags) -I$(BUILD)/uwsgi $(GLUE_CFLAGS) -c $< -o $@
+$(OTHER_LAYOUT): $(OTHER_LAYOUT_OBJ) $(LIB_OBJ)
+	$(CC) -shared $(LDFLAGS) -o $@ $^ $(JANSSON_LIBS) -ldl
 
 # A uWSGI plugin that crashes every mule before forksafe's post_fork runs.
 CRASHER := $(BUILD)/fixtures/uwsgi/crasher_plugin.so

@@ -22,7 +22,7 @@ def plugin_dir():
     frame = sys._getframe(1)
     while frame is not None:
         path = frame.f_locals.get('path')
-        if isinstance(path, str) and os.path.isfile(os.path.join(path, 'forksafe_plugin.c')):
+        if isinstance(path, str) and os.path.isfile(os.path.join(path, 'uwsgi', 'plugin.c')):
             return os.path.abspath(path)
         frame = frame.f_back
     raise RuntimeError('forksafe uwsgiplugin.py: cannot tell which directory it was loaded from')
@@ -39,8 +39,10 @@ here = plugin_dir()
 # Hidden by default, as in `make`: only what include/forksafe.h declares
 # (FORKSAFE_EXPORT) and the plugin struct are exported, also from a
 # monolithic uwsgi, which exports its symbols (-rdynamic).
-CFLAGS = ['-I%s/include' % here, '-I%s/lib' % here, '-fvisibility=hidden'] + pkg_config('--cflags')
+CFLAGS = ['-I%s/include' % here, '-I%s/lib' % here, '-I%s/uwsgi' % here, '-fvisibility=hidden'] + pkg_config('--cflags')
 LDFLAGS = []
 LIBS = (pkg_config('--libs') or ['-ljansson']) + ['-ldl']
-GCC_LIST = ['forksafe_plugin'] + sorted(
-    os.path.relpath(path, here)[:-2] for path in glob.glob(os.path.join(here, 'lib', '*.c')))
+# The uWSGI glue (uwsgi/) and the core (lib/).
+GCC_LIST = sorted(
+    os.path.relpath(path, here)[:-2]
+    for folder in ('uwsgi', 'lib') for path in glob.glob(os.path.join(here, folder, '*.c')))

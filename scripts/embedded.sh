@@ -126,7 +126,7 @@ fetch_source() {
 # Any input newer than the binary (or no binary) means a rebuild.
 needs_build() {
     [ -x "$binary" ] || return 0
-    [ -n "$(find "$root/forksafe_plugin.c" "$root/uwsgiplugin.py" "$root/lib" "$root/include" \
+    [ -n "$(find "$root/uwsgi" "$root/uwsgiplugin.py" "$root/lib" "$root/include" \
         "$profile" "$handler_src" "$root/scripts/embedded.sh" -newer "$binary" -print -quit)" ]
 }
 
@@ -136,8 +136,9 @@ build() {
     # A fresh copy of forksafe: uWSGI writes objects next to the sources,
     # and only compares them with the .c file, not the headers it includes.
     rm -rf "$out/forksafe" "$out/handlers"
-    mkdir -p "$out/forksafe/lib" "$out/forksafe/include" "$out/handlers"
-    cp -p "$root/forksafe_plugin.c" "$root/uwsgiplugin.py" "$out/forksafe/"
+    mkdir -p "$out/forksafe/uwsgi" "$out/forksafe/lib" "$out/forksafe/include" "$out/handlers"
+    cp -p "$root/uwsgiplugin.py" "$out/forksafe/"
+    cp -p "$root"/uwsgi/*.c "$root"/uwsgi/*.h "$out/forksafe/uwsgi/"
     cp -p "$root"/lib/*.c "$root"/lib/*.h "$out/forksafe/lib/"
     cp -p "$root"/include/*.h "$out/forksafe/include/"
     "$CC" -std=gnu11 -O2 -g -fPIC -Wall -Wextra -Werror -I"$root/include" \

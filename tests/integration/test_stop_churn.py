@@ -4,7 +4,7 @@ loopback client churning them) must take effect within seconds, whenever
 it arrives, and uWSGI's master handler must run once, in the master.
 
 uWSGI 2.0.21 alone loses such a signal when it lands while a worker is being
-forked (see block_fork_signals in forksafe_plugin.c): the new worker serves
+forked (see block_fork_signals in uwsgi/signals.c): the new worker serves
 on, and the master waits for it until worker-reload-mercy (60 s) runs out.
 
 Run as a script to measure rates (SIGHUP with STOP_CHURN_SIGNAL=HUP):

@@ -1,0 +1,86 @@
+/*
+ * dispatch.c - an event occurs in this process: the occurrence is built
+ * from uWSGI's state and dispatched, and the failure policy applied.
+ */
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "glue.h"
+
+static int startup_stop_logged;
+
+static void fill_self(void)
+{
+    glue.self.pid = getpid();
+    glue.self.ppid = getppid();
+}
+
+/* Acts on the strongest failure policy the dispatch reported. */
+static void apply_policy(int result, forksafe_event_type type, int exiting)
+{
+    if (result <= 1)
+        return;
+    if (result == 1 + FORKSAFE__ON_ERROR_EXIT && glue.self.kind != FORKSAFE__MASTER) {
+        if (exiting)
+            return;
+        uwsgi_log("[forksafe] on-error=exit: %s %d (pid %d) exits after a failed %s handler\n",
+                  forksafe__process_kind_name(glue.self.kind), glue.self.id, (int)getpid(),
+                  forksafe_event_type_name(type));
+        exit(1);
+    }
+    /* fatal, or exit in the master (which nobody would respawn). */
+    uwsgi_log("[forksafe] on-error=%s: stopping the instance after a failed %s handler\n",
+              result == 1 + FORKSAFE__ON_ERROR_FATAL ? "fatal" : "exit",
+              forksafe_event_type_name(type));
+    if (glue.self.kind == FORKSAFE__MASTER) {
+        if (type == FORKSAFE_MASTER_START || type == FORKSAFE_MASTER_EXIT || !uwsgi.workers)
+            exit(1);
+        glue_mark_fatal();
+        kill(getpid(), SIGINT);
+        return;
+    }
+    glue_mark_fatal();
+    if (uwsgi.workers && uwsgi.workers[0].pid > 0)
+        kill(uwsgi.workers[0].pid, SIGINT);
+    if (!exiting)
+        exit(1);
+}
+
+void glue_dispatch(forksafe_event_type type, const forksafe__process *child, int status_known,
+                   int status, const char *cause, const char *reason, int exiting)
+{
+    forksafe__occurrence occ;
+    int result, bridge_result;
+
+    if (!glue.context_ready)
+        return;
+    if (glue.startup_stop && glue.self.kind == FORKSAFE__MASTER && type != FORKSAFE_MASTER_EXIT) {
+        /* Stopping before the master loop even started: the children
+         * forked meanwhile are stopped as soon as it does, and a slow
+         * handler here would only hold the stop back. */
+        if (!startup_stop_logged++)
+            uwsgi_log("[forksafe] stop requested during start-up: the master runs no more "
+                      "handlers until it exits\n");
+        return;
+    }
+    fill_self();
+    memset(&occ, 0, sizeof(occ));
+    occ.type = type;
+    occ.self = glue.self;
+    occ.child = child;
+    occ.child_status_known = status_known;
+    occ.child_status = status;
+    occ.child_cause = cause;
+    occ.reason = reason;
+    occ.generation = (int)uwsgi.reloads;
+    glue.dispatching++;
+    /* Always: dispatch counts the occurrence even when nobody listens. */
+    result = forksafe__dispatch(&glue.context, &occ);
+    /* pyramid_forksafe's listeners hear every event, after the
+     * subscriptions. */
+    bridge_result = forksafe__python_bridge_deliver(&glue.context, &occ);
+    glue.dispatching--;
+    apply_policy(bridge_result > result ? bridge_result : result, type, exiting);
+}

@@ -1,0 +1,258 @@
+/*
+ * glue.h - what the uWSGI glue's files share: the one state struct, the
+ * child slots, and the calls between the files.  Only uwsgi/ includes it.
+ *
+ * Who calls whom (no file calls back into one that calls it):
+ *
+ *   plugin.c  the plugin structs and uWSGI's hooks; calls every file below
+ *   child.c        inside a worker, mule or spooler  -> reasons, children, signals,
+ *                                                       stats_server, dispatch
+ *   reasons.c      why the master ends a child       -> children, compat
+ *   children.c     the master's children             -> signals, dispatch, compat
+ *   signals.c      stop and reload signals           -> instance
+ *   stats_server.c the forksafe-stats socket        -> config
+ *   dispatch.c     one occurrence to lib/            -> instance
+ *   instance.c     running, reloading or stopping
+ *   compat.c       which uWSGI this is               -> config
+ *   config.c       options, directives, settings
+ */
+#ifndef FORKSAFE_UWSGI_GLUE_H
+#define FORKSAFE_UWSGI_GLUE_H
+
+#include <signal.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+#include <uwsgi.h>
+
+#include "forksafe_internal.h"
+
+extern struct uwsgi_server uwsgi;
+extern struct uwsgi_plugin forksafe_plugin;
+
+/* ---------------------------------------------------------------- types */
+
+/* Written by a child, read by the master: lives in MAP_SHARED memory. */
+struct forksafe_child_shared {
+    volatile pid_t pid;
+    volatile int exit_state;   /* 0: none, 1: worker-exit running, 2: done */
+    volatile int crash_signal; /* the fatal signal uWSGI turned into exit(1) */
+    volatile pid_t command;    /* process group of the exec handler it runs */
+    /* Why the master ended it, written before its signal left (see
+     * reasons.c); only for the process whose pid is end_pid. */
+    volatile int end_reason;
+    volatile pid_t end_pid;
+};
+
+/* What the master remembers of one child slot. */
+struct forksafe_child_slot {
+    int kind;
+    int id;
+    pid_t known_pid;
+    int forks_seen;
+    int death_reported;
+    const char *pending_cause; /* "harakiri" when the master killed it */
+    pid_t master_killed_pid;   /* the master sent it SIGKILL (reasons.c) */
+    pid_t reaped_pid;          /* uWSGI's waitpid() reaped it, with this status */
+    int reaped_status;
+};
+
+/* The master's view of why the instance is going down, shared with children
+ * so that worker-exit can say "reload" or "shutdown". */
+enum forksafe_instance_state { INSTANCE_RUNNING, INSTANCE_RELOADING, INSTANCE_STOPPING };
+
+struct forksafe_shared_state {
+    volatile int instance_state;
+    volatile long long state_changed_ns;
+    volatile int fatal; /* a handler stopped the instance (on-error=fatal) */
+};
+
+/* forksafe's uWSGI options as uWSGI stored them (config.c's table). */
+struct glue_options {
+    struct uwsgi_string_list *subscribe;
+    struct uwsgi_string_list *set;
+    char *settings;
+    char *on_error;
+    char *timeout;
+    char *stats;
+    char *history;
+    int check;
+    int verbose;
+};
+
+/* Everything more than one glue file reads or writes.  Each process has
+ * its own copy from the fork on; what must cross processes lives in the
+ * MAP_SHARED memory the pointers lead to. */
+struct glue_state {
+    struct glue_options options;
+    forksafe__context context;
+    int context_ready;  /* handlers resolved (preinit_apps): events may occur */
+    int master_started; /* master-start dispatched: children may be forked */
+    int dispatching;    /* a dispatch is running in this process */
+    int forking_worker; /* from a worker's pre-fork to the fork itself */
+
+    /* Who this process is; set in the master at start, in children at
+     * post_fork. */
+    forksafe__process self;
+    long long self_started_ns;
+
+    /* One slot per worker, mule and spooler, in that order (children.c). */
+    struct forksafe_child_slot *slots; /* the master's memory */
+    int slot_count;
+    struct forksafe_child_shared *children_shared; /* MAP_SHARED, per slot */
+    struct forksafe_shared_state *shared_state;    /* MAP_SHARED */
+    int kills_watched; /* uWSGI's kill() and waitpid() are watched (reasons.c) */
+
+    /* A stop signal reached the master before its loop took the signals
+     * over (signals.c): nothing more is dispatched there but master-exit. */
+    volatile sig_atomic_t startup_stop;
+};
+
+extern struct glue_state glue;
+
+static inline int glue_is_master(void)
+{
+    return uwsgi.workers && getpid() == uwsgi.workers[0].pid;
+}
+
+/* A function's extent in the executable (its address and st_size in the
+ * dynamic symbol table), to recognise it on a stack. */
+struct function_extent {
+    const char *name;
+    uintptr_t start, end;
+};
+
+/* ------------------------------------------------------------ config.c */
+
+/* forksafe's options, for the plugin struct. */
+extern struct uwsgi_option glue_options_table[];
+
+/* Logs ERR (and, with forksafe-check, the verdict) and exits 1. */
+void glue_die(const forksafe__error *err) __attribute__((noreturn));
+
+/* The line of NAME = VALUE in the ini files uWSGI was given, with its file
+ * in FILE; 0 (and "NAME (option)" in FILE) when it is not in one. */
+int glue_locate_directive(const char *name, const char *value, char *file, size_t file_size);
+
+/* Reads every forksafe option into glue.context: policy, timeout, history
+ * (the counters' shared memory), settings and overrides, subscriptions.
+ * Exits with a located error on bad input. */
+void glue_configure(void);
+
+/* ------------------------------------------------------------ compat.c */
+
+/* Exits unless this plugin was built for the running uWSGI. */
+void glue_check_uwsgi_build(void);
+
+/* Exits on uWSGI options known to kill every worker with this Python. */
+void glue_refuse_fatal_python_options(void);
+
+/* st_size of the dynamic symbol that starts at ADDRESS, -1 if none does. */
+long glue_symbol_size(const void *address);
+
+/* Looks each function up; returns how many were found. */
+size_t glue_find_extents(struct function_extent *functions, size_t count);
+
+/* The index of the first of FUNCTIONS on this thread's stack, or -1. */
+int glue_extent_on_stack(const struct function_extent *functions, size_t count);
+
+/* ---------------------------------------------------------- instance.c */
+
+/* The instance goes down (a reload when RELOAD), as of now. */
+void glue_set_instance_state(int reload);
+
+/* SIGNUM as uWSGI's master reads it: a reload or a stop. */
+void glue_record_instance_state(int signum);
+
+/* FIFO commands and touch-reload change uWSGI's status without a signal. */
+void glue_note_instance_status(void);
+
+/* A handler's on-error=fatal stops the instance: not as an operator's stop. */
+void glue_mark_fatal(void);
+
+/* The Emperor stops and reloads vassals through a pipe: hooked. */
+void glue_hook_emperor_messages(void);
+
+/* ---------------------------------------------------------- dispatch.c */
+
+/* TYPE occurs in this process: dispatched with the child it is about (or
+ * NULL) and, for child-death, its status and cause; REASON for worker-exit
+ * and master-exit.  EXITING: the process is ending anyway. */
+void glue_dispatch(forksafe_event_type type, const forksafe__process *child, int status_known,
+                   int status, const char *cause, const char *reason, int exiting);
+
+/* ----------------------------------------------------------- signals.c */
+
+/* Takes the stop signals in the master until uWSGI's loop installs its own. */
+void glue_catch_startup_signals(void);
+
+/* The master loop runs: wraps uWSGI's handlers, hands on an early stop. */
+void glue_master_loop_signals(void);
+
+/* The stop and reload signals, blocked around a worker's fork. */
+void glue_guard_worker_fork(void);
+void glue_unblock_fork_signals(void);
+
+/* The same around a mule's or spooler's fork, released in the child. */
+void glue_guard_child_fork(void);
+void glue_release_child_fork_guard(void);
+
+/* The signal a new worker got while starting, for uWSGI's handlers; 0 if none. */
+int glue_take_worker_deferred_signal(void);
+
+void glue_post_uwsgi_fork(int in_child);
+void glue_atfork_parent(void);
+void glue_atfork_child(void);
+
+/* ---------------------------------------------------------- children.c */
+
+/* Slots for every worker, mule and spooler; exits on failure. */
+void glue_setup_child_tracking(void);
+
+/* The slot of a child, -1 for none. */
+int glue_slot_index(int kind, int id);
+
+/* The pid uWSGI stores for SLOT's child (0 while none). */
+pid_t glue_current_pid(const struct forksafe_child_slot *slot);
+
+/* Births and deaths since the last scan: post-fork-parent, child-death. */
+void glue_scan_children(void);
+
+/* pre-fork of the worker uWSGI is about to fork. */
+void glue_worker_pre_fork(void);
+
+/* Which fork the master makes: pre-fork of a mule or a spooler. */
+void glue_find_forking_functions(void);
+void glue_atfork_prepare(void);
+
+void glue_note_harakiri(int wid);
+
+/* ----------------------------------------------------------- reasons.c */
+
+/* Watches uWSGI's kill() and waitpid() in the master. */
+void glue_watch_master_kills(void);
+
+/* The reason the master wrote for this very process, or NULL. */
+const char *glue_reason_from_master(void);
+
+/* ------------------------------------------------------------- child.c */
+
+void glue_child_post_fork(void);
+void glue_worker_ready(void);
+void glue_child_atexit(void);
+void glue_register_exit_hook(void);
+
+/* ------------------------------------------------------ stats_server.c */
+
+void glue_register_metrics(void);
+void glue_start_stats_server(void);
+
+/* A child has no business with the master's listening socket. */
+void glue_close_stats_socket(void);
+
+/* -------------------------------------------------------------- clock */
+
+long long glue_now_ns(void);
+
+#endif
