@@ -27,7 +27,7 @@ CHECK_LIBS     = $(shell pkg-config --libs check 2>/dev/null || echo -lcheck)
 SANITIZE := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 
 LIB_SRC   := $(sort $(wildcard lib/*.c))
-LIB_HDR   := include/forksafe.h lib/forksafe_internal.h
+LIB_HDR   := include/forksafe.h include/forksafe_host.h lib/forksafe_internal.h
 LIB_OBJ   := $(LIB_SRC:%.c=$(BUILD)/%.o)
 ASAN_OBJ  := $(LIB_SRC:%.c=$(BUILD)/asan/%.o)
 UNIT_SRC  := $(sort $(wildcard tests/unit/test_*.c))
@@ -86,7 +86,7 @@ $(PLUGIN): $(GLUE_OBJ) $(LIB_OBJ)
 	$(CC) -shared $(LDFLAGS) -o $@ $^ $(JANSSON_LIBS) -ldl
 
 # The core alone, for other servers' adapters (ctypes) and native tools:
-# exports only what include/forksafe.h declares.
+# exports only what include/forksafe.h and forksafe_host.h declare.
 LIBFORKSAFE := $(BUILD)/libforksafe.so
 $(LIBFORKSAFE): $(LIB_OBJ)
 	$(CC) -shared $(LDFLAGS) -Wl,-soname,libforksafe.so.0 -o $@ $^ $(JANSSON_LIBS) -ldl
@@ -229,6 +229,7 @@ install: $(PLUGIN) $(LIBFORKSAFE)
 	    $(DESTDIR)$(PKGCONFIGDIR)
 	install -m 0644 $(PLUGIN) $(DESTDIR)$(PLUGINDIR)/$(PLUGIN)
 	install -m 0644 include/forksafe.h $(DESTDIR)$(INCLUDEDIR)/forksafe.h
+	install -m 0644 include/forksafe_host.h $(DESTDIR)$(INCLUDEDIR)/forksafe_host.h
 	install -m 0644 $(LIBFORKSAFE) $(DESTDIR)$(LIBDIR)/libforksafe.so.$(FORKSAFE_VERSION)
 	ln -sf libforksafe.so.$(FORKSAFE_VERSION) $(DESTDIR)$(LIBDIR)/libforksafe.so.0
 	$(call forksafe_pc,$(PREFIX),$(INCLUDEDIR),$(PLUGINDIR)) \
@@ -236,6 +237,7 @@ install: $(PLUGIN) $(LIBFORKSAFE)
 
 uninstall:
 	rm -f $(DESTDIR)$(PLUGINDIR)/$(PLUGIN) $(DESTDIR)$(INCLUDEDIR)/forksafe.h \
+	    $(DESTDIR)$(INCLUDEDIR)/forksafe_host.h \
 	    $(DESTDIR)$(LIBDIR)/libforksafe.so.$(FORKSAFE_VERSION) $(DESTDIR)$(LIBDIR)/libforksafe.so.0 \
 	    $(DESTDIR)$(PKGCONFIGDIR)/forksafe.pc
 

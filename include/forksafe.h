@@ -139,61 +139,7 @@ FORKSAFE_EXPORT const char *forksafe_event_payload_json(const forksafe_event *ev
 FORKSAFE_EXPORT void forksafe_event_log(const forksafe_event *ev, const char *fmt, ...)
     FORKSAFE_PRINTF(2, 3);
 
-/* ------------------------------------------------------------------------
- * The host API: for servers other than uWSGI.  The gunicorn and Celery
- * adapters of pyramid_forksafe drive the same core through it (with ctypes
- * over build/libforksafe.so), so every server parses the same settings and
- * [forksafe] section, runs the same handler kinds (exec:, dl:, symbol:,
- * python:) and applies the same on-error policy words.
- * ---------------------------------------------------------------------- */
-
-/* Opaque: one server instance's configuration. */
-typedef struct forksafe_host forksafe_host;
-
-/* Creates a host for CONTAINER ("gunicorn", "celery"): loads the settings
- * from SETTINGS_SPEC (PATH[#NAME] as forksafe-settings; NULL: no settings),
- * subscribes the [forksafe] section of that file if it is an ini, then each
- * line of SUBSCRIPTIONS (newline-separated forksafe-subscribe values; NULL:
- * none) with SOURCE naming them in errors; ON_ERROR is "log", "exit",
- * "fatal" or NULL (log); TIMEOUT in seconds for exec handlers (<= 0: 30);
- * VERBOSE logs every dispatch.  Resolves every handler.  Logs go to stderr
- * prefixed "[forksafe]".  Returns a new host to free with
- * forksafe_host_free, or NULL with "FILE:LINE: what is wrong" in ERROR. */
-FORKSAFE_EXPORT forksafe_host *forksafe_host_new(const char *container, const char *settings_spec,
-                                                 const char *subscriptions, const char *source,
-                                                 const char *on_error, double timeout, int verbose,
-                                                 char *error, size_t error_size);
-
-/* Delivers EVENT (an event name) to the host's subscriptions, run by the
- * calling process: KIND ("master", "worker", ...) and ID describe it (PID
- * and PPID 0: this process's), RESPAWN and GENERATION as in the payload.
- * CHILD_KIND NULL: no "child" object; otherwise CHILD_ID, CHILD_PID (0: not
- * known yet), CHILD_RESPAWN, and for child-death CHILD_STATUS_KNOWN,
- * CHILD_STATUS (a waitpid status) and CAUSE.  REASON for the exit events
- * (NULL: none).  Returns 0 if every handler succeeded, otherwise 1 + the
- * strongest failing policy (1 log, 2 exit, 3 fatal) for the caller to act
- * on; -1 for an unknown event or kind. */
-FORKSAFE_EXPORT int forksafe_host_dispatch(forksafe_host *host, const char *event, const char *kind,
-                                           int id, int pid, int ppid, int respawn, int generation,
-                                           const char *child_kind, int child_id, int child_pid,
-                                           int child_respawn, int child_status_known,
-                                           int child_status, const char *cause, const char *reason);
-
-/* Returns the settings as a JSON object {"settings": {...},
- * "global_settings": {...}}.  Borrowed; valid until forksafe_host_free. */
-FORKSAFE_EXPORT const char *forksafe_host_settings_json(forksafe_host *host);
-
-/* Returns the counters and recent history of every process forked after
- * forksafe_host_new (they share memory with it) as a JSON object:
- * {"events": {EVENT: {"fired", "handlers", "failed", "last_us", "max_us"}},
- * "history": [{"seq", "time", "event", "process", "subscription",
- * "handler", "result", "duration_us"}, ...] oldest first, "history_size",
- * "subscriptions": [...]}.  Borrowed; valid until the next call or
- * forksafe_host_free; NULL when out of memory. */
-FORKSAFE_EXPORT const char *forksafe_host_stats_json(forksafe_host *host);
-
-/* Frees HOST (NULL is fine). */
-FORKSAFE_EXPORT void forksafe_host_free(forksafe_host *host);
+/* The host API, for servers other than uWSGI, is in forksafe_host.h. */
 
 #ifdef __cplusplus
 }

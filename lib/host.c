@@ -1,5 +1,5 @@
 /*
- * host.c - the host API of include/forksafe.h: the core driven by servers
+ * host.c - the host API of include/forksafe_host.h: the core driven by servers
  * other than uWSGI (pyramid_forksafe's gunicorn and Celery adapters, through
  * ctypes over libforksafe.so).  Same settings, same subscriptions, same
  * handler kinds and policy words as the uWSGI plugin; the server adapter
@@ -10,6 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "forksafe_host.h"
 #include "forksafe_internal.h"
 
 struct forksafe_host {
@@ -147,42 +148,49 @@ static int subscribe_lines(forksafe_host *host, const char *lines, const char *s
     return 0;
 }
 
-FORKSAFE_EXPORT forksafe_host *forksafe_host_new(const char *container, const char *settings_spec,
-                                                 const char *subscriptions, const char *source,
-                                                 const char *on_error, double timeout, int verbose,
-                                                 char *error, size_t error_size)
+FORKSAFE_EXPORT forksafe_host *forksafe_host_new(const forksafe_host_config *config, char *error,
+                                                 size_t error_size)
 {
-    forksafe_host *host = forksafe__calloc(1, sizeof(*host));
+    forksafe_host *host = NULL;
     forksafe__error err = {0};
     int rc = FORKSAFE__ENOMEM;
 
     if (error && error_size)
         error[0] = '\0';
+    if (!config || config->version != FORKSAFE_HOST_API_VERSION) {
+        forksafe__error_set(&err, "forksafe", 0,
+                            "this libforksafe speaks host API version %d, the caller %d",
+                            FORKSAFE_HOST_API_VERSION, config ? config->version : 0);
+        rc = FORKSAFE__EINVAL;
+        goto fail;
+    }
+    host = forksafe__calloc(1, sizeof(*host));
     if (!host)
         goto fail;
-    host->container = forksafe__strdup(container ? container : "unknown");
+    host->container = forksafe__strdup(config->container ? config->container : "unknown");
     if (!host->container || forksafe__context_init(&host->context, log_to_stderr, NULL) != 0 ||
         forksafe__context_add_backend(&host->context, forksafe__python_backend()) != 0 ||
         forksafe__context_add_backend(&host->context, &uwsgi_only_hook_backend) != 0)
         goto fail;
     host->context.container = host->container;
-    host->context.verbose = verbose;
-    if (timeout > 0)
-        host->context.timeout = timeout;
-    if (on_error) {
-        int policy = forksafe__on_error_from_name(on_error);
+    host->context.verbose = config->verbose;
+    if (config->timeout > 0)
+        host->context.timeout = config->timeout;
+    if (config->on_error) {
+        int policy = forksafe__on_error_from_name(config->on_error);
         if (policy < 0) {
-            forksafe__error_set(&err, source ? source : "forksafe", 0,
-                                "on-error must be log, exit or fatal, not '%s'", on_error);
+            forksafe__error_set(&err, config->source ? config->source : "forksafe", 0,
+                                "on-error must be log, exit or fatal, not '%s'", config->on_error);
             rc = FORKSAFE__EINVAL;
             goto fail;
         }
         host->context.on_error = policy;
     }
-    if (settings_spec && (rc = load_settings(host, settings_spec, &err)) != 0)
+    if (config->settings && (rc = load_settings(host, config->settings, &err)) != 0)
         goto fail;
-    if (subscriptions && (rc = subscribe_lines(host, subscriptions,
-                                               source ? source : "forksafe-subscribe", &err)) != 0)
+    if (config->subscriptions &&
+        (rc = subscribe_lines(host, config->subscriptions,
+                              config->source ? config->source : "forksafe-subscribe", &err)) != 0)
         goto fail;
     if ((rc = forksafe__context_seal(&host->context, &err)) != 0)
         goto fail;
@@ -197,41 +205,50 @@ fail:
     return NULL;
 }
 
-FORKSAFE_EXPORT int forksafe_host_dispatch(forksafe_host *host, const char *event, const char *kind,
-                                           int id, int pid, int ppid, int respawn, int generation,
-                                           const char *child_kind, int child_id, int child_pid,
-                                           int child_respawn, int child_status_known,
-                                           int child_status, const char *cause, const char *reason)
+/* A process of the host API as the core's; 0 when KIND is not a process kind. */
+static int host_process(const forksafe_host_process *from, forksafe__process *to)
+{
+    int kind = from->kind ? forksafe__process_kind_from_name(from->kind) : -1;
+
+    if (kind < 0)
+        return -1;
+    memset(to, 0, sizeof(*to));
+    to->kind = kind;
+    to->id = from->id;
+    to->pid = from->pid;
+    to->ppid = from->ppid;
+    to->respawn = from->respawn;
+    return 0;
+}
+
+FORKSAFE_EXPORT int forksafe_host_dispatch(forksafe_host *host,
+                                           const forksafe_host_occurrence *occurrence)
 {
     forksafe__occurrence occ;
     forksafe__process child;
-    int type = event ? forksafe_event_type_from_name(event) : -1;
-    int process_kind = kind ? forksafe__process_kind_from_name(kind) : -1;
+    int type;
 
-    if (!host || type < 0 || process_kind < 0)
+    if (!host || !occurrence || occurrence->version != FORKSAFE_HOST_API_VERSION ||
+        !occurrence->event || (type = forksafe_event_type_from_name(occurrence->event)) < 0)
         return -1;
     memset(&occ, 0, sizeof(occ));
+    if (host_process(&occurrence->self, &occ.self) != 0)
+        return -1;
     occ.type = (forksafe_event_type)type;
-    occ.self.kind = process_kind;
-    occ.self.id = id;
-    occ.self.pid = pid > 0 ? pid : getpid();
-    occ.self.ppid = ppid > 0 ? ppid : getppid();
-    occ.self.respawn = respawn;
-    occ.generation = generation;
-    occ.reason = reason;
-    if (child_kind) {
-        int child_process_kind = forksafe__process_kind_from_name(child_kind);
-        if (child_process_kind < 0)
+    if (occ.self.pid <= 0)
+        occ.self.pid = getpid();
+    if (occ.self.ppid <= 0)
+        occ.self.ppid = getppid();
+    occ.generation = occurrence->generation;
+    occ.reason = occurrence->reason;
+    if (occurrence->child) {
+        if (host_process(occurrence->child, &child) != 0)
             return -1;
-        memset(&child, 0, sizeof(child));
-        child.kind = child_process_kind;
-        child.id = child_id;
-        child.pid = child_pid;
-        child.respawn = child_respawn;
+        child.ppid = 0;
         occ.child = &child;
-        occ.child_status_known = child_status_known;
-        occ.child_status = child_status;
-        occ.child_cause = cause;
+        occ.child_status_known = occurrence->child_status_known;
+        occ.child_status = occurrence->child_status;
+        occ.child_cause = occurrence->child_cause;
     }
     return forksafe__dispatch(&host->context, &occ);
 }

@@ -1,7 +1,7 @@
 """The forksafe core for servers other than uWSGI, through ctypes.
 
 ``build/libforksafe.so`` is the same C core the uWSGI plugin is made of;
-its host API (the end of ``include/forksafe.h``) lets a server adapter
+its host API (``include/forksafe_host.h``) lets a server adapter
 written in Python use it: the settings are parsed by the same parser, the
 ``[forksafe]`` section and ``forksafe-subscribe`` lines by the same code,
 ``exec:``, ``dl:``, ``symbol:`` and ``python:`` handlers run the same way,
@@ -46,6 +46,10 @@ POLICY_CODES = {"log": LOG, "exit": EXIT, "fatal": FATAL}
 #: the events that have a "child" object, and those that have a "reason".
 CHILD_EVENTS = ("pre-fork", "post-fork-parent", "child-death")
 REASON_EVENTS = ("worker-exit", "master-exit")
+
+#: FORKSAFE_HOST_API_VERSION of include/forksafe_host.h that the structs
+#: below mirror; a library of another version refuses them.
+HOST_API_VERSION = 1
 
 ENVIRONMENT_VARIABLE = "FORKSAFE_LIBRARY"
 LIBRARY_NAMES = ("libforksafe.so", "libforksafe.so.0")
@@ -110,43 +114,62 @@ def _open_library():
     )
 
 
+class _Config(ctypes.Structure):
+    """struct forksafe_host_config."""
+
+    _fields_ = [
+        ("version", ctypes.c_int),
+        ("container", ctypes.c_char_p),
+        ("settings", ctypes.c_char_p),
+        ("subscriptions", ctypes.c_char_p),
+        ("source", ctypes.c_char_p),
+        ("on_error", ctypes.c_char_p),
+        ("timeout", ctypes.c_double),
+        ("verbose", ctypes.c_int),
+    ]
+
+
+class _Process(ctypes.Structure):
+    """struct forksafe_host_process."""
+
+    _fields_ = [
+        ("kind", ctypes.c_char_p),
+        ("id", ctypes.c_int),
+        ("pid", ctypes.c_int),
+        ("ppid", ctypes.c_int),
+        ("respawn", ctypes.c_int),
+    ]
+
+
+class _Occurrence(ctypes.Structure):
+    """struct forksafe_host_occurrence."""
+
+    _fields_ = [
+        ("version", ctypes.c_int),
+        ("event", ctypes.c_char_p),
+        ("self", _Process),
+        ("generation", ctypes.c_int),
+        ("reason", ctypes.c_char_p),
+        ("child", ctypes.POINTER(_Process)),
+        ("child_status_known", ctypes.c_int),
+        ("child_status", ctypes.c_int),
+        ("child_cause", ctypes.c_char_p),
+    ]
+
+
 def _declare(lib):
-    c_char_p, c_int = ctypes.c_char_p, ctypes.c_int
     try:
         lib.forksafe_host_new.restype = ctypes.c_void_p
         lib.forksafe_host_new.argtypes = [
-            c_char_p,  # container
-            c_char_p,  # settings_spec
-            c_char_p,  # subscriptions
-            c_char_p,  # source
-            c_char_p,  # on_error
-            ctypes.c_double,  # timeout
-            c_int,  # verbose
-            c_char_p,  # error (a writable buffer)
+            ctypes.POINTER(_Config),
+            ctypes.c_char_p,  # error (a writable buffer)
             ctypes.c_size_t,  # error_size
         ]
-        lib.forksafe_host_dispatch.restype = c_int
-        lib.forksafe_host_dispatch.argtypes = [
-            ctypes.c_void_p,  # host
-            c_char_p,  # event
-            c_char_p,  # kind
-            c_int,  # id
-            c_int,  # pid
-            c_int,  # ppid
-            c_int,  # respawn
-            c_int,  # generation
-            c_char_p,  # child_kind
-            c_int,  # child_id
-            c_int,  # child_pid
-            c_int,  # child_respawn
-            c_int,  # child_status_known
-            c_int,  # child_status
-            c_char_p,  # cause
-            c_char_p,  # reason
-        ]
-        lib.forksafe_host_settings_json.restype = c_char_p
+        lib.forksafe_host_dispatch.restype = ctypes.c_int
+        lib.forksafe_host_dispatch.argtypes = [ctypes.c_void_p, ctypes.POINTER(_Occurrence)]
+        lib.forksafe_host_settings_json.restype = ctypes.c_char_p
         lib.forksafe_host_settings_json.argtypes = [ctypes.c_void_p]
-        lib.forksafe_host_stats_json.restype = c_char_p
+        lib.forksafe_host_stats_json.restype = ctypes.c_char_p
         lib.forksafe_host_stats_json.argtypes = [ctypes.c_void_p]
         lib.forksafe_host_free.restype = None
         lib.forksafe_host_free.argtypes = [ctypes.c_void_p]
@@ -229,7 +252,8 @@ class Host(object):
         self.timeout = float(timeout or 0)
         self.verbose = bool(verbose)
         error = ctypes.create_string_buffer(ERROR_SIZE)
-        handle = self._lib.forksafe_host_new(
+        config = _Config(
+            HOST_API_VERSION,
             _bytes(container),
             _bytes(settings_spec),
             _bytes(subscription_text(subscriptions)),
@@ -237,9 +261,8 @@ class Host(object):
             _bytes(on_error),
             self.timeout,
             1 if self.verbose else 0,
-            error,
-            ERROR_SIZE,
         )
+        handle = self._lib.forksafe_host_new(ctypes.byref(config), error, ERROR_SIZE)
         if not handle:
             message = error.value.decode("utf-8", "replace") or "forksafe_host_new failed"
             raise ForksafeError(message)
@@ -299,37 +322,28 @@ class Host(object):
         Raises ValueError for an unknown event or process kind."""
         if self._handle is None:
             raise ValueError("this forksafe Host is closed")
-        child_kind = None
-        child_id = child_pid = child_respawn = child_known = child_status = 0
-        cause = None
-        if child is not None:
-            child_kind = child.get("kind")
-            if child_kind is None:
-                raise ValueError("a child needs a kind: %r" % (child,))
-            child_id = int(child.get("id") or 0)
-            child_pid = int(child.get("pid") or 0)
-            child_respawn = int(child.get("respawn") or 0)
-            if child.get("status") is not None:
-                child_known, child_status = 1, int(child["status"])
-            cause = child.get("cause")
-        code = self._lib.forksafe_host_dispatch(
-            self._handle,
-            _bytes(event),
-            _bytes(kind),
-            int(id or 0),
-            int(pid or 0),
-            int(ppid or 0),
-            int(respawn or 0),
-            int(generation or 0),
-            _bytes(child_kind),
-            child_id,
-            child_pid,
-            child_respawn,
-            child_known,
-            child_status,
-            _bytes(cause),
-            _bytes(reason),
+        process = _Process(
+            _bytes(kind), int(id or 0), int(pid or 0), int(ppid or 0), int(respawn or 0)
         )
+        occurrence = _Occurrence(
+            HOST_API_VERSION, _bytes(event), process, int(generation or 0), _bytes(reason)
+        )
+        if child is not None:
+            if child.get("kind") is None:
+                raise ValueError("a child needs a kind: %r" % (child,))
+            child_process = _Process(
+                _bytes(child["kind"]),
+                int(child.get("id") or 0),
+                int(child.get("pid") or 0),
+                0,
+                int(child.get("respawn") or 0),
+            )
+            occurrence.child = ctypes.pointer(child_process)
+            if child.get("status") is not None:
+                occurrence.child_status_known = 1
+                occurrence.child_status = int(child["status"])
+            occurrence.child_cause = _bytes(child.get("cause"))
+        code = self._lib.forksafe_host_dispatch(self._handle, ctypes.byref(occurrence))
         if code < 0:
             raise ValueError(
                 "forksafe refused the event %r in a %r process (unknown event or kind)"
@@ -437,6 +451,7 @@ __all__ = (
     "EXIT",
     "FATAL",
     "ForksafeError",
+    "HOST_API_VERSION",
     "Host",
     "LibraryNotFound",
     "LOG",

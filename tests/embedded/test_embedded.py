@@ -63,8 +63,11 @@ class BinaryTest(IntegrationCase):
         self.assertTrue(200 <= int(slot.group(1)) <= 249, slot.group(0))
 
     def test_exports_only_the_public_api(self):
-        with open(os.path.join(ROOT, "include", "forksafe.h")) as f:
-            declared = set(re.findall(r"FORKSAFE_EXPORT [^;{]*?\b(forksafe_\w+)\s*\(", f.read()))
+        declared = set()
+        for name in ("forksafe.h", "forksafe_host.h"):
+            with open(os.path.join(ROOT, "include", name)) as f:
+                declared |= set(re.findall(r"FORKSAFE_EXPORT [^;{]*?\b(forksafe_\w+)\s*\(",
+                                           f.read()))
         out = subprocess.run(["nm", "-D", "--defined-only", BINARY], check=True,
                              capture_output=True, text=True).stdout
         exported = {line.split()[-1] for line in out.splitlines()

@@ -1,5 +1,6 @@
 """The plugin exports exactly the documented API: the uWSGI plugin struct and
-the calls include/forksafe.h declares, nothing of lib/'s internals."""
+the calls include/forksafe.h and include/forksafe_host.h declare, nothing of
+lib/'s internals."""
 
 import os
 import re
@@ -12,8 +13,10 @@ from harness import ROOT
 class ExportsTest(unittest.TestCase):
 
     def test_exported_symbols_are_the_public_header(self):
-        with open(os.path.join(ROOT, "include", "forksafe.h")) as f:
-            header = f.read()
+        header = ""
+        for name in ("forksafe.h", "forksafe_host.h"):
+            with open(os.path.join(ROOT, "include", name)) as f:
+                header += f.read()
         declared = set(re.findall(r"FORKSAFE_EXPORT [^;{]*?\b(forksafe_\w+)\s*\(", header))
         self.assertGreaterEqual(len(declared), 10)
         out = subprocess.run(["nm", "-D", "--defined-only",

@@ -114,6 +114,7 @@ class InstallTest(unittest.TestCase):
         files = {
             "opt/fs/plugins/forksafe_plugin.so": 0o644,
             "opt/fs/include/forksafe.h": 0o644,
+            "opt/fs/include/forksafe_host.h": 0o644,
             "opt/fs/lib/libforksafe.so.%s" % header_version(): 0o644,
             "opt/fs/lib/pkgconfig/forksafe.pc": 0o644,
         }
@@ -123,9 +124,10 @@ class InstallTest(unittest.TestCase):
             self.assertEqual(os.stat(full).st_mode & 0o777, mode, path)
         self.assertEqual(os.readlink(os.path.join(destdir, "opt/fs/lib/libforksafe.so.0")),
                          "libforksafe.so.%s" % header_version())
-        with open(os.path.join(destdir, "opt/fs/include/forksafe.h")) as a, \
-                open(os.path.join(ROOT, "include", "forksafe.h")) as b:
-            self.assertEqual(a.read(), b.read())
+        for header in ("forksafe.h", "forksafe_host.h"):
+            with open(os.path.join(destdir, "opt/fs/include", header)) as a, \
+                    open(os.path.join(ROOT, "include", header)) as b:
+                self.assertEqual(a.read(), b.read())
         pc = read_pc(os.path.join(destdir, "opt/fs/lib/pkgconfig/forksafe.pc"))
         self.assertEqual((pc["prefix"], pc["includedir"], pc["plugindir"]),
                          ("/opt/fs", "/opt/fs/include", "/opt/fs/plugins"))

@@ -1,10 +1,11 @@
-/* The host API (include/forksafe.h) as another server's adapter uses it. */
+/* The host API (include/forksafe_host.h) as another server's adapter uses it. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <fcntl.h>
 #include <unistd.h>
 
+#include "forksafe_host.h"
 #include "unit.h"
 
 static char directory[] = "/tmp/forksafe-host-XXXXXX";
@@ -59,6 +60,42 @@ static char *read_file(const char *name)
     return text;
 }
 
+/* The host API's structs, filled from one call's worth of arguments. */
+static forksafe_host *host_new(const char *container, const char *settings,
+                               const char *subscriptions, const char *source, const char *on_error,
+                               double timeout, int verbose, char *error, size_t error_size)
+{
+    forksafe_host_config config = {FORKSAFE_HOST_API_VERSION,
+                                   container,
+                                   settings,
+                                   subscriptions,
+                                   source,
+                                   on_error,
+                                   timeout,
+                                   verbose};
+
+    return forksafe_host_new(&config, error, error_size);
+}
+
+static int host_dispatch(forksafe_host *host, const char *event, const char *kind, int id, int pid,
+                         int ppid, int respawn, int generation, const char *child_kind,
+                         int child_id, int child_pid, int child_respawn, int child_status_known,
+                         int child_status, const char *cause, const char *reason)
+{
+    forksafe_host_process child = {child_kind, child_id, child_pid, 0, child_respawn};
+    forksafe_host_occurrence occurrence = {FORKSAFE_HOST_API_VERSION,
+                                           event,
+                                           {kind, id, pid, ppid, respawn},
+                                           generation,
+                                           reason,
+                                           child_kind ? &child : NULL,
+                                           child_status_known,
+                                           child_status,
+                                           cause};
+
+    return forksafe_host_dispatch(host, &occurrence);
+}
+
 START_TEST(settings_section_and_directives_drive_handlers)
 {
     char error[512], ini[2048], *out;
@@ -73,31 +110,30 @@ START_TEST(settings_section_and_directives_drive_handlers)
     path = write_file("app.ini", ini);
     snprintf(ini, sizeof(ini),
              "\nworker-exit kind=worker exec:echo $FORKSAFE_EVENT > %s/exit.txt\n", directory);
-    host = forksafe_host_new("gunicorn", path, ini, "gunicorn.conf.py", "log", 5, 0, error,
-                             sizeof(error));
+    host = host_new("gunicorn", path, ini, "gunicorn.conf.py", "log", 5, 0, error, sizeof(error));
     ck_assert_msg(host != NULL, "%s", error);
     ck_assert_ptr_nonnull(strstr(forksafe_host_settings_json(host), "\"db\":\"/srv/db\""));
     ck_assert_ptr_null(strstr(forksafe_host_settings_json(host), "\"use\""));
-    ck_assert_int_eq(forksafe_host_dispatch(host, "post-fork", "worker", 3, 0, 0, 1, 2, NULL, 0, 0,
-                                            0, 0, 0, NULL, NULL),
-                     0);
+    ck_assert_int_eq(
+        host_dispatch(host, "post-fork", "worker", 3, 0, 0, 1, 2, NULL, 0, 0, 0, 0, 0, NULL, NULL),
+        0);
     out = read_file("post-fork.json");
     ck_assert_ptr_nonnull(out);
     ck_assert_ptr_nonnull(strstr(out, "\"container\":\"gunicorn\""));
     ck_assert_ptr_nonnull(strstr(out, "\"kind\":\"worker\",\"id\":3"));
     ck_assert_ptr_nonnull(strstr(out, "\"generation\":2,\"respawn\":1"));
     free(out);
-    ck_assert_int_eq(forksafe_host_dispatch(host, "worker-exit", "worker", 1, 0, 0, 0, 0, NULL, 0,
-                                            0, 0, 0, 0, NULL, "shutdown"),
+    ck_assert_int_eq(host_dispatch(host, "worker-exit", "worker", 1, 0, 0, 0, 0, NULL, 0, 0, 0, 0,
+                                   0, NULL, "shutdown"),
                      0);
     out = read_file("exit.txt");
     ck_assert_str_eq(out, "worker-exit\n");
     free(out);
-    ck_assert_int_eq(forksafe_host_dispatch(host, "post_fork", "worker", 1, 0, 0, 0, 0, NULL, 0, 0,
-                                            0, 0, 0, NULL, NULL),
-                     -1);
-    ck_assert_int_eq(forksafe_host_dispatch(host, "child-death", "master", 0, 0, 0, 0, 0, "robot",
-                                            1, 1, 0, 0, 0, NULL, NULL),
+    ck_assert_int_eq(
+        host_dispatch(host, "post_fork", "worker", 1, 0, 0, 0, 0, NULL, 0, 0, 0, 0, 0, NULL, NULL),
+        -1);
+    ck_assert_int_eq(host_dispatch(host, "child-death", "master", 0, 0, 0, 0, 0, "robot", 1, 1, 0,
+                                   0, 0, NULL, NULL),
                      -1);
     forksafe_host_free(host);
 }
@@ -119,14 +155,14 @@ START_TEST(hook_print_prints_and_other_actions_warn)
     ck_assert_int_ge(fd, 0);
     dup2(fd, STDERR_FILENO);
     close(fd);
-    host = forksafe_host_new("gunicorn", NULL,
-                             "post-fork hook:print:first line\n"
-                             "post-fork hook:log:second: with a colon\n"
-                             "post-fork hook:mount:proc none /proc\n",
-                             "gunicorn.conf.py", "log", 5, 0, error, sizeof(error));
+    host = host_new("gunicorn", NULL,
+                    "post-fork hook:print:first line\n"
+                    "post-fork hook:log:second: with a colon\n"
+                    "post-fork hook:mount:proc none /proc\n",
+                    "gunicorn.conf.py", "log", 5, 0, error, sizeof(error));
     if (host)
-        ck_assert_int_eq(forksafe_host_dispatch(host, "post-fork", "worker", 1, 0, 0, 0, 0, NULL, 0,
-                                                0, 0, 0, 0, NULL, NULL),
+        ck_assert_int_eq(host_dispatch(host, "post-fork", "worker", 1, 0, 0, 0, 0, NULL, 0, 0, 0, 0,
+                                       0, NULL, NULL),
                          0);
     fflush(stderr);
     dup2(saved, STDERR_FILENO);
@@ -146,20 +182,20 @@ END_TEST
 START_TEST(failures_return_the_policy)
 {
     char error[512];
-    forksafe_host *host = forksafe_host_new("celery", NULL,
-                                            "post-fork exec:exit 3\n"
-                                            "worker-exit on-error=fatal exec:false\n",
-                                            "celeryconfig", "exit", 0, 0, error, sizeof(error));
+    forksafe_host *host = host_new("celery", NULL,
+                                   "post-fork exec:exit 3\n"
+                                   "worker-exit on-error=fatal exec:false\n",
+                                   "celeryconfig", "exit", 0, 0, error, sizeof(error));
 
     ck_assert_msg(host != NULL, "%s", error);
-    ck_assert_int_eq(forksafe_host_dispatch(host, "post-fork", "worker", 1, 0, 0, 0, 0, NULL, 0, 0,
-                                            0, 0, 0, NULL, NULL),
-                     1 + FORKSAFE__ON_ERROR_EXIT);
-    ck_assert_int_eq(forksafe_host_dispatch(host, "worker-exit", "worker", 1, 0, 0, 0, 0, NULL, 0,
-                                            0, 0, 0, 0, NULL, "shutdown"),
+    ck_assert_int_eq(
+        host_dispatch(host, "post-fork", "worker", 1, 0, 0, 0, 0, NULL, 0, 0, 0, 0, 0, NULL, NULL),
+        1 + FORKSAFE__ON_ERROR_EXIT);
+    ck_assert_int_eq(host_dispatch(host, "worker-exit", "worker", 1, 0, 0, 0, 0, NULL, 0, 0, 0, 0,
+                                   0, NULL, "shutdown"),
                      1 + FORKSAFE__ON_ERROR_FATAL);
-    ck_assert_int_eq(forksafe_host_dispatch(host, "master-start", "master", 0, 0, 0, 0, 0, NULL, 0,
-                                            0, 0, 0, 0, NULL, NULL),
+    ck_assert_int_eq(host_dispatch(host, "master-start", "master", 0, 0, 0, 0, 0, NULL, 0, 0, 0, 0,
+                                   0, NULL, NULL),
                      0);
     forksafe_host_free(host);
 }
@@ -169,17 +205,43 @@ START_TEST(errors_name_source_and_line)
 {
     char error[512];
 
-    ck_assert_ptr_null(forksafe_host_new("gunicorn", NULL, "post-fork exec:true\n\npost_fork x:y\n",
-                                         "gunicorn.conf.py", NULL, 0, 0, error, sizeof(error)));
+    ck_assert_ptr_null(host_new("gunicorn", NULL, "post-fork exec:true\n\npost_fork x:y\n",
+                                "gunicorn.conf.py", NULL, 0, 0, error, sizeof(error)));
     ck_assert_str_eq(error, "gunicorn.conf.py:3: unknown event 'post_fork' (did you mean "
                             "'post-fork'?)");
     ck_assert_ptr_null(
-        forksafe_host_new("gunicorn", NULL, NULL, "conf", "explode", 0, 0, error, sizeof(error)));
+        host_new("gunicorn", NULL, NULL, "conf", "explode", 0, 0, error, sizeof(error)));
     ck_assert_ptr_nonnull(strstr(error, "log, exit or fatal"));
-    ck_assert_ptr_null(forksafe_host_new("gunicorn", "/nonexistent/app.ini", NULL, "conf", NULL, 0,
-                                         0, error, sizeof(error)));
+    ck_assert_ptr_null(host_new("gunicorn", "/nonexistent/app.ini", NULL, "conf", NULL, 0, 0, error,
+                                sizeof(error)));
     ck_assert_ptr_nonnull(strstr(error, "/nonexistent/app.ini"));
     forksafe_host_free(NULL);
+}
+END_TEST
+
+/* A caller written for another version of the structs is refused, not misread. */
+START_TEST(another_api_version_is_refused)
+{
+    char error[512];
+    forksafe_host_config config = {
+        FORKSAFE_HOST_API_VERSION + 1, "gunicorn", NULL, NULL, NULL, NULL, 0, 0};
+    forksafe_host_occurrence occurrence = {0};
+    forksafe_host *host;
+
+    ck_assert_ptr_null(forksafe_host_new(&config, error, sizeof(error)));
+    ck_assert_ptr_nonnull(strstr(error, "host API version 1, the caller 2"));
+    ck_assert_ptr_null(forksafe_host_new(NULL, error, sizeof(error)));
+    config.version = FORKSAFE_HOST_API_VERSION;
+    host = forksafe_host_new(&config, error, sizeof(error));
+    ck_assert_msg(host != NULL, "%s", error);
+    occurrence.version = FORKSAFE_HOST_API_VERSION + 1;
+    occurrence.event = "post-fork";
+    occurrence.self.kind = "worker";
+    ck_assert_int_eq(forksafe_host_dispatch(host, &occurrence), -1);
+    occurrence.version = FORKSAFE_HOST_API_VERSION;
+    ck_assert_int_eq(forksafe_host_dispatch(host, &occurrence), 0);
+    ck_assert_int_eq(forksafe_host_dispatch(host, NULL), -1);
+    forksafe_host_free(host);
 }
 END_TEST
 
@@ -193,6 +255,7 @@ Suite *unit_suite(void)
     tcase_add_test(tc, hook_print_prints_and_other_actions_warn);
     tcase_add_test(tc, failures_return_the_policy);
     tcase_add_test(tc, errors_name_source_and_line);
+    tcase_add_test(tc, another_api_version_is_refused);
     suite_add_tcase(suite, tc);
     return suite;
 }

@@ -1,0 +1,101 @@
+/*
+ * forksafe_host.h - the host API: the forksafe core driven by a server other
+ * than uWSGI.  The gunicorn and Celery adapters (ctypes over libforksafe.so)
+ * use it, so every server parses the same settings and [forksafe] section,
+ * runs the same handler kinds (exec:, dl:, symbol:, python:) and applies the
+ * same on-error policy words.  Handler authors need only forksafe.h.
+ *
+ * The structs passed in are versioned: their first field is the
+ * FORKSAFE_HOST_API_VERSION the caller was written for, and a library that
+ * does not speak that version refuses the call instead of misreading it.
+ */
+#ifndef FORKSAFE_HOST_H
+#define FORKSAFE_HOST_H
+
+#include <stddef.h>
+
+#include "forksafe.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define FORKSAFE_HOST_API_VERSION 1
+
+/* Opaque: one server instance's configuration. */
+typedef struct forksafe_host forksafe_host;
+
+/* What forksafe_host_new reads. */
+typedef struct forksafe_host_config {
+    int version;               /* FORKSAFE_HOST_API_VERSION */
+    const char *container;     /* "gunicorn", "celery": the payload's "container" */
+    const char *settings;      /* PATH[#NAME] as forksafe-settings; NULL: no settings */
+    const char *subscriptions; /* newline-separated forksafe-subscribe values; NULL: none */
+    const char *source;        /* names SUBSCRIPTIONS in errors; NULL: "forksafe-subscribe" */
+    const char *on_error;      /* "log", "exit", "fatal"; NULL: log */
+    double timeout;            /* seconds an exec handler may run; <= 0: 30 */
+    int verbose;               /* log every dispatch */
+} forksafe_host_config;
+
+/* One process as the server sees it. */
+typedef struct forksafe_host_process {
+    const char *kind; /* "master", "worker", "mule", "spooler" */
+    int id;           /* 0 for the master; workers count from 1 */
+    int pid;          /* 0: this process's (a child's: not known yet) */
+    int ppid;         /* 0: this process's parent */
+    int respawn;      /* times this process slot was forked before */
+} forksafe_host_process;
+
+/* An event that occurred in SELF, the calling process. */
+typedef struct forksafe_host_occurrence {
+    int version;       /* FORKSAFE_HOST_API_VERSION */
+    const char *event; /* an event name: "post-fork", "worker-exit", ... */
+    forksafe_host_process self;
+    int generation;     /* the instance's reload count */
+    const char *reason; /* worker-exit and master-exit; NULL: none */
+    /* pre-fork, post-fork-parent and child-death: the child; NULL for the
+     * other events.  For child-death, its waitpid() status if known, and
+     * the cause ("exit", "signal", "crash", "killed-by-master", ...). */
+    const forksafe_host_process *child;
+    int child_status_known;
+    int child_status;
+    const char *child_cause;
+} forksafe_host_occurrence;
+
+/* Creates a host from CONFIG: loads the settings, subscribes the [forksafe]
+ * section of that file if it is an ini, then each line of the
+ * subscriptions, and resolves every handler.  Logs go to stderr prefixed
+ * "[forksafe]".  Returns a new host to free with forksafe_host_free, or NULL
+ * with "FILE:LINE: what is wrong" in ERROR (also for a CONFIG of another
+ * API version). */
+FORKSAFE_EXPORT forksafe_host *forksafe_host_new(const forksafe_host_config *config, char *error,
+                                                 size_t error_size);
+
+/* Dispatches OCCURRENCE to the host's subscriptions, whose handlers run in
+ * the calling process.  Returns 0 if every handler succeeded, otherwise 1 +
+ * the strongest failing policy (1 log, 2 exit, 3 fatal) for the caller to
+ * act on; -1 for an unknown event or kind, or another API version. */
+FORKSAFE_EXPORT int forksafe_host_dispatch(forksafe_host *host,
+                                           const forksafe_host_occurrence *occurrence);
+
+/* Returns the settings as a JSON object {"settings": {...},
+ * "global_settings": {...}}.  Borrowed; valid until forksafe_host_free. */
+FORKSAFE_EXPORT const char *forksafe_host_settings_json(forksafe_host *host);
+
+/* Returns the counters and recent history of every process forked after
+ * forksafe_host_new (they share memory with it) as a JSON object:
+ * {"events": {EVENT: {"fired", "handlers", "failed", "last_us", "max_us"}},
+ * "history": [{"seq", "time", "event", "process", "subscription",
+ * "handler", "result", "duration_us"}, ...] oldest first, "history_size",
+ * "subscriptions": [...]}.  Borrowed; valid until the next call or
+ * forksafe_host_free; NULL when out of memory. */
+FORKSAFE_EXPORT const char *forksafe_host_stats_json(forksafe_host *host);
+
+/* Frees HOST (NULL is fine). */
+FORKSAFE_EXPORT void forksafe_host_free(forksafe_host *host);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* FORKSAFE_HOST_H */
