@@ -564,7 +564,7 @@ static int subscribe_entry(forksafe__context *ctx, const forksafe__ini *ini,
     rc = parse_events(entry->key, strlen(entry->key), &events, source, entry->line, err);
     if (rc)
         return rc;
-    rc = forksafe__settings_interpolate(ini, "forksafe", entry->key, entry->line, &value, err);
+    rc = forksafe__interpolate_key(ini, "forksafe", entry->key, entry->line, &value, err);
     if (rc)
         return rc;
     for (p = value; *p; offset++) {

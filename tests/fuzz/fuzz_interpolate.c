@@ -51,7 +51,7 @@ static void interpolate_one(const forksafe__ini *ini, const char *section,
     forksafe__error err = {0};
     char *out = NULL, *expected;
     int has_reference;
-    int rc = forksafe__settings_interpolate(ini, section, entry->key, 0, &out, &err);
+    int rc = forksafe__interpolate_key(ini, section, entry->key, 0, &out, &err);
 
     fuzz_check_error(rc, &err);
     if (rc != 0 && rc != FORKSAFE__ESYNTAX)

@@ -522,25 +522,25 @@ START_TEST(interpolate_any_section)
     char *value;
 
     ck_assert_int_eq(forksafe__ini_parse(&ini, "/etc/app/app.ini", text, strlen(text), &err), 0);
-    ck_assert_int_eq(
-        forksafe__settings_interpolate(&ini, "forksafe", "worker-ready", 4, &value, &err), 0);
+    ck_assert_int_eq(forksafe__interpolate_key(&ini, "forksafe", "worker-ready", 4, &value, &err),
+                     0);
     ck_assert_str_eq(value, "exec:x /etc/app/log\nexec:y L");
     forksafe__free(value);
-    ck_assert_int_eq(forksafe__settings_interpolate(&ini, "DEFAULT", "log", 0, &value, &err), 0);
+    ck_assert_int_eq(forksafe__interpolate_key(&ini, "DEFAULT", "log", 0, &value, &err), 0);
     ck_assert_str_eq(value, "/etc/app/log");
     forksafe__free(value);
 
-    ck_assert_int_eq(forksafe__settings_interpolate(&ini, "forksafe", "bad", 0, &value, &err),
+    ck_assert_int_eq(forksafe__interpolate_key(&ini, "forksafe", "bad", 0, &value, &err),
                      FORKSAFE__ESYNTAX);
     ck_assert_ptr_null(value);
     forksafe__error_format(&err, message, sizeof(message));
     ck_assert_str_eq(message, "/etc/app/app.ini:7: 'bad' in section [forksafe] refers to "
                               "%(nope)s, but there is no key 'nope' in [forksafe] or [DEFAULT]");
     memset(&err, 0, sizeof(err));
-    ck_assert_int_eq(forksafe__settings_interpolate(&ini, "forksafe", "absent", 9, &value, &err),
+    ck_assert_int_eq(forksafe__interpolate_key(&ini, "forksafe", "absent", 9, &value, &err),
                      FORKSAFE__ENOTFOUND);
     ck_assert_int_eq(err.line, 9);
-    ck_assert_int_eq(forksafe__settings_interpolate(&ini, "nosection", "x", 0, &value, &err),
+    ck_assert_int_eq(forksafe__interpolate_key(&ini, "nosection", "x", 0, &value, &err),
                      FORKSAFE__ENOTFOUND);
     forksafe__ini_free(&ini);
 }
@@ -764,7 +764,7 @@ START_TEST(helpers_survive_every_allocation_failure)
     for (n = 0;; n++) {
         memset(&err, 0, sizeof(err));
         forksafe__alloc_fail_after(n);
-        rc = forksafe__settings_interpolate(&ini, "forksafe", "worker-ready", 26, &value, &err);
+        rc = forksafe__interpolate_key(&ini, "forksafe", "worker-ready", 26, &value, &err);
         forksafe__alloc_fail_after(-1);
         if (rc == 0)
             break;
