@@ -453,6 +453,46 @@ START_TEST(json_errors)
 }
 END_TEST
 
+/* ------------------------------------------------------ the file, handed on */
+
+START_TEST(load_file_hands_on_the_parsed_file)
+{
+    forksafe__settings settings;
+    forksafe__error err = {0};
+    forksafe__ini ini;
+    const char *path;
+
+    path = write_file("app.ini", "[app:main]\nuse = call:m:f\na = 1\n[forksafe]\n"
+                                 "post-fork = exec:true\n[uwsgi]\nx = 1\nx = 2\n");
+    ck_assert_int_eq(forksafe__settings_load_file(&settings, path, &ini, &err), 0);
+    ck_assert_str_eq(settings.section, "app:main");
+    ck_assert_str_eq(local(&settings, "a"), "1");
+    ck_assert_str_eq(ini.path, path);
+    ck_assert_ptr_nonnull(forksafe__ini_find(&ini, "forksafe"));
+    ck_assert_uint_eq(ini.problem_count, 1); /* [uwsgi]'s, for the whole-file check */
+    forksafe__ini_free(&ini);
+    forksafe__settings_free(&settings);
+
+    /* A JSON file has no section; parsed as ini it holds only problems. */
+    path = write_file("settings.json", "{\"a\": 1}\n");
+    ck_assert_int_eq(forksafe__settings_load_file(&settings, path, &ini, &err), 0);
+    ck_assert_ptr_null(settings.section);
+    ck_assert_str_eq(local(&settings, "a"), "1");
+    ck_assert_uint_eq(ini.count, 0);
+    ck_assert_uint_gt(ini.problem_count, 0);
+    forksafe__ini_free(&ini);
+    forksafe__settings_free(&settings);
+
+    /* On failure nothing is handed on. */
+    path = write_file("broken.ini", "[app:other]\na = 1\n");
+    ck_assert_int_eq(forksafe__settings_load_file(&settings, path, &ini, &err),
+                     FORKSAFE__ENOTFOUND);
+    ck_assert_ptr_null(ini.path);
+    ck_assert_uint_eq(ini.count, 0);
+    ck_assert_ptr_null(settings.path);
+}
+END_TEST
+
 /* --------------------------------------------------------------- overrides */
 
 START_TEST(overrides)
@@ -821,6 +861,7 @@ Suite *unit_suite(void)
     tcase_add_test(core, relative_paths_become_absolute);
     tcase_add_test(core, json_flat_object);
     tcase_add_test(core, json_errors);
+    tcase_add_test(core, load_file_hands_on_the_parsed_file);
     tcase_add_test(core, overrides);
     tcase_add_test(core, path_that_is_not_utf8);
     tcase_add_test(core, interpolate_any_section);
