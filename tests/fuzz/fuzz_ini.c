@@ -1,6 +1,6 @@
 /*
  * fuzz_ini.c - the settings-file parser (lib/ini.c) and PasteDeploy's view
- * of it (lib/settings.c).  The input is a whole settings file; every
+ * of it (lib/paste.c).  The input is a whole settings file; every
  * section of it is loaded as the application, as `forksafe-settings =
  * FILE#NAME` would.
  */

@@ -1,6 +1,6 @@
 /*
  * fuzz_interpolate.c - ConfigParser's %(name)s interpolation as forksafe
- * does it (lib/settings.c): every key of every section of the input is
+ * does it (lib/interpolate.c): every key of every section of the input is
  * interpolated through the [forksafe] entry point, and [app:main] is loaded
  * through PasteDeploy's rules.  The input is a settings file that starts in
  * [DEFAULT], so the fuzzer spends its time on values, not on headers.
