@@ -4,7 +4,6 @@
  * an ini file, and that reads the file - once, handing the parsed file on
  * to the caller for its [forksafe] section.
  */
-#include <stdio.h>
 #include <string.h>
 
 #include "forksafe_internal.h"
