@@ -170,12 +170,12 @@ size_t forksafe__utf8_invalid_offset_bytes(const char *text, size_t length);
 
 /* Length of the character at P (before END) if Python's str.isspace() is
  * true for it, else 0. */
-size_t forksafe__space_at(const char *p, const char *end);
+size_t forksafe__text_space_at(const char *p, const char *end);
 
 /* Narrows [*START, *END) past the whitespace Python's str.strip() removes
  * (ASCII and Unicode spaces in UTF-8), as ConfigParser does to keys, values
  * and section names. */
-void forksafe__ini_strip(const char **start, const char **end);
+void forksafe__text_strip(const char **start, const char **end);
 
 /* ------------------------------------------------------------ files, paths */
 
@@ -186,14 +186,10 @@ char *forksafe__path_absolute(const char *path);
 /* os.path.dirname.  Returns a new string, NULL on ENOMEM. */
 char *forksafe__path_directory(const char *path);
 
-/* Opens PATH for reading if it is a regular file (never blocking on a
- * FIFO).  Returns the descriptor, or FORKSAFE__EIO with ERR saying why,
- * with the path. */
-int forksafe__open_settings_file(const char *path, forksafe__error *err);
-
 /* Reads all of the settings file PATH into *TEXT (new, NUL-terminated;
- * *LENGTH bytes before the NUL).  Returns 0, FORKSAFE__EIO or
- * FORKSAFE__ENOMEM, with ERR saying why, with the path. */
+ * *LENGTH bytes before the NUL), if it is a regular file: never blocking on
+ * a FIFO.  Returns 0, FORKSAFE__EIO or FORKSAFE__ENOMEM, with ERR saying
+ * why, with the path. */
 int forksafe__read_settings_file(const char *path, char **text, size_t *length,
                                  forksafe__error *err);
 

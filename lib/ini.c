@@ -51,7 +51,7 @@ static size_t indentation(const char *line, const char *end)
     size_t characters = 0;
     size_t n;
 
-    while ((n = forksafe__space_at(p, end)) > 0) {
+    while ((n = forksafe__text_space_at(p, end)) > 0) {
         p += n;
         characters++;
     }
@@ -325,10 +325,10 @@ static int parse_option(parser *p, const char *start, const char *end)
     if ((rc = finish_value(p)) != 0)
         return rc;
     key_end = delimiter;
-    forksafe__ini_strip(&start, &key_end);
+    forksafe__text_strip(&start, &key_end);
     value_start = delimiter + 1;
     value_end = end;
-    forksafe__ini_strip(&value_start, &value_end);
+    forksafe__text_strip(&value_start, &value_end);
 
     key_length = (size_t)(key_end - start);
     found = forksafe__map_find_bytes(map, start, key_length);
@@ -398,7 +398,7 @@ static int parse_line(parser *p, const char *line, const char *end)
 
     start = line;
     stop = end;
-    forksafe__ini_strip(&start, &stop);
+    forksafe__text_strip(&start, &stop);
     if (start < stop && (*start == '#' || *start == ';'))
         return add_comment_line(p);
     if (start == stop) {

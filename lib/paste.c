@@ -57,7 +57,7 @@ static char *stripped_copy(const char *text)
 {
     const char *start = text, *end = text + strlen(text);
 
-    forksafe__ini_strip(&start, &end);
+    forksafe__text_strip(&start, &end);
     return forksafe__strndup(start, (size_t)(end - start));
 }
 

@@ -86,7 +86,7 @@ static int section_has_name(const char *section, const char *prefix, const char 
         return 0;
     start = section + prefix_length + 1;
     end = start + strlen(start);
-    forksafe__ini_strip(&start, &end);
+    forksafe__text_strip(&start, &end);
     return (size_t)(end - start) == strlen(name) && memcmp(start, name, strlen(name)) == 0;
 }
 

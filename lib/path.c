@@ -147,7 +147,9 @@ char *forksafe__path_directory(const char *path)
 
 /* ------------------------------------------------------------------ files */
 
-int forksafe__open_settings_file(const char *path, forksafe__error *err)
+/* Opens PATH for reading if it is a regular file.  Returns the descriptor,
+ * or FORKSAFE__EIO with ERR saying why, with the path. */
+static int open_settings_file(const char *path, forksafe__error *err)
 {
     struct stat st;
     const char *what;
@@ -183,7 +185,7 @@ int forksafe__read_settings_file(const char *path, char **text, size_t *length,
 {
     size_t used = 0, capacity = 0;
     char *buffer = NULL;
-    int fd = forksafe__open_settings_file(path, err);
+    int fd = open_settings_file(path, err);
 
     if (fd < 0)
         return fd;

@@ -127,7 +127,7 @@ int forksafe__settings_override(forksafe__settings *settings, const char *assign
     int rc;
 
     if (equals) {
-        forksafe__ini_strip(&key, &key_end);
+        forksafe__text_strip(&key, &key_end);
     }
     if (!equals || key == key_end) {
         forksafe__error_set(err, source, line,
@@ -142,7 +142,7 @@ int forksafe__settings_override(forksafe__settings *settings, const char *assign
     }
     value = equals + 1;
     value_end = value + strlen(value);
-    forksafe__ini_strip(&value, &value_end);
+    forksafe__text_strip(&value, &value_end);
     key_copy = forksafe__strndup(key, (size_t)(key_end - key));
     value_copy = forksafe__strndup(value, (size_t)(value_end - value));
     rc = key_copy && value_copy ? forksafe__map_put(&settings->local, key_copy, value_copy, line)

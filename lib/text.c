@@ -11,7 +11,7 @@
 
 /* The multi-byte cases are U+0085, U+00A0, U+1680, U+2000-U+200A, U+2028,
  * U+2029, U+202F, U+205F and U+3000. */
-size_t forksafe__space_at(const char *text, const char *text_end)
+size_t forksafe__text_space_at(const char *text, const char *text_end)
 {
     const unsigned char *p = (const unsigned char *)text;
     const unsigned char *end = (const unsigned char *)text_end;
@@ -43,19 +43,19 @@ static size_t space_before(const char *start, const char *end)
     size_t n;
 
     for (n = 1; n <= 3 && n <= (size_t)(end - start); n++) {
-        if (forksafe__space_at(end - n, end) == n)
+        if (forksafe__text_space_at(end - n, end) == n)
             return n;
     }
     return 0;
 }
 
-void forksafe__ini_strip(const char **start, const char **end)
+void forksafe__text_strip(const char **start, const char **end)
 {
     const char *s = *start;
     const char *e = *end;
     size_t n;
 
-    while (s < e && (n = forksafe__space_at(s, e)) > 0)
+    while (s < e && (n = forksafe__text_space_at(s, e)) > 0)
         s += n;
     while (e > s && (n = space_before(s, e)) > 0)
         e -= n;

@@ -71,7 +71,7 @@ static void check_structure(const forksafe__ini *ini, int lines)
 
             if (entry->line < 1 || entry->line > lines)
                 fuzz_fail("a key's line is outside the file");
-            forksafe__ini_strip(&start, &end);
+            forksafe__text_strip(&start, &end);
             if (start != entry->key || *end != '\0')
                 fuzz_fail("a key keeps surrounding whitespace");
             if (section->entries.count < 64 &&

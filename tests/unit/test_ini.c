@@ -358,14 +358,14 @@ START_TEST(strip_removes_python_whitespace)
     const char *text = "\xc2\xa0\t x y\xe3\x80\x80\x0b\xe2\x80\x8a";
     const char *start = text, *end = text + strlen(text);
 
-    forksafe__ini_strip(&start, &end);
+    forksafe__text_strip(&start, &end);
     ck_assert_int_eq((int)(end - start), 3);
     ck_assert_int_eq(memcmp(start, "x y", 3), 0);
     /* U+200B ZERO WIDTH SPACE is not whitespace for Python. */
     text = "\xe2\x80\x8bz";
     start = text;
     end = text + strlen(text);
-    forksafe__ini_strip(&start, &end);
+    forksafe__text_strip(&start, &end);
     ck_assert_ptr_eq(start, text);
 }
 END_TEST
