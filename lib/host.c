@@ -89,35 +89,20 @@ static void log_to_stderr(void *userdata, int level, const char *message)
     fprintf(stderr, "[forksafe] %s\n", message);
 }
 
-static int is_json_path(const char *spec)
-{
-    size_t length = strcspn(spec, "#");
-
-    return length >= 5 && strncmp(spec + length - 5, ".json", 5) == 0;
-}
-
-/* Settings and the [forksafe] section, read from the same file. */
+/* Settings and the [forksafe] section, from one read of the file. */
 static int load_settings(forksafe_host *host, const char *spec, forksafe__error *err)
 {
     forksafe__ini ini;
-    char *path;
     int rc;
 
-    rc = forksafe__settings_load(&host->context.settings, spec, err);
+    rc = forksafe__settings_load_file(&host->context.settings, spec, &ini, err);
     if (rc != 0)
         return rc;
     host->context.has_settings = 1;
-    if (is_json_path(spec))
-        return 0;
-    path = forksafe__strndup(spec, strcspn(spec, "#"));
-    if (!path)
-        return FORKSAFE__ENOMEM;
-    memset(&ini, 0, sizeof(ini));
-    rc = forksafe__ini_load(&ini, path, err);
-    if (rc == 0)
+    /* A JSON file (no section) has no [forksafe] section. */
+    if (host->context.settings.section)
         rc = forksafe__subscribe_ini(&host->context, &ini, err);
     forksafe__ini_free(&ini);
-    forksafe__free(path);
     return rc;
 }
 

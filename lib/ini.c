@@ -14,13 +14,9 @@
  * the first header, a byte order mark, invalid UTF-8): PasteDeploy fails on
  * it whatever section it reads, so every check reports it.
  */
-#include <errno.h>
-#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include "forksafe_internal.h"
 
@@ -32,8 +28,7 @@ typedef struct parser {
     size_t section_capacity;
     size_t problem_capacity;
     size_t comment_capacity;
-    forksafe__index section_index;
-    forksafe__index *key_indexes; /* one per section, parallel to ini->sections */
+    forksafe__index section_index; /* the sections' keys have their maps' own */
 
     long section;  /* current section position; -1 before the first header */
     long option;   /* entry whose value is being read; -1 when none */
@@ -49,228 +44,18 @@ typedef struct parser {
     size_t pending_blank_lines;
 } parser;
 
-/* ------------------------------------------------------------- whitespace */
-
-/* Length of the character at P if Python's str.isspace() is true for it,
- * else 0.  The multi-byte cases are U+0085, U+00A0, U+1680, U+2000-U+200A,
- * U+2028, U+2029, U+202F, U+205F and U+3000. */
-static size_t space_at(const unsigned char *p, const unsigned char *end)
-{
-    size_t left = (size_t)(end - p);
-
-    if (left == 0)
-        return 0;
-    if ((p[0] >= 0x09 && p[0] <= 0x0d) || (p[0] >= 0x1c && p[0] <= 0x20))
-        return 1;
-    if (left >= 2 && p[0] == 0xc2 && (p[1] == 0x85 || p[1] == 0xa0))
-        return 2;
-    if (left < 3)
-        return 0;
-    if (p[0] == 0xe1 && p[1] == 0x9a && p[2] == 0x80)
-        return 3;
-    if (p[0] == 0xe2 && p[1] == 0x80 &&
-        ((p[2] >= 0x80 && p[2] <= 0x8a) || p[2] == 0xa8 || p[2] == 0xa9 || p[2] == 0xaf))
-        return 3;
-    if (p[0] == 0xe2 && p[1] == 0x81 && p[2] == 0x9f)
-        return 3;
-    if (p[0] == 0xe3 && p[1] == 0x80 && p[2] == 0x80)
-        return 3;
-    return 0;
-}
-
-/* Length of the whitespace character that ends just before END, or 0. */
-static size_t space_before(const unsigned char *start, const unsigned char *end)
-{
-    size_t n;
-
-    for (n = 1; n <= 3 && n <= (size_t)(end - start); n++) {
-        if (space_at(end - n, end) == n)
-            return n;
-    }
-    return 0;
-}
-
-void forksafe__ini_strip(const char **start, const char **end)
-{
-    const unsigned char *s = (const unsigned char *)*start;
-    const unsigned char *e = (const unsigned char *)*end;
-    size_t n;
-
-    while (s < e && (n = space_at(s, e)) > 0)
-        s += n;
-    while (e > s && (n = space_before(s, e)) > 0)
-        e -= n;
-    *start = (const char *)s;
-    *end = (const char *)e;
-}
-
 /* ConfigParser measures indentation in characters, not bytes. */
 static size_t indentation(const char *line, const char *end)
 {
-    const unsigned char *p = (const unsigned char *)line;
+    const char *p = line;
     size_t characters = 0;
     size_t n;
 
-    while ((n = space_at(p, (const unsigned char *)end)) > 0) {
+    while ((n = forksafe__text_space_at(p, end)) > 0) {
         p += n;
         characters++;
     }
     return characters;
-}
-
-/* Returns the offset of the first byte of [TEXT, TEXT + LENGTH) that Python's
- * strict UTF-8 decoder rejects, or LENGTH if all of it decodes. */
-static size_t utf8_invalid_offset(const unsigned char *text, size_t length)
-{
-    size_t i = 0;
-
-    while (i < length) {
-        unsigned char c = text[i];
-        size_t need;
-        unsigned char low = 0x80, high = 0xbf;
-
-        if (c < 0x80) {
-            i++;
-            continue;
-        }
-        if (c >= 0xc2 && c <= 0xdf)
-            need = 1;
-        else if (c >= 0xe0 && c <= 0xef)
-            need = 2;
-        else if (c >= 0xf0 && c <= 0xf4)
-            need = 3;
-        else
-            return i;
-        /* Overlong forms, UTF-16 surrogates and code points past U+10FFFF. */
-        if (c == 0xe0)
-            low = 0xa0;
-        else if (c == 0xed)
-            high = 0x9f;
-        else if (c == 0xf0)
-            low = 0x90;
-        else if (c == 0xf4)
-            high = 0x8f;
-        if (i + 1 >= length || text[i + 1] < low || text[i + 1] > high)
-            return i;
-        for (size_t k = 2; k <= need; k++) {
-            if (i + k >= length || (text[i + k] & 0xc0) != 0x80)
-                return i;
-        }
-        i += need + 1;
-    }
-    return length;
-}
-
-size_t forksafe__utf8_invalid_offset(const char *text)
-{
-    return utf8_invalid_offset((const unsigned char *)text, strlen(text));
-}
-
-/* ------------------------------------------------------------- key index */
-
-static size_t hash_bytes(const char *key, size_t length)
-{
-    /* FNV-1a, then a final mix: FNV's low bits depend only on the low bits
-     * of each byte, and the table is indexed by its low bits, so keys such
-     * as "k0".."k9999" would otherwise pile up in a few runs. */
-    uint64_t hash = 14695981039346656037ULL;
-    size_t i;
-
-    for (i = 0; i < length; i++) {
-        hash ^= (unsigned char)key[i];
-        hash *= 1099511628211ULL;
-    }
-    hash ^= hash >> 33;
-    hash *= 0xff51afd7ed558ccdULL;
-    hash ^= hash >> 33;
-    return (size_t)hash;
-}
-
-static const char *key_at(const void *items, size_t stride, size_t position)
-{
-    return *(const char *const *)((const char *)items + position * stride);
-}
-
-static void index_insert(size_t *slots, size_t capacity, const void *items, size_t stride,
-                         size_t position)
-{
-    size_t mask = capacity - 1;
-    const char *key = key_at(items, stride, position);
-    size_t slot = hash_bytes(key, strlen(key)) & mask;
-
-    while (slots[slot] != 0)
-        slot = (slot + 1) & mask;
-    slots[slot] = position + 1;
-}
-
-int forksafe__index_add(forksafe__index *index, const void *items, size_t stride, size_t position)
-{
-    /* Half full at most, so probes stay short. */
-    if ((index->count + 1) * 2 > index->capacity) {
-        size_t capacity = index->capacity ? index->capacity * 2 : 16;
-        size_t *slots = forksafe__calloc(capacity, sizeof(*slots));
-        size_t i;
-
-        if (!slots)
-            return FORKSAFE__ENOMEM;
-        for (i = 0; i < index->capacity; i++) {
-            if (index->slots[i] != 0)
-                index_insert(slots, capacity, items, stride, index->slots[i] - 1);
-        }
-        forksafe__free(index->slots);
-        index->slots = slots;
-        index->capacity = capacity;
-    }
-    index_insert(index->slots, index->capacity, items, stride, position);
-    index->count++;
-    return 0;
-}
-
-int forksafe__index_build(forksafe__index *index, const void *items, size_t stride, size_t count)
-{
-    size_t i;
-
-    forksafe__index_free(index);
-    for (i = 0; i < count; i++) {
-        if (forksafe__index_add(index, items, stride, i) != 0) {
-            forksafe__index_free(index);
-            return FORKSAFE__ENOMEM;
-        }
-    }
-    return 0;
-}
-
-/* Finds the key of LENGTH bytes at KEY, which need not be terminated. */
-static long index_find_bytes(const forksafe__index *index, const void *items, size_t stride,
-                             const char *key, size_t length)
-{
-    size_t mask, slot;
-
-    if (index->capacity == 0)
-        return -1;
-    mask = index->capacity - 1;
-    for (slot = hash_bytes(key, length) & mask; index->slots[slot] != 0; slot = (slot + 1) & mask) {
-        size_t position = index->slots[slot] - 1;
-        const char *candidate = key_at(items, stride, position);
-
-        if (strncmp(candidate, key, length) == 0 && candidate[length] == '\0')
-            return (long)position;
-    }
-    return -1;
-}
-
-long forksafe__index_find(const forksafe__index *index, const void *items, size_t stride,
-                          const char *key)
-{
-    return index_find_bytes(index, items, stride, key, strlen(key));
-}
-
-void forksafe__index_free(forksafe__index *index)
-{
-    forksafe__free(index->slots);
-    index->slots = NULL;
-    index->capacity = 0;
-    index->count = 0;
 }
 
 /* --------------------------------------------------------------- problems */
@@ -400,20 +185,14 @@ static int add_section(parser *p, const char *name, size_t length)
     if (ini->count == p->section_capacity) {
         size_t capacity = p->section_capacity ? p->section_capacity * 2 : 4;
         forksafe__ini_section *grown = forksafe__realloc(ini->sections, capacity * sizeof(*grown));
-        forksafe__index *indexes;
 
         if (!grown)
             return FORKSAFE__ENOMEM;
         ini->sections = grown;
-        indexes = forksafe__realloc(p->key_indexes, capacity * sizeof(*indexes));
-        if (!indexes)
-            return FORKSAFE__ENOMEM;
-        p->key_indexes = indexes;
         p->section_capacity = capacity;
     }
     section = &ini->sections[ini->count];
     memset(section, 0, sizeof(*section));
-    memset(&p->key_indexes[ini->count], 0, sizeof(p->key_indexes[0]));
     section->name = forksafe__strndup(name, length);
     if (!section->name)
         return FORKSAFE__ENOMEM;
@@ -432,24 +211,12 @@ static int append_entry(parser *p, const char *key, size_t key_length, const cha
                         size_t value_length)
 {
     forksafe__map *map = &p->ini->sections[p->section].entries;
-    forksafe__entry *entry;
+    int rc = forksafe__map_put_new(map, forksafe__strndup(key, key_length),
+                                   forksafe__strndup(value, value_length), p->line);
 
-    if (forksafe__map_reserve(map) != 0)
-        return FORKSAFE__ENOMEM;
-    entry = &map->entries[map->count];
-    entry->key = forksafe__strndup(key, key_length);
-    entry->value = forksafe__strndup(value, value_length);
-    entry->line = p->line;
-    if (!entry->key || !entry->value ||
-        forksafe__index_add(&p->key_indexes[p->section], map->entries, sizeof(*entry),
-                            map->count) != 0) {
-        forksafe__free(entry->key);
-        forksafe__free(entry->value);
-        return FORKSAFE__ENOMEM;
-    }
-    p->option = (long)map->count;
-    map->count++;
-    return 0;
+    if (rc == 0)
+        p->option = (long)map->count - 1;
+    return rc;
 }
 
 static int value_append(parser *p, const char *text, size_t length)
@@ -517,8 +284,8 @@ static int finish_value(parser *p)
 
 static int parse_header(parser *p, const char *name, size_t length)
 {
-    long found = index_find_bytes(&p->section_index, p->ini->sections, sizeof(p->ini->sections[0]),
-                                  name, length);
+    long found = forksafe__index_find_bytes(&p->section_index, p->ini->sections,
+                                            sizeof(p->ini->sections[0]), name, length);
 
     if (found < 0)
         return add_section(p, name, length);
@@ -538,8 +305,9 @@ static int parse_option(parser *p, const char *start, const char *end)
     const char *key_end, *value_start, *value_end;
     const char *section = current_section_name(p);
     char quoted[QUOTE_LIMIT * 4 + 16];
+    forksafe__map *map = &p->ini->sections[p->section].entries;
+    const forksafe__entry *found;
     size_t key_length;
-    long found;
     int rc;
 
     /* The first '=' or ':' wins, so "url = http://x" splits at '='. */
@@ -557,17 +325,16 @@ static int parse_option(parser *p, const char *start, const char *end)
     if ((rc = finish_value(p)) != 0)
         return rc;
     key_end = delimiter;
-    forksafe__ini_strip(&start, &key_end);
+    forksafe__text_strip(&start, &key_end);
     value_start = delimiter + 1;
     value_end = end;
-    forksafe__ini_strip(&value_start, &value_end);
+    forksafe__text_strip(&value_start, &value_end);
 
     key_length = (size_t)(key_end - start);
-    found =
-        index_find_bytes(&p->key_indexes[p->section], p->ini->sections[p->section].entries.entries,
-                         sizeof(forksafe__entry), start, key_length);
-    if (found >= 0) {
-        forksafe__entry *entry = &p->ini->sections[p->section].entries.entries[found];
+    found = forksafe__map_find_bytes(map, start, key_length);
+    if (found) {
+        /* The parser owns the map: it may edit the entry it found. */
+        forksafe__entry *entry = &map->entries[found - map->entries];
         char *value = forksafe__strndup(value_start, (size_t)(value_end - value_start));
 
         rc = value ? add_problem(p, section,
@@ -580,7 +347,7 @@ static int parse_option(parser *p, const char *start, const char *end)
             forksafe__free(entry->value);
             entry->value = value;
             entry->line = p->line;
-            p->option = found;
+            p->option = (long)(found - map->entries);
         }
         else {
             forksafe__free(value);
@@ -615,7 +382,7 @@ static int parse_line(parser *p, const char *line, const char *end)
     /* The whole line, bytes after a NUL included: Python decodes the whole
      * file before it parses anything. */
     if (!p->bad_encoding_seen) {
-        size_t offset = utf8_invalid_offset((const unsigned char *)line, (size_t)(end - line));
+        size_t offset = forksafe__utf8_invalid_offset_bytes(line, (size_t)(end - line));
 
         if (offset < (size_t)(end - line)) {
             p->bad_encoding_seen = 1;
@@ -631,7 +398,7 @@ static int parse_line(parser *p, const char *line, const char *end)
 
     start = line;
     stop = end;
-    forksafe__ini_strip(&start, &stop);
+    forksafe__text_strip(&start, &stop);
     if (start < stop && (*start == '#' || *start == ';'))
         return add_comment_line(p);
     if (start == stop) {
@@ -706,7 +473,6 @@ int forksafe__ini_parse(forksafe__ini *ini, const char *name, const char *text, 
                         forksafe__error *err)
 {
     parser p;
-    size_t i;
     int rc;
 
     memset(ini, 0, sizeof(*ini));
@@ -718,91 +484,12 @@ int forksafe__ini_parse(forksafe__ini *ini, const char *name, const char *text, 
     rc = ini->path ? parse_text(&p, text, length) : FORKSAFE__ENOMEM;
 
     forksafe__index_free(&p.section_index);
-    for (i = 0; i < ini->count; i++)
-        forksafe__index_free(&p.key_indexes[i]);
-    forksafe__free(p.key_indexes);
     forksafe__free(p.value);
     if (rc != 0) {
         forksafe__ini_free(ini);
         forksafe__error_set(err, name, 0, "%s", forksafe__strerror(rc));
     }
     return rc;
-}
-
-int forksafe__open_settings_file(const char *path, forksafe__error *err)
-{
-    struct stat st;
-    const char *what;
-    /* O_NONBLOCK: opening a FIFO for reading would otherwise wait for a
-     * writer, and the instance would hang at start-up instead of failing. */
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-
-    if (fd < 0) {
-        forksafe__error_set(err, path, 0, "cannot open the settings file: %s", strerror(errno));
-        return FORKSAFE__EIO;
-    }
-    if (fstat(fd, &st) != 0) {
-        forksafe__error_set(err, path, 0, "cannot read the settings file: %s", strerror(errno));
-        close(fd);
-        return FORKSAFE__EIO;
-    }
-    if (!S_ISREG(st.st_mode)) {
-        what = S_ISDIR(st.st_mode)    ? "a directory"
-               : S_ISFIFO(st.st_mode) ? "a FIFO"
-               : S_ISSOCK(st.st_mode) ? "a socket"
-               : S_ISCHR(st.st_mode)  ? "a character device"
-                                      : "a special file";
-        forksafe__error_set(err, path, 0,
-                            "cannot read the settings file: it is %s, not a regular file", what);
-        close(fd);
-        return FORKSAFE__EIO;
-    }
-    return fd;
-}
-
-/* Reads all of PATH into a new NUL-terminated buffer. */
-static int read_file(const char *path, char **text, size_t *length, forksafe__error *err)
-{
-    size_t used = 0, capacity = 0;
-    char *buffer = NULL;
-    int fd = forksafe__open_settings_file(path, err);
-
-    if (fd < 0)
-        return fd;
-    for (;;) {
-        ssize_t got;
-
-        if (capacity - used < 4096) {
-            size_t grown_capacity = capacity ? capacity * 2 : 65536;
-            char *grown = forksafe__realloc(buffer, grown_capacity);
-
-            if (!grown) {
-                forksafe__free(buffer);
-                close(fd);
-                forksafe__error_set(err, path, 0, "%s", forksafe__strerror(FORKSAFE__ENOMEM));
-                return FORKSAFE__ENOMEM;
-            }
-            buffer = grown;
-            capacity = grown_capacity;
-        }
-        got = read(fd, buffer + used, capacity - used - 1);
-        if (got < 0 && errno == EINTR)
-            continue;
-        if (got < 0) {
-            forksafe__error_set(err, path, 0, "cannot read the settings file: %s", strerror(errno));
-            forksafe__free(buffer);
-            close(fd);
-            return FORKSAFE__EIO;
-        }
-        if (got == 0)
-            break;
-        used += (size_t)got;
-    }
-    close(fd);
-    buffer[used] = '\0';
-    *text = buffer;
-    *length = used;
-    return 0;
 }
 
 int forksafe__ini_load(forksafe__ini *ini, const char *path, forksafe__error *err)
@@ -812,7 +499,7 @@ int forksafe__ini_load(forksafe__ini *ini, const char *path, forksafe__error *er
     int rc;
 
     memset(ini, 0, sizeof(*ini));
-    if ((rc = read_file(path, &text, &length, err)) != 0)
+    if ((rc = forksafe__read_settings_file(path, &text, &length, err)) != 0)
         return rc;
     rc = forksafe__ini_parse(ini, path, text, length, err);
     forksafe__free(text);

@@ -552,8 +552,10 @@ int forksafe__subscribe(forksafe__context *ctx, const char *text, const char *so
  * little too low - near enough for a human, and the message quotes the
  * handler. */
 static int subscribe_entry(forksafe__context *ctx, const forksafe__ini *ini,
+                           forksafe__defaults *defaults, const forksafe__ini_section *section,
                            const forksafe__entry *entry, forksafe__error *err)
 {
+    const forksafe__scope scope = {defaults, section};
     const char *source = ini->path ? ini->path : "[forksafe]";
     parsed events = {0};
     char *value = NULL;
@@ -564,7 +566,13 @@ static int subscribe_entry(forksafe__context *ctx, const forksafe__ini *ini,
     rc = parse_events(entry->key, strlen(entry->key), &events, source, entry->line, err);
     if (rc)
         return rc;
-    rc = forksafe__settings_interpolate(ini, "forksafe", entry->key, entry->line, &value, err);
+    /* The defaults are built on the section's first key, once for all of
+     * them, after its events (a bad event name is the error reported). */
+    if (!defaults->ini && (rc = forksafe__defaults_open(defaults, ini, err)) != 0)
+        return rc;
+    rc = forksafe__interpolate(&scope, entry, &value, err);
+    if (rc == FORKSAFE__ENOMEM)
+        forksafe__error_set(err, ini->path, entry->line, "%s", forksafe__strerror(rc));
     if (rc)
         return rc;
     for (p = value; *p; offset++) {
@@ -599,6 +607,7 @@ static int subscribe_entry(forksafe__context *ctx, const forksafe__ini *ini,
 int forksafe__subscribe_ini(forksafe__context *ctx, const forksafe__ini *ini, forksafe__error *err)
 {
     const forksafe__ini_section *section = forksafe__ini_find(ini, "forksafe");
+    forksafe__defaults defaults = {0};
     size_t i;
     int rc;
 
@@ -611,9 +620,10 @@ int forksafe__subscribe_ini(forksafe__context *ctx, const forksafe__ini *ini, fo
     if (rc)
         return rc;
     for (i = 0; i < section->entries.count; i++) {
-        rc = subscribe_entry(ctx, ini, &section->entries.entries[i], err);
+        rc = subscribe_entry(ctx, ini, &defaults, section, &section->entries.entries[i], err);
         if (rc)
-            return rc;
+            break;
     }
-    return 0;
+    forksafe__defaults_close(&defaults);
+    return rc;
 }

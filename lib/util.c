@@ -1,6 +1,6 @@
 /*
- * util.c - errors, allocation with failure injection, the ordered string map,
- * and the small name tables shared by every module.
+ * util.c - errors, allocation with failure injection, and the small name
+ * tables shared by every module.
  */
 #include <stdarg.h>
 #include <stdio.h>
@@ -118,118 +118,6 @@ void forksafe__free(void *ptr)
 void forksafe__alloc_install_json(void)
 {
     json_set_alloc_funcs(forksafe__malloc, forksafe__free);
-}
-
-/* ------------------------------------------------------------- string map */
-
-int forksafe__map_reserve(forksafe__map *map)
-{
-    size_t capacity;
-    forksafe__entry *grown;
-
-    if (map->count < map->capacity)
-        return 0;
-    capacity = map->capacity ? map->capacity * 2 : 8;
-    grown = forksafe__realloc(map->entries, capacity * sizeof(*grown));
-    if (!grown)
-        return FORKSAFE__ENOMEM;
-    map->entries = grown;
-    map->capacity = capacity;
-    return 0;
-}
-
-int forksafe__map_put(forksafe__map *map, const char *key, const char *value, int line)
-{
-    char *value_copy = forksafe__strdup(value);
-    size_t i;
-
-    if (!value_copy)
-        return FORKSAFE__ENOMEM;
-    for (i = 0; i < map->count; i++) {
-        if (strcmp(map->entries[i].key, key) == 0) {
-            forksafe__free(map->entries[i].value);
-            map->entries[i].value = value_copy;
-            map->entries[i].line = line;
-            return 0;
-        }
-    }
-    if (forksafe__map_reserve(map) != 0) {
-        forksafe__free(value_copy);
-        return FORKSAFE__ENOMEM;
-    }
-    map->entries[map->count].key = forksafe__strdup(key);
-    if (!map->entries[map->count].key) {
-        forksafe__free(value_copy);
-        return FORKSAFE__ENOMEM;
-    }
-    map->entries[map->count].value = value_copy;
-    map->entries[map->count].line = line;
-    map->count++;
-    return 0;
-}
-
-const forksafe__entry *forksafe__map_find(const forksafe__map *map, const char *key)
-{
-    size_t i;
-
-    for (i = 0; i < map->count; i++) {
-        if (strcmp(map->entries[i].key, key) == 0)
-            return &map->entries[i];
-    }
-    return NULL;
-}
-
-const char *forksafe__map_get(const forksafe__map *map, const char *key)
-{
-    const forksafe__entry *entry = forksafe__map_find(map, key);
-
-    return entry ? entry->value : NULL;
-}
-
-void forksafe__map_remove(forksafe__map *map, const char *key)
-{
-    size_t i;
-
-    for (i = 0; i < map->count; i++) {
-        if (strcmp(map->entries[i].key, key) == 0) {
-            forksafe__free(map->entries[i].key);
-            forksafe__free(map->entries[i].value);
-            memmove(&map->entries[i], &map->entries[i + 1],
-                    (map->count - i - 1) * sizeof(map->entries[0]));
-            map->count--;
-            return;
-        }
-    }
-}
-
-void forksafe__map_clear(forksafe__map *map)
-{
-    size_t i;
-
-    for (i = 0; i < map->count; i++) {
-        forksafe__free(map->entries[i].key);
-        forksafe__free(map->entries[i].value);
-    }
-    forksafe__free(map->entries);
-    map->entries = NULL;
-    map->count = 0;
-    map->capacity = 0;
-}
-
-json_t *forksafe__map_to_json(const forksafe__map *map)
-{
-    json_t *object = json_object();
-    size_t i;
-
-    if (!object)
-        return NULL;
-    for (i = 0; i < map->count; i++) {
-        if (json_object_set_new(object, map->entries[i].key, json_string(map->entries[i].value))) {
-            json_decref(object);
-            return NULL;
-        }
-    }
-    return object;
 }
 
 /* ------------------------------------------------------------- name tables */

@@ -201,12 +201,9 @@ static const char *ini_option(void)
 /* The file of a paste spec "config:PATH[#name]" (or a bare PATH). */
 static void paste_file(const char *spec, char *path, size_t path_size)
 {
-    const char *hash;
-
     if (strncmp(spec, "config:", 7) == 0)
         spec += 7;
-    hash = strchr(spec, '#');
-    snprintf(path, path_size, "%.*s", hash ? (int)(hash - spec) : (int)strlen(spec), spec);
+    snprintf(path, path_size, "%.*s", (int)forksafe__settings_path_length(spec), spec);
 }
 
 /* Reads the settings into the context, and into INI the file that may hold
@@ -219,30 +216,21 @@ static void load_settings(forksafe__ini *ini, int *have_ini)
 
     *have_ini = 0;
     if (glue.options.settings) {
-        const char *hash = strchr(glue.options.settings, '#');
-        size_t length =
-            hash ? (size_t)(hash - glue.options.settings) : strlen(glue.options.settings);
-        if (forksafe__settings_load(&glue.context.settings, glue.options.settings, &err) != 0)
+        if (forksafe__settings_load_file(&glue.context.settings, glue.options.settings, ini,
+                                         &err) != 0)
             die_with_settings_error(&err, "forksafe-settings", glue.options.settings);
         glue.context.has_settings = 1;
-        snprintf(path, sizeof(path), "%.*s", (int)length, glue.options.settings);
-        if (length < 5 || strcmp(path + length - 5, ".json") != 0) {
-            if (forksafe__ini_load(ini, path, &err) != 0)
-                die_with_settings_error(&err, "forksafe-settings", glue.options.settings);
-            *have_ini = 1;
-        }
+        /* A JSON file (no section) has no [forksafe] section. */
+        *have_ini = glue.context.settings.section != NULL;
     }
     else if (paste) {
         /* The settings loader finds the app section by PasteDeploy's own
-         * rules (app:, application:, pipeline:, ...); the ini is read again
-         * for [forksafe] and the whole-file check.  Start-up only. */
+         * rules (app:, application:, pipeline:, ...) and hands on the file
+         * it read for [forksafe] and the whole-file check. */
         const char *spec = strncmp(paste, "config:", 7) == 0 ? paste + 7 : paste;
-        paste_file(paste, path, sizeof(path));
-        if (forksafe__settings_load(&glue.context.settings, spec, &err) != 0)
+        if (forksafe__settings_load_file(&glue.context.settings, spec, ini, &err) != 0)
             die_with_settings_error(&err, "paste", paste);
         glue.context.has_settings = 1;
-        if (forksafe__ini_load(ini, path, &err) != 0)
-            die_with_settings_error(&err, "paste", paste);
         *have_ini = 1;
     }
     else if (ini_option()) {

@@ -1,6 +1,6 @@
 /*
  * fuzz_ini.c - the settings-file parser (lib/ini.c) and PasteDeploy's view
- * of it (lib/settings.c).  The input is a whole settings file; every
+ * of it (lib/paste.c).  The input is a whole settings file; every
  * section of it is loaded as the application, as `forksafe-settings =
  * FILE#NAME` would.
  */
@@ -71,7 +71,7 @@ static void check_structure(const forksafe__ini *ini, int lines)
 
             if (entry->line < 1 || entry->line > lines)
                 fuzz_fail("a key's line is outside the file");
-            forksafe__ini_strip(&start, &end);
+            forksafe__text_strip(&start, &end);
             if (start != entry->key || *end != '\0')
                 fuzz_fail("a key keeps surrounding whitespace");
             if (section->entries.count < 64 &&

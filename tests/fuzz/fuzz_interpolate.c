@@ -1,6 +1,6 @@
 /*
  * fuzz_interpolate.c - ConfigParser's %(name)s interpolation as forksafe
- * does it (lib/settings.c): every key of every section of the input is
+ * does it (lib/interpolate.c): every key of every section of the input is
  * interpolated through the [forksafe] entry point, and [app:main] is loaded
  * through PasteDeploy's rules.  The input is a settings file that starts in
  * [DEFAULT], so the fuzzer spends its time on values, not on headers.
@@ -51,7 +51,7 @@ static void interpolate_one(const forksafe__ini *ini, const char *section,
     forksafe__error err = {0};
     char *out = NULL, *expected;
     int has_reference;
-    int rc = forksafe__settings_interpolate(ini, section, entry->key, 0, &out, &err);
+    int rc = forksafe__interpolate_key(ini, section, entry->key, 0, &out, &err);
 
     fuzz_check_error(rc, &err);
     if (rc != 0 && rc != FORKSAFE__ESYNTAX)

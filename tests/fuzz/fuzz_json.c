@@ -1,6 +1,6 @@
 /*
  * fuzz_json.c - the JSON settings loader (`forksafe-settings = FILE.json`,
- * lib/settings.c).  It reads a file, so each input is written to a
+ * lib/settings_json.c).  It reads a file, so each input is written to a
  * settings.json in a private temporary directory first.
  */
 #include "fuzz.h"

@@ -1,6 +1,6 @@
 /*
- * test_ini.c - the raw parser: golden files, problems and checks, the key
- * index, big inputs, allocation failures.
+ * test_ini.c - the raw parser: golden files, problems and checks, big
+ * inputs, allocation failures.
  *
  * Golden cases live in tests/golden/ini: every NAME.ini has NAME.out, the
  * dump of the raw parse (sections, keys with lines, raw values, problems),
@@ -358,44 +358,15 @@ START_TEST(strip_removes_python_whitespace)
     const char *text = "\xc2\xa0\t x y\xe3\x80\x80\x0b\xe2\x80\x8a";
     const char *start = text, *end = text + strlen(text);
 
-    forksafe__ini_strip(&start, &end);
+    forksafe__text_strip(&start, &end);
     ck_assert_int_eq((int)(end - start), 3);
     ck_assert_int_eq(memcmp(start, "x y", 3), 0);
     /* U+200B ZERO WIDTH SPACE is not whitespace for Python. */
     text = "\xe2\x80\x8bz";
     start = text;
     end = text + strlen(text);
-    forksafe__ini_strip(&start, &end);
+    forksafe__text_strip(&start, &end);
     ck_assert_ptr_eq(start, text);
-}
-END_TEST
-
-/* ------------------------------------------------------------------- index */
-
-START_TEST(index_finds_every_key)
-{
-    forksafe__map map = {0};
-    forksafe__index index = {0};
-    char key[32];
-    int i;
-
-    for (i = 0; i < 5000; i++) {
-        snprintf(key, sizeof(key), "key.%d", i);
-        ck_assert_int_eq(forksafe__map_put(&map, key, "v", i), 0);
-    }
-    ck_assert_int_eq(forksafe__index_build(&index, map.entries, sizeof(forksafe__entry), map.count),
-                     0);
-    for (i = 0; i < 5000; i++) {
-        snprintf(key, sizeof(key), "key.%d", i);
-        ck_assert_int_eq(forksafe__index_find(&index, map.entries, sizeof(forksafe__entry), key),
-                         i);
-    }
-    ck_assert_int_eq(forksafe__index_find(&index, map.entries, sizeof(forksafe__entry), "key.5000"),
-                     -1);
-    forksafe__index_free(&index);
-    ck_assert_int_eq(forksafe__index_find(&index, map.entries, sizeof(forksafe__entry), "key.1"),
-                     -1);
-    forksafe__map_clear(&map);
 }
 END_TEST
 
@@ -523,7 +494,6 @@ Suite *unit_suite(void)
     tcase_add_test(core, value_lines_skip_comment_lines);
     tcase_add_test(core, empty_input);
     tcase_add_test(core, strip_removes_python_whitespace);
-    tcase_add_test(core, index_finds_every_key);
     tcase_add_test(core, ten_thousand_keys_parse);
     tcase_add_test(core, huge_values_are_not_truncated);
     tcase_add_test(core, many_sections);

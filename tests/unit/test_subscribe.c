@@ -426,6 +426,36 @@ START_TEST(ini_interpolation_errors)
 }
 END_TEST
 
+START_TEST(ini_defaults_are_built_once_per_section)
+{
+    /* 200 [DEFAULT] keys and 50 [forksafe] keys ("post-fork", then
+     * "post-fork,post-fork", ...): copying the defaults for every key, as
+     * the reader once did, costs 50 * 400 allocations. */
+    size_t size = 200 * 32 + 50 * 50 * 12, used = 0;
+    char *text = malloc(size);
+    forksafe__error err = {0};
+    unsigned long before;
+    int i, k;
+
+    used += (size_t)snprintf(text + used, size - used, "[DEFAULT]\n");
+    for (i = 0; i < 200; i++)
+        used += (size_t)snprintf(text + used, size - used, "default.%d = %d\n", i, i);
+    used += (size_t)snprintf(text + used, size - used, "[forksafe]\n");
+    for (i = 0; i < 50; i++) {
+        for (k = 0; k <= i; k++)
+            used += (size_t)snprintf(text + used, size - used, "%spost-fork", k ? "," : "");
+        used += (size_t)snprintf(text + used, size - used, " = exec:echo %%(default.%d)s\n", i);
+    }
+    ck_assert_int_eq(parse_ini(text, &err), 0);
+    free(text);
+    before = forksafe__alloc_attempts();
+    ck_assert_int_eq(forksafe__subscribe_ini(&ctx, &ini, &err), 0);
+    ck_assert_uint_eq(ctx.subscription_count, 50);
+    ck_assert_str_eq(ctx.subscriptions[49].spec, "exec:echo 49");
+    ck_assert_uint_lt(forksafe__alloc_attempts() - before, 50 * 400 / 4);
+}
+END_TEST
+
 Suite *unit_suite(void)
 {
     Suite *suite = suite_create("subscribe");
@@ -451,6 +481,7 @@ Suite *unit_suite(void)
     tcase_add_loop_test(ini_tc, ini_refused, 0, sizeof(ini_refusals) / sizeof(ini_refusals[0]));
     tcase_add_test(ini_tc, ini_problems_in_forksafe_only);
     tcase_add_test(ini_tc, ini_interpolation_errors);
+    tcase_add_test(ini_tc, ini_defaults_are_built_once_per_section);
     suite_add_tcase(suite, ini_tc);
     return suite;
 }
