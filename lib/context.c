@@ -4,17 +4,12 @@
  * to the matching subscriptions, and the forksafe-check description.
  */
 #include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <time.h>
 
 #include "forksafe_internal.h"
-
-/* Longest log line; longer messages are truncated rather than allocated,
- * because logging must work when memory has run out. */
-#define LOG_LINE_MAX 2048
 
 /* ------------------------------------------------------------------ set-up */
 
@@ -63,34 +58,6 @@ const forksafe__backend *forksafe__context_backend(const forksafe__context *ctx,
             return ctx->backends[i];
     }
     return NULL;
-}
-
-/* ----------------------------------------------------------------- logging */
-
-static void log_va(const forksafe__context *ctx, int level, const char *fmt, va_list ap)
-    FORKSAFE__PRINTF(3, 0);
-
-static void log_va(const forksafe__context *ctx, int level, const char *fmt, va_list ap)
-{
-    char line[LOG_LINE_MAX];
-
-    vsnprintf(line, sizeof(line), fmt, ap);
-    if (ctx && ctx->log) {
-        ctx->log(ctx->log_data, level, line);
-        return;
-    }
-    /* No host logger (a bare test or tool): stderr is the only place left
-     * that cannot be a client socket. */
-    fprintf(stderr, "[forksafe] %s\n", line);
-}
-
-void forksafe__log(const forksafe__context *ctx, int level, const char *fmt, ...)
-{
-    va_list ap;
-
-    va_start(ap, fmt);
-    log_va(ctx, level, fmt, ap);
-    va_end(ap);
 }
 
 /* -------------------------------------------------------------------- seal */

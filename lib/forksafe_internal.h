@@ -282,6 +282,13 @@ enum forksafe__log_level {
 /* The host's logger.  MESSAGE has no prefix and no trailing newline. */
 typedef void (*forksafe__log_fn)(void *userdata, int level, const char *message);
 
+typedef struct forksafe__context forksafe__context;
+
+/* Logs one line through CTX's callback (lib/log.c); without a callback (or
+ * CTX NULL), to stderr.  Lines longer than 2 KiB are truncated. */
+void forksafe__log(const forksafe__context *ctx, int level, const char *fmt, ...)
+    FORKSAFE__PRINTF(3, 4);
+
 /* ---------------------------------------------------------------- process */
 
 enum forksafe__process_kind {
@@ -319,8 +326,6 @@ typedef struct forksafe__occurrence {
 } forksafe__occurrence;
 
 /* -------------------------------------------------------------- backends */
-
-typedef struct forksafe__context forksafe__context;
 typedef struct forksafe__backend forksafe__backend;
 
 /* How one handler kind ("exec", "dl", "symbol", "hook", "python") is
@@ -472,10 +477,6 @@ int forksafe__context_add_backend(forksafe__context *ctx, forksafe__backend *bac
 
 /* Returns the backend for KIND, or NULL. */
 const forksafe__backend *forksafe__context_backend(const forksafe__context *ctx, const char *kind);
-
-/* Logs through CTX's callback. */
-void forksafe__log(const forksafe__context *ctx, int level, const char *fmt, ...)
-    FORKSAFE__PRINTF(3, 4);
 
 /* Parses a `forksafe-subscribe` value "EVENT[,EVENT...] [OPTION...] HANDLER"
  * and appends it (not yet resolved).  OPTION is kind=worker|mule|spooler|
