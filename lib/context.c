@@ -7,7 +7,6 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <time.h>
 
 #include "forksafe_internal.h"
 
@@ -237,13 +236,9 @@ static void describe_process(const forksafe__process *process, char *buf, size_t
                  process->id, (long)process->pid);
 }
 
-static double elapsed_ms(const struct timespec *start)
+static double elapsed_ms(int64_t start_ns)
 {
-    struct timespec now;
-
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return (double)(now.tv_sec - start->tv_sec) * 1e3 +
-           (double)(now.tv_nsec - start->tv_nsec) / 1e6;
+    return (double)(forksafe__monotonic_ns() - start_ns) / 1e6;
 }
 
 /* WHERE is described only when a line is logged: snprintf alone would cost
@@ -253,17 +248,18 @@ static int run_handler(forksafe__context *ctx, const forksafe__subscription *sub
 {
     const char *event = forksafe_event_type_name(ev->occ->type);
     char why[512], where[128];
-    struct timespec start;
+    int64_t start, duration;
     double ms;
     int rc;
 
     why[0] = '\0';
     ev->subscription = sub;
-    clock_gettime(CLOCK_MONOTONIC, &start);
+    start = forksafe__monotonic_ns();
     rc = sub->backend->invoke(ctx, sub->backend->data, sub->handle, ev, why, sizeof(why));
-    ms = elapsed_ms(&start);
+    duration = forksafe__monotonic_ns() - start;
+    ms = (double)duration / 1e6;
     forksafe__stats_handler_ran(ctx, ev->occ, (int)sub->index, rc,
-                                why[0] ? why : forksafe__strerror(rc), (int64_t)(ms * 1e6));
+                                why[0] ? why : forksafe__strerror(rc), duration);
     if (rc == 0 && !ctx->verbose && (ctx->timeout <= 0 || ms <= ctx->timeout * 1e3))
         return 0;
     describe_process(&ev->occ->self, where, sizeof(where));
@@ -285,7 +281,7 @@ static int run_handler(forksafe__context *ctx, const forksafe__subscription *sub
 int forksafe__dispatch(forksafe__context *ctx, const forksafe__occurrence *occ)
 {
     forksafe_event ev = {ctx, occ, NULL, NULL, NULL, 0};
-    struct timespec start = {0, 0};
+    int64_t start = 0;
     int result = 0, ran = 0, failed = 0;
     size_t i;
 
@@ -308,11 +304,8 @@ int forksafe__dispatch(forksafe__context *ctx, const forksafe__occurrence *occ)
         /* The event's time is taken on the first match; the payload is
          * built only if a handler asks for it (forksafe_event_payload). */
         if (ev.time == 0) {
-            struct timespec now;
-
-            clock_gettime(CLOCK_MONOTONIC, &start);
-            clock_gettime(CLOCK_REALTIME, &now);
-            ev.time = (double)now.tv_sec + (double)now.tv_nsec / 1e9;
+            start = forksafe__monotonic_ns();
+            ev.time = forksafe__realtime_seconds();
         }
         /* Claimed just before running: a failed handler still counts as
          * run, so a crash loop cannot make every worker retry it. */
@@ -332,7 +325,7 @@ int forksafe__dispatch(forksafe__context *ctx, const forksafe__occurrence *occ)
         describe_process(&occ->self, where, sizeof(where));
         forksafe__log(ctx, FORKSAFE__LOG_INFO, "%s in %s: %d handler%s, %d failed, %.3f ms",
                       forksafe_event_type_name(occ->type), where, ran, ran == 1 ? "" : "s", failed,
-                      elapsed_ms(&start));
+                      elapsed_ms(start));
     }
     json_decref(ev.payload);
     forksafe__free(ev.payload_json);

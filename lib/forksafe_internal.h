@@ -289,6 +289,17 @@ typedef struct forksafe__context forksafe__context;
 void forksafe__log(const forksafe__context *ctx, int level, const char *fmt, ...)
     FORKSAFE__PRINTF(3, 4);
 
+/* ------------------------------------------------------------------ clock */
+
+/* Nanoseconds on the monotonic clock (lib/clock.c): durations, deadlines. */
+int64_t forksafe__monotonic_ns(void);
+
+/* Nanoseconds since the epoch on the wall clock: timestamps for others. */
+int64_t forksafe__realtime_ns(void);
+
+/* Seconds since the epoch on the wall clock, as the payload's "time". */
+double forksafe__realtime_seconds(void);
+
 /* ---------------------------------------------------------------- process */
 
 enum forksafe__process_kind {
@@ -564,7 +575,6 @@ struct forksafe__payload_writer {
 };
 void *forksafe__payload_write(const forksafe__payload_writer *w, const forksafe__context *ctx,
                               const forksafe__occurrence *occ, double time);
-double forksafe__realtime_now(void);
 
 /* -------------------------------------------------------- python backend */
 

@@ -21,7 +21,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "forksafe_internal.h"
 
@@ -152,7 +151,7 @@ static void keep_unheard_post_fork(const forksafe__context *ctx, const forksafe_
     unheard_post_fork.occ.child = NULL;
     unheard_post_fork.occ.reason = NULL;
     unheard_post_fork.occ.child_cause = NULL;
-    unheard_post_fork.time = forksafe__realtime_now();
+    unheard_post_fork.time = forksafe__realtime_seconds();
 }
 
 /* _forksafe.listeners, which pyramid_forksafe changes in place, and whether
@@ -577,7 +576,7 @@ static PyObject *payload_object(const forksafe__context *ctx, const forksafe__oc
                                 double time)
 {
     PyObject *payload = forksafe__payload_write(&python_writer, ctx, occ,
-                                                time > 0 ? time : forksafe__realtime_now());
+                                                time > 0 ? time : forksafe__realtime_seconds());
 
     if (!payload && !py.PyErr_Occurred())
         py.PyErr_NoMemory();
@@ -868,18 +867,16 @@ int forksafe__python_bridge_deliver(forksafe__context *ctx, const forksafe__occu
     for (i = 0; i < count; i++) {
         PyObject *listener = py.PyTuple_GetItem(snapshot, i);
         char why[512] = "";
-        struct timespec start, end;
+        int64_t start;
         int rc;
         if (!listener) {
             py.PyErr_Clear();
             break;
         }
-        clock_gettime(CLOCK_MONOTONIC, &start);
+        start = forksafe__monotonic_ns();
         rc = call_with_payload(ctx, listener, payload, "pyramid_forksafe", &ev, why, sizeof(why));
-        clock_gettime(CLOCK_MONOTONIC, &end);
         forksafe__stats_handler_ran(ctx, occ, FORKSAFE__STATS_LISTENERS, rc, why,
-                                    (int64_t)(end.tv_sec - start.tv_sec) * 1000000000 +
-                                        (end.tv_nsec - start.tv_nsec));
+                                    forksafe__monotonic_ns() - start);
         if (rc != 0)
             failed = 1;
     }

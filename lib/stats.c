@@ -13,7 +13,6 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <time.h>
 
 #include "forksafe_internal.h"
 
@@ -41,14 +40,6 @@ void forksafe__stats_fired(forksafe__context *ctx, forksafe_event_type type)
     if (!ctx->stats || (int)type < 0 || type >= FORKSAFE_EVENT_COUNT)
         return;
     __atomic_add_fetch(&ctx->stats->events[type].fired, 1, __ATOMIC_RELAXED);
-}
-
-static int64_t wall_clock_us(void)
-{
-    struct timespec now;
-
-    clock_gettime(CLOCK_REALTIME, &now);
-    return (int64_t)now.tv_sec * 1000000 + now.tv_nsec / 1000;
 }
 
 static void raise_to(int64_t *target, int64_t value)
@@ -84,7 +75,7 @@ void forksafe__stats_handler_ran(forksafe__context *ctx, const forksafe__occurre
     record = &stats->history[sequence % stats->history_capacity];
     __atomic_store_n(&record->stamp, 0, __ATOMIC_RELAXED);
     __atomic_thread_fence(__ATOMIC_RELEASE);
-    __atomic_store_n(&record->time_us, wall_clock_us(), __ATOMIC_RELAXED);
+    __atomic_store_n(&record->time_us, forksafe__realtime_ns() / 1000, __ATOMIC_RELAXED);
     __atomic_store_n(&record->duration_us, duration_us, __ATOMIC_RELAXED);
     __atomic_store_n(&record->event, (int32_t)occ->type, __ATOMIC_RELAXED);
     __atomic_store_n(&record->kind, (int32_t)occ->self.kind, __ATOMIC_RELAXED);
