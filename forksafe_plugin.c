@@ -1196,7 +1196,7 @@ static void forksafe_preinit_apps(void)
         uwsgi_log("[forksafe] configuration is valid\n");
         exit(0);
     }
-    if (forksafe__python_bridge_init("uwsgi") != 0) {
+    if (forksafe__python_bridge_init(&context) != 0) {
         uwsgi_log("[forksafe] cannot create the _forksafe Python module\n");
         exit(1);
     }
@@ -1269,7 +1269,7 @@ static void fire(forksafe_event_type type, const forksafe__process *child, int s
                  int status, const char *cause, const char *reason, int exiting)
 {
     forksafe__occurrence occ;
-    int result, bridge_result;
+    int result;
 
     if (!context_ready)
         return;
@@ -1293,13 +1293,11 @@ static void fire(forksafe_event_type type, const forksafe__process *child, int s
     occ.reason = reason;
     occ.generation = (int)uwsgi.reloads;
     dispatching++;
-    /* Always: dispatch counts the occurrence even when nobody listens. */
+    /* Always: dispatch counts the occurrence even when nobody listens, and
+     * runs pyramid_forksafe's listeners after the subscriptions. */
     result = forksafe__dispatch(&context, &occ);
-    /* pyramid_forksafe's listeners hear every event, after the
-     * subscriptions. */
-    bridge_result = forksafe__python_bridge_deliver(&context, &occ);
     dispatching--;
-    apply_policy(bridge_result > result ? bridge_result : result, type, exiting);
+    apply_policy(result, type, exiting);
 }
 
 /* ------------------------------------------------------- master: start */

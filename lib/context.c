@@ -1,7 +1,8 @@
 /*
  * context.c - one instance's configuration: backends, sealing (resolving
  * handlers once, in the master, before any fork), dispatch of an occurrence
- * to the matching subscriptions, and the forksafe-check description.
+ * to the matching subscriptions and the listeners, and the forksafe-check
+ * description.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -183,6 +184,13 @@ int forksafe__context_seal(forksafe__context *ctx, forksafe__error *err)
     return 0;
 }
 
+/* ------------------------------------------------------------------ policy */
+
+int forksafe__subscription_policy(const forksafe__context *ctx, const forksafe__subscription *sub)
+{
+    return sub->on_error == FORKSAFE__ON_ERROR_INHERIT ? ctx->on_error : sub->on_error;
+}
+
 /* ---------------------------------------------------------------- dispatch */
 
 int forksafe__wants(const forksafe__context *ctx, forksafe_event_type type)
@@ -219,11 +227,6 @@ static int claim_once(const forksafe__context *ctx, const forksafe__subscription
         return 1;
     return __atomic_compare_exchange_n((unsigned char *)&ctx->once_flags[sub->index], &expected, 1,
                                        0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
-}
-
-static int effective_policy(const forksafe__context *ctx, const forksafe__subscription *sub)
-{
-    return sub->on_error == FORKSAFE__ON_ERROR_INHERIT ? ctx->on_error : sub->on_error;
 }
 
 /* "worker 1 (pid 123)" or "the master (pid 100)". */
@@ -278,6 +281,39 @@ static int run_handler(forksafe__context *ctx, const forksafe__subscription *sub
     return rc;
 }
 
+/* Runs the listeners for OCC, each timed and counted like a handler.
+ * Returns 0, or the context's policy + 1 if one failed (or they could not
+ * be made ready). */
+static int run_listeners(forksafe__context *ctx, const forksafe__occurrence *occ)
+{
+    const forksafe__listeners *listeners = ctx->listeners;
+    forksafe_event ev = {ctx, occ, &listeners->subscription, NULL, NULL, 0};
+    forksafe__listener_round round;
+    int failed = 0, rc;
+    long i;
+
+    memset(&round, 0, sizeof(round));
+    rc = listeners->open(ctx, &ev, &round);
+    if (rc < 0)
+        failed = 1;
+    for (i = 0; rc > 0 && i < round.count; i++) {
+        char why[512] = "";
+        int64_t start = forksafe__monotonic_ns();
+        int run = listeners->run(ctx, &round, i, &ev, why, sizeof(why));
+
+        forksafe__stats_handler_ran(ctx, occ, FORKSAFE__STATS_LISTENERS, run,
+                                    why[0] ? why : forksafe__strerror(run),
+                                    forksafe__monotonic_ns() - start);
+        if (run != 0)
+            failed = 1;
+    }
+    if (rc > 0)
+        listeners->close(&round);
+    json_decref(ev.payload);
+    forksafe__free(ev.payload_json);
+    return failed ? forksafe__subscription_policy(ctx, &listeners->subscription) + 1 : 0;
+}
+
 int forksafe__dispatch(forksafe__context *ctx, const forksafe__occurrence *occ)
 {
     forksafe_event ev = {ctx, occ, NULL, NULL, NULL, 0};
@@ -297,7 +333,7 @@ int forksafe__dispatch(forksafe__context *ctx, const forksafe__occurrence *occ)
     }
     for (i = 0; i < ctx->subscription_count; i++) {
         const forksafe__subscription *sub = &ctx->subscriptions[i];
-        int policy = effective_policy(ctx, sub), rc;
+        int policy = forksafe__subscription_policy(ctx, sub), rc;
 
         if (!matches(sub, occ))
             continue;
@@ -329,6 +365,14 @@ int forksafe__dispatch(forksafe__context *ctx, const forksafe__occurrence *occ)
     }
     json_decref(ev.payload);
     forksafe__free(ev.payload_json);
+    /* After the subscriptions, and after the line above: the listeners'
+     * runs are counted in the stats, not in that summary. */
+    if (ctx->listeners) {
+        int policy = run_listeners(ctx, occ);
+
+        if (policy > result)
+            result = policy;
+    }
     return result;
 }
 
@@ -406,7 +450,7 @@ void forksafe__context_describe(const forksafe__context *ctx)
             snprintf(id, sizeof(id), "any");
         forksafe__log(ctx, FORKSAFE__LOG_INFO, "  #%u %s kind=%s id=%s%s on-error=%s %s (%s:%d)%s",
                       sub->index + 1, events, kinds, id, sub->once ? " once" : "",
-                      forksafe__on_error_name(effective_policy(ctx, sub)),
+                      forksafe__on_error_name(forksafe__subscription_policy(ctx, sub)),
                       spec ? spec : "(out of memory)", sub->source, sub->line,
                       ctx->sealed ? "" : " [not resolved]");
         forksafe__free(spec);

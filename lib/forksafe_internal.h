@@ -438,6 +438,36 @@ typedef struct forksafe__stats {
 #define FORKSAFE__HISTORY_DEFAULT 128
 #define FORKSAFE__HISTORY_MAX     1000000
 
+/* -------------------------------------------------------------- listeners */
+
+/* What the listeners keep for one dispatch, on the dispatcher's stack (a
+ * listener may cause a nested dispatch: a fork's events). */
+typedef struct forksafe__listener_round {
+    void *listeners; /* a snapshot of the list, taken by open() */
+    void *payload;   /* the payload all of them get */
+    long count;
+    int lock; /* what open() locked for close() to unlock: the GIL */
+} forksafe__listener_round;
+
+/* A built-in subscription to every event whose handlers change while the
+ * process runs: pyramid_forksafe's listeners (lib/python_bridge.c).  They
+ * run after the subscriptions, and the dispatcher treats each like a
+ * subscription's handler - timed, counted in the stats as
+ * FORKSAFE__STATS_LISTENERS, a failure under the context's policy - except
+ * that a listener logs its own failure, with its traceback. */
+typedef struct forksafe__listeners {
+    forksafe__subscription subscription; /* name and spec, for logs */
+    /* Prepares the listeners to hear EV.  Returns 1 with ROUND filled in
+     * (close() follows), 0 when none is to run, or a negative code when it
+     * failed (after logging why). */
+    int (*open)(forksafe__context *ctx, const forksafe_event *ev, forksafe__listener_round *round);
+    /* Runs listener INDEX of ROUND.  Returns 0, or a negative code with a
+     * short reason in WHY. */
+    int (*run)(forksafe__context *ctx, forksafe__listener_round *round, long index,
+               const forksafe_event *ev, char *why, size_t why_size);
+    void (*close)(forksafe__listener_round *round);
+} forksafe__listeners;
+
 /* ---------------------------------------------------------------- context */
 
 /* One instance's configuration: settings, subscriptions, policy, backends.
@@ -454,6 +484,9 @@ struct forksafe__context {
 
     forksafe__backend **backends;
     size_t backend_count;
+
+    /* Run after the subscriptions on every event; NULL: none. */
+    const forksafe__listeners *listeners;
 
     int on_error;   /* default policy */
     double timeout; /* seconds, exec handlers; warning threshold otherwise */
@@ -506,11 +539,15 @@ int forksafe__subscribe_ini(forksafe__context *ctx, const forksafe__ini *ini, fo
  * master before any fork.  Returns 0 or the first error (with file:line). */
 int forksafe__context_seal(forksafe__context *ctx, forksafe__error *err);
 
-/* Delivers OCC to every matching subscription, in declaration order.
- * Returns 0 if all succeeded (or none matched); otherwise the strongest
- * policy among the failed subscriptions as a positive enum forksafe__on_error
- * value + 1 (so 1 = log, 2 = exit, 3 = fatal) - the host acts on it. */
+/* Dispatches OCC: runs the handler of every matching subscription, in
+ * declaration order, then the listeners.  Returns 0 if all succeeded (or
+ * none matched); otherwise the strongest policy among the failed ones as a
+ * positive enum forksafe__on_error value + 1 (so 1 = log, 2 = exit,
+ * 3 = fatal) - the host acts on it. */
 int forksafe__dispatch(forksafe__context *ctx, const forksafe__occurrence *occ);
+
+/* The on-error policy SUB's failures fall under: its own, or CTX's. */
+int forksafe__subscription_policy(const forksafe__context *ctx, const forksafe__subscription *sub);
 
 /* Returns 1 if any subscription would receive events of TYPE. */
 int forksafe__wants(const forksafe__context *ctx, forksafe_event_type type);
@@ -578,28 +615,24 @@ void *forksafe__payload_write(const forksafe__payload_writer *w, const forksafe_
 
 /* -------------------------------------------------------- python backend */
 
-/* The `python:MODULE:CALLABLE` backend.  libpython is found at run time in
- * the process (the host loaded it); resolving fails with a clear sentence
- * if it is not there.  Static object; never freed. */
+/* The `python:MODULE:CALLABLE` backend (lib/python.c).  Resolving fails
+ * with a clear sentence if libpython is not in the process.  Static object;
+ * never freed. */
 forksafe__backend *forksafe__python_backend(void);
-
-/* True if libpython's C-API is in the process and the interpreter is up. */
-int forksafe__python_available(void);
 
 /* LAZY nonzero: resolve only checks that a handler's top-level package can
  * be found, and each process imports the module on first use (for
  * lazy-apps, where importing app code in the master is wrong). */
 void forksafe__python_set_lazy(int lazy);
 
-/* Creates the `_forksafe` module in sys.modules (listeners, delivered,
- * version, container) for pyramid_forksafe.  A no-op without Python.
- * Returns 0 or FORKSAFE__ENOMEM. */
-int forksafe__python_bridge_init(const char *container);
+/* --------------------------------------------------------- python bridge */
 
-/* Records OCC's payload in _forksafe.delivered and calls every callable in
- * _forksafe.listeners with it.  Returns as forksafe__dispatch, with the
- * context's global policy for failures. */
-int forksafe__python_bridge_deliver(forksafe__context *ctx, const forksafe__occurrence *occ);
+/* Creates the `_forksafe` module in sys.modules (listeners, delivered,
+ * version, container, recorded()) for pyramid_forksafe, and makes its
+ * listeners CTX's listeners (lib/python_bridge.c), so that every event
+ * dispatched in CTX runs them.  A no-op without Python.  Returns 0 or
+ * FORKSAFE__ENOMEM. */
+int forksafe__python_bridge_init(forksafe__context *ctx);
 
 /* ---------------------------------------------------------- exec backend */
 
