@@ -140,7 +140,7 @@ int forksafe__dispatch(forksafe__context *ctx, const forksafe__occurrence *occ)
 
     if ((int)occ->type < 0 || occ->type >= FORKSAFE_EVENT_COUNT)
         return 0;
-    forksafe__stats_fired(ctx, occ->type);
+    forksafe__stats_occurred(ctx, occ->type);
     if (!ctx->sealed) {
         if (forksafe__wants(ctx, occ->type))
             forksafe__log(ctx, FORKSAFE__LOG_ERROR,

@@ -324,7 +324,9 @@ typedef struct forksafe__process {
     int respawn; /* times this slot was respawned */
 } forksafe__process;
 
-/* What the host knows about one delivery. */
+/* What the host knows about one occurrence of an event.  The words, in
+ * names and comments: an event occurs, the occurrence is dispatched, and
+ * each matching handler runs. */
 typedef struct forksafe__occurrence {
     forksafe_event_type type;
     forksafe__process self;         /* the process running the handlers */
@@ -398,7 +400,8 @@ typedef struct forksafe__subscription {
 
 /* Counters of one event, summed over every process of the instance. */
 typedef struct forksafe__event_stats {
-    int64_t fired;            /* occurrences, in any process, handled or not */
+    int64_t occurred;         /* occurrences, in any process, handled or not;
+                                 "fired" in the stats JSON and uWSGI's metrics */
     int64_t handlers_run;     /* handler runs (a listener call counts as one) */
     int64_t failed;           /* handler runs that failed */
     int64_t last_duration_us; /* the most recent handler run */
@@ -408,7 +411,7 @@ typedef struct forksafe__event_stats {
 /* One handler run.  A record is valid when `stamp` equals its sequence
  * number + 1: a writer zeroes the stamp first and sets it last, so a record
  * torn by a process killed while writing it is skipped, never misread. */
-typedef struct forksafe__dispatch_record {
+typedef struct forksafe__run_record {
     uint64_t stamp;
     int64_t time_us; /* wall clock at the end of the run */
     int64_t duration_us;
@@ -419,7 +422,7 @@ typedef struct forksafe__dispatch_record {
     int32_t subscription; /* index, or FORKSAFE__STATS_LISTENERS */
     int32_t result;       /* 0 or a FORKSAFE__E* code */
     char why[96];         /* why it failed, truncated; "" on success */
-} forksafe__dispatch_record;
+} forksafe__run_record;
 
 /* The subscription index recorded for pyramid_forksafe's listeners. */
 #define FORKSAFE__STATS_LISTENERS (-1)
@@ -431,7 +434,7 @@ typedef struct forksafe__stats {
     forksafe__event_stats events[FORKSAFE_EVENT_COUNT];
     uint64_t next_sequence;
     uint32_t history_capacity;
-    forksafe__dispatch_record history[];
+    forksafe__run_record history[];
 } forksafe__stats;
 
 /* The default number of handler runs kept in the history. */
@@ -549,7 +552,7 @@ int forksafe__dispatch(forksafe__context *ctx, const forksafe__occurrence *occ);
 /* The on-error policy SUB's failures fall under: its own, or CTX's. */
 int forksafe__subscription_policy(const forksafe__context *ctx, const forksafe__subscription *sub);
 
-/* Returns 1 if any subscription would receive events of TYPE. */
+/* Returns 1 if any subscription would run on events of TYPE. */
 int forksafe__wants(const forksafe__context *ctx, forksafe_event_type type);
 
 /* Writes the resolved subscription table and the settings (secrets
@@ -566,7 +569,7 @@ void forksafe__context_free(forksafe__context *ctx);
 int forksafe__stats_setup(forksafe__context *ctx, unsigned history);
 
 /* Counts one occurrence of TYPE. */
-void forksafe__stats_fired(forksafe__context *ctx, forksafe_event_type type);
+void forksafe__stats_occurred(forksafe__context *ctx, forksafe_event_type type);
 
 /* Records one handler run: counters and a history record.  SUBSCRIPTION is
  * an index into ctx->subscriptions or FORKSAFE__STATS_LISTENERS; WHY (may be
@@ -575,9 +578,10 @@ void forksafe__stats_handler_ran(forksafe__context *ctx, const forksafe__occurre
                                  int subscription, int result, const char *why,
                                  int64_t duration_ns);
 
-/* Returns a new JSON object: {"events": {EVENT: {fired, handlers, failed,
- * last_us, max_us}}, "history": [oldest first], "subscriptions": [...]}
- * with handler specs redacted as in forksafe-check; NULL on ENOMEM. */
+/* Returns a new JSON object: {"events": {EVENT: {fired (= occurred),
+ * handlers, failed, last_us, max_us}}, "history": [oldest first],
+ * "subscriptions": [...]} with handler specs redacted as in forksafe-check;
+ * NULL on ENOMEM. */
 json_t *forksafe__stats_json(const forksafe__context *ctx);
 
 /* ------------------------------------------------------------ event object */

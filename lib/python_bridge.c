@@ -172,8 +172,9 @@ static const forksafe__listeners bridge_listener_list = {
 
 /* -------------------------------------------------------------- module */
 
-/* _forksafe.recorded(event): the payload of EVENT as last delivered in this
- * process (or recorded for later: post-fork), or None. */
+/* _forksafe.recorded(event): the payload of EVENT as last dispatched in
+ * this process (or kept for later: post-fork), or None.  The docstring
+ * keeps the word pyramid_forksafe's users know. */
 static PyObject *bridge_recorded(PyObject *self, PyObject *argument)
 {
     const forksafe__python_api *py = forksafe__python();

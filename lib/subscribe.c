@@ -37,7 +37,7 @@ typedef struct parsed {
     const forksafe__backend *backend;
 } parsed;
 
-/* The kinds of process each event can be delivered in.  A filter that
+/* The kinds of process each event can occur in.  A filter that
  * excludes all of them is a mistake we can report at start-up. */
 static uint32_t event_kinds(int event)
 {
