@@ -377,6 +377,11 @@ enum forksafe__on_error {
     FORKSAFE__ON_ERROR_FATAL
 };
 
+/* Returns the event name NAME is most likely a typo of (lib/suggest.c), or
+ * NULL.  '_' for '-' and case count as no difference: both are common
+ * slips. */
+const char *forksafe__closest_event(const char *name);
+
 /* Returns the policy for "log", "exit", "fatal", or -1. */
 int forksafe__on_error_from_name(const char *name);
 const char *forksafe__on_error_name(int policy);

@@ -3,7 +3,6 @@
  * the master, or lazily in each process) and running it with the payload
  * as a dict (lib/python_payload.c) through the C-API of lib/python_api.c.
  */
-#define _GNU_SOURCE
 #include <stdio.h>
 #include <string.h>
 
