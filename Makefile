@@ -27,7 +27,7 @@ CHECK_LIBS     = $(shell pkg-config --libs check 2>/dev/null || echo -lcheck)
 SANITIZE := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 
 LIB_SRC   := $(sort $(wildcard lib/*.c))
-LIB_HDR   := include/forksafe.h include/forksafe_host.h lib/forksafe_internal.h
+LIB_HDR   := include/forksafe.h include/forksafe_host.h $(wildcard lib/*.h)
 LIB_OBJ   := $(LIB_SRC:%.c=$(BUILD)/%.o)
 ASAN_OBJ  := $(LIB_SRC:%.c=$(BUILD)/asan/%.o)
 UNIT_SRC  := $(sort $(wildcard tests/unit/test_*.c))

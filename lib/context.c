@@ -1,20 +1,14 @@
 /*
- * context.c - one instance's configuration: backends, sealing (resolving
- * handlers once, in the master, before any fork), dispatch of an occurrence
- * to the matching subscriptions, and the forksafe-check description.
+ * context.c - one instance's configuration, from start to end: made with
+ * its backends, sealed (handlers resolved once, in the master, before any
+ * fork), described for forksafe-check, freed.  lib/dispatch.c runs it.
  */
 #include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <time.h>
 
 #include "forksafe_internal.h"
-
-/* Longest log line; longer messages are truncated rather than allocated,
- * because logging must work when memory has run out. */
-#define LOG_LINE_MAX 2048
 
 /* ------------------------------------------------------------------ set-up */
 
@@ -63,34 +57,6 @@ const forksafe__backend *forksafe__context_backend(const forksafe__context *ctx,
             return ctx->backends[i];
     }
     return NULL;
-}
-
-/* ----------------------------------------------------------------- logging */
-
-static void log_va(const forksafe__context *ctx, int level, const char *fmt, va_list ap)
-    FORKSAFE__PRINTF(3, 0);
-
-static void log_va(const forksafe__context *ctx, int level, const char *fmt, va_list ap)
-{
-    char line[LOG_LINE_MAX];
-
-    vsnprintf(line, sizeof(line), fmt, ap);
-    if (ctx && ctx->log) {
-        ctx->log(ctx->log_data, level, line);
-        return;
-    }
-    /* No host logger (a bare test or tool): stderr is the only place left
-     * that cannot be a client socket. */
-    fprintf(stderr, "[forksafe] %s\n", line);
-}
-
-void forksafe__log(const forksafe__context *ctx, int level, const char *fmt, ...)
-{
-    va_list ap;
-
-    va_start(ap, fmt);
-    log_va(ctx, level, fmt, ap);
-    va_end(ap);
 }
 
 /* -------------------------------------------------------------------- seal */
@@ -217,159 +183,11 @@ int forksafe__context_seal(forksafe__context *ctx, forksafe__error *err)
     return 0;
 }
 
-/* ---------------------------------------------------------------- dispatch */
+/* ------------------------------------------------------------------ policy */
 
-int forksafe__wants(const forksafe__context *ctx, forksafe_event_type type)
-{
-    size_t i;
-
-    if ((int)type < 0 || type >= FORKSAFE_EVENT_COUNT)
-        return 0;
-    for (i = 0; i < ctx->subscription_count; i++) {
-        if (ctx->subscriptions[i].events & (1u << type))
-            return 1;
-    }
-    return 0;
-}
-
-static int matches(const forksafe__subscription *sub, const forksafe__occurrence *occ)
-{
-    if (!(sub->events & (1u << occ->type)))
-        return 0;
-    if (sub->kinds && !(sub->kinds & (1u << occ->self.kind)))
-        return 0;
-    if (sub->id && sub->id != occ->self.id)
-        return 0;
-    return 1;
-}
-
-/* Claims a `once` subscription for this process.  Returns 1 if this
- * process is the first (and so runs the handler), 0 if another already did. */
-static int claim_once(const forksafe__context *ctx, const forksafe__subscription *sub)
-{
-    unsigned char expected = 0;
-
-    if (!ctx->once_flags || sub->index >= ctx->once_flags_size)
-        return 1;
-    return __atomic_compare_exchange_n((unsigned char *)&ctx->once_flags[sub->index], &expected, 1,
-                                       0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
-}
-
-static int effective_policy(const forksafe__context *ctx, const forksafe__subscription *sub)
+int forksafe__subscription_policy(const forksafe__context *ctx, const forksafe__subscription *sub)
 {
     return sub->on_error == FORKSAFE__ON_ERROR_INHERIT ? ctx->on_error : sub->on_error;
-}
-
-/* "worker 1 (pid 123)" or "the master (pid 100)". */
-static void describe_process(const forksafe__process *process, char *buf, size_t size)
-{
-    if (process->kind == FORKSAFE__MASTER)
-        snprintf(buf, size, "the master (pid %ld)", (long)process->pid);
-    else
-        snprintf(buf, size, "%s %d (pid %ld)", forksafe__process_kind_name(process->kind),
-                 process->id, (long)process->pid);
-}
-
-static double elapsed_ms(const struct timespec *start)
-{
-    struct timespec now;
-
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return (double)(now.tv_sec - start->tv_sec) * 1e3 +
-           (double)(now.tv_nsec - start->tv_nsec) / 1e6;
-}
-
-/* WHERE is described only when a line is logged: snprintf alone would cost
- * as much as the rest of a dispatch to a native handler. */
-static int run_handler(forksafe__context *ctx, const forksafe__subscription *sub,
-                       forksafe_event *ev)
-{
-    const char *event = forksafe_event_type_name(ev->occ->type);
-    char why[512], where[128];
-    struct timespec start;
-    double ms;
-    int rc;
-
-    why[0] = '\0';
-    ev->subscription = sub;
-    clock_gettime(CLOCK_MONOTONIC, &start);
-    rc = sub->backend->invoke(ctx, sub->backend->data, sub->handle, ev, why, sizeof(why));
-    ms = elapsed_ms(&start);
-    forksafe__stats_handler_ran(ctx, ev->occ, (int)sub->index, rc,
-                                why[0] ? why : forksafe__strerror(rc), (int64_t)(ms * 1e6));
-    if (rc == 0 && !ctx->verbose && (ctx->timeout <= 0 || ms <= ctx->timeout * 1e3))
-        return 0;
-    describe_process(&ev->occ->self, where, sizeof(where));
-    if (rc != 0)
-        forksafe__log(ctx, FORKSAFE__LOG_ERROR, "handler '%s' failed on %s in %s: %s", sub->name,
-                      event, where, why[0] ? why : forksafe__strerror(rc));
-    if (ctx->verbose)
-        forksafe__log(ctx, FORKSAFE__LOG_INFO, "handler '%s' %s on %s in %s in %.3f ms", sub->name,
-                      rc ? "failed" : "ran", event, where, ms);
-    /* exec handlers are killed at the timeout; an in-process handler cannot
-     * be, so the most we can do is say it blocked the process too long. */
-    if (ctx->timeout > 0 && ms > ctx->timeout * 1e3 && strcmp(sub->backend->kind, "exec") != 0)
-        forksafe__log(ctx, FORKSAFE__LOG_WARNING,
-                      "handler '%s' took %.3f s on %s in %s, more than the %g s timeout", sub->name,
-                      ms / 1e3, event, where, ctx->timeout);
-    return rc;
-}
-
-int forksafe__dispatch(forksafe__context *ctx, const forksafe__occurrence *occ)
-{
-    forksafe_event ev = {ctx, occ, NULL, NULL, NULL, 0};
-    struct timespec start = {0, 0};
-    int result = 0, ran = 0, failed = 0;
-    size_t i;
-
-    if ((int)occ->type < 0 || occ->type >= FORKSAFE_EVENT_COUNT)
-        return 0;
-    forksafe__stats_fired(ctx, occ->type);
-    if (!ctx->sealed) {
-        if (forksafe__wants(ctx, occ->type))
-            forksafe__log(ctx, FORKSAFE__LOG_ERROR,
-                          "%s delivered before start-up finished; handlers not run",
-                          forksafe_event_type_name(occ->type));
-        return 0;
-    }
-    for (i = 0; i < ctx->subscription_count; i++) {
-        const forksafe__subscription *sub = &ctx->subscriptions[i];
-        int policy = effective_policy(ctx, sub), rc;
-
-        if (!matches(sub, occ))
-            continue;
-        /* The event's time is taken on the first match; the payload is
-         * built only if a handler asks for it (forksafe_event_payload). */
-        if (ev.time == 0) {
-            struct timespec now;
-
-            clock_gettime(CLOCK_MONOTONIC, &start);
-            clock_gettime(CLOCK_REALTIME, &now);
-            ev.time = (double)now.tv_sec + (double)now.tv_nsec / 1e9;
-        }
-        /* Claimed just before running: a failed handler still counts as
-         * run, so a crash loop cannot make every worker retry it. */
-        if (sub->once && !claim_once(ctx, sub))
-            continue;
-        rc = run_handler(ctx, sub, &ev);
-        ran++;
-        if (rc != 0) {
-            failed++;
-            if (policy + 1 > result)
-                result = policy + 1;
-        }
-    }
-    if (ran && ctx->verbose) {
-        char where[128];
-
-        describe_process(&occ->self, where, sizeof(where));
-        forksafe__log(ctx, FORKSAFE__LOG_INFO, "%s in %s: %d handler%s, %d failed, %.3f ms",
-                      forksafe_event_type_name(occ->type), where, ran, ran == 1 ? "" : "s", failed,
-                      elapsed_ms(&start));
-    }
-    json_decref(ev.payload);
-    forksafe__free(ev.payload_json);
-    return result;
 }
 
 /* ---------------------------------------------------------------- describe */
@@ -446,7 +264,7 @@ void forksafe__context_describe(const forksafe__context *ctx)
             snprintf(id, sizeof(id), "any");
         forksafe__log(ctx, FORKSAFE__LOG_INFO, "  #%u %s kind=%s id=%s%s on-error=%s %s (%s:%d)%s",
                       sub->index + 1, events, kinds, id, sub->once ? " once" : "",
-                      forksafe__on_error_name(effective_policy(ctx, sub)),
+                      forksafe__on_error_name(forksafe__subscription_policy(ctx, sub)),
                       spec ? spec : "(out of memory)", sub->source, sub->line,
                       ctx->sealed ? "" : " [not resolved]");
         forksafe__free(spec);

@@ -5,7 +5,6 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <sys/wait.h>
-#include <time.h>
 
 #include "forksafe_internal.h"
 
@@ -79,14 +78,6 @@ static int has_child(forksafe_event_type type)
 static int has_reason(forksafe_event_type type)
 {
     return type == FORKSAFE_WORKER_EXIT || type == FORKSAFE_MASTER_EXIT;
-}
-
-double forksafe__realtime_now(void)
-{
-    struct timespec now;
-
-    clock_gettime(CLOCK_REALTIME, &now);
-    return (double)now.tv_sec + (double)now.tv_nsec / 1e9;
 }
 
 void *forksafe__payload_write(const forksafe__payload_writer *w, const forksafe__context *ctx,
@@ -179,7 +170,7 @@ static json_t *payload_at(const forksafe__context *ctx, const forksafe__occurren
 
 json_t *forksafe__payload_new(const forksafe__context *ctx, const forksafe__occurrence *occ)
 {
-    return payload_at(ctx, occ, forksafe__realtime_now());
+    return payload_at(ctx, occ, forksafe__realtime_seconds());
 }
 
 /* --------------------------------------------------------------- accessors */
@@ -228,7 +219,7 @@ FORKSAFE_EXPORT const void *forksafe_event_payload(const forksafe_event *ev)
     if (ev->payload)
         return ev->payload;
     mutable_ev->payload =
-        payload_at(ev->ctx, ev->occ, ev->time > 0 ? ev->time : forksafe__realtime_now());
+        payload_at(ev->ctx, ev->occ, ev->time > 0 ? ev->time : forksafe__realtime_seconds());
     if (!ev->payload)
         forksafe__log(ev->ctx, FORKSAFE__LOG_ERROR, "%s: out of memory building the %s payload",
                       ev->subscription ? ev->subscription->name : "handler",

@@ -39,12 +39,10 @@ extern char **environ;
 
 /* ------------------------------------------------------------------ timing */
 
-static double monotonic_now(void)
+/* Deadlines are monotonic seconds: a timeout is a double of seconds. */
+static double monotonic_seconds(void)
 {
-    struct timespec now;
-
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return (double)now.tv_sec + (double)now.tv_nsec / 1e9;
+    return (double)forksafe__monotonic_ns() / 1e9;
 }
 
 /* Milliseconds left until DEADLINE for poll(): -1 = forever (DEADLINE 0),
@@ -55,7 +53,7 @@ static int remaining_ms(double deadline)
 
     if (deadline == 0)
         return -1;
-    left = (deadline - monotonic_now()) * 1e3;
+    left = (deadline - monotonic_seconds()) * 1e3;
     if (left <= 0)
         return 0;
     if (left >= INT_MAX)
@@ -65,7 +63,7 @@ static int remaining_ms(double deadline)
 
 static int expired(double deadline)
 {
-    return deadline != 0 && monotonic_now() >= deadline;
+    return deadline != 0 && monotonic_seconds() >= deadline;
 }
 
 /* ------------------------------------------------------------- environment */
@@ -446,7 +444,7 @@ void forksafe__exec_track(volatile pid_t *slot)
 int forksafe__run_command(const char *command, const char *input, size_t input_length,
                           const char *const *env, double timeout, int *status)
 {
-    double deadline = timeout > 0 ? monotonic_now() + timeout : 0;
+    double deadline = timeout > 0 ? monotonic_seconds() + timeout : 0;
     char **full_env = build_env(env);
     int input_fd = -1, exited = 0, rc;
     pid_t pid;

@@ -406,6 +406,24 @@ enum forksafe__log_level {
 /* The host's logger.  MESSAGE has no prefix and no trailing newline. */
 typedef void (*forksafe__log_fn)(void *userdata, int level, const char *message);
 
+typedef struct forksafe__context forksafe__context;
+
+/* Logs one line through CTX's callback (lib/log.c); without a callback (or
+ * CTX NULL), to stderr.  Lines longer than 2 KiB are truncated. */
+void forksafe__log(const forksafe__context *ctx, int level, const char *fmt, ...)
+    FORKSAFE__PRINTF(3, 4);
+
+/* ------------------------------------------------------------------ clock */
+
+/* Nanoseconds on the monotonic clock (lib/clock.c): durations, deadlines. */
+int64_t forksafe__monotonic_ns(void);
+
+/* Nanoseconds since the epoch on the wall clock: timestamps for others. */
+int64_t forksafe__realtime_ns(void);
+
+/* Seconds since the epoch on the wall clock, as the payload's "time". */
+double forksafe__realtime_seconds(void);
+
 /* ---------------------------------------------------------------- process */
 
 enum forksafe__process_kind {
@@ -430,7 +448,9 @@ typedef struct forksafe__process {
     int respawn; /* times this slot was respawned */
 } forksafe__process;
 
-/* What the host knows about one delivery. */
+/* What the host knows about one occurrence of an event.  The words, in
+ * names and comments: an event occurs, the occurrence is dispatched, and
+ * each matching handler runs. */
 typedef struct forksafe__occurrence {
     forksafe_event_type type;
     forksafe__process self;         /* the process running the handlers */
@@ -443,8 +463,6 @@ typedef struct forksafe__occurrence {
 } forksafe__occurrence;
 
 /* -------------------------------------------------------------- backends */
-
-typedef struct forksafe__context forksafe__context;
 typedef struct forksafe__backend forksafe__backend;
 
 /* How one handler kind ("exec", "dl", "symbol", "hook", "python") is
@@ -483,6 +501,11 @@ enum forksafe__on_error {
     FORKSAFE__ON_ERROR_FATAL
 };
 
+/* Returns the event name NAME is most likely a typo of (lib/suggest.c), or
+ * NULL.  '_' for '-' and case count as no difference: both are common
+ * slips. */
+const char *forksafe__closest_event(const char *name);
+
 /* Returns the policy for "log", "exit", "fatal", or -1. */
 int forksafe__on_error_from_name(const char *name);
 const char *forksafe__on_error_name(int policy);
@@ -506,7 +529,8 @@ typedef struct forksafe__subscription {
 
 /* Counters of one event, summed over every process of the instance. */
 typedef struct forksafe__event_stats {
-    int64_t fired;            /* occurrences, in any process, handled or not */
+    int64_t occurred;         /* occurrences, in any process, handled or not;
+                                 "fired" in the stats JSON and uWSGI's metrics */
     int64_t handlers_run;     /* handler runs (a listener call counts as one) */
     int64_t failed;           /* handler runs that failed */
     int64_t last_duration_us; /* the most recent handler run */
@@ -516,7 +540,7 @@ typedef struct forksafe__event_stats {
 /* One handler run.  A record is valid when `stamp` equals its sequence
  * number + 1: a writer zeroes the stamp first and sets it last, so a record
  * torn by a process killed while writing it is skipped, never misread. */
-typedef struct forksafe__dispatch_record {
+typedef struct forksafe__run_record {
     uint64_t stamp;
     int64_t time_us; /* wall clock at the end of the run */
     int64_t duration_us;
@@ -527,7 +551,7 @@ typedef struct forksafe__dispatch_record {
     int32_t subscription; /* index, or FORKSAFE__STATS_LISTENERS */
     int32_t result;       /* 0 or a FORKSAFE__E* code */
     char why[96];         /* why it failed, truncated; "" on success */
-} forksafe__dispatch_record;
+} forksafe__run_record;
 
 /* The subscription index recorded for pyramid_forksafe's listeners. */
 #define FORKSAFE__STATS_LISTENERS (-1)
@@ -539,12 +563,42 @@ typedef struct forksafe__stats {
     forksafe__event_stats events[FORKSAFE_EVENT_COUNT];
     uint64_t next_sequence;
     uint32_t history_capacity;
-    forksafe__dispatch_record history[];
+    forksafe__run_record history[];
 } forksafe__stats;
 
 /* The default number of handler runs kept in the history. */
 #define FORKSAFE__HISTORY_DEFAULT 128
 #define FORKSAFE__HISTORY_MAX     1000000
+
+/* -------------------------------------------------------------- listeners */
+
+/* What the listeners keep for one dispatch, on the dispatcher's stack (a
+ * listener may cause a nested dispatch: a fork's events). */
+typedef struct forksafe__listener_round {
+    void *listeners; /* a snapshot of the list, taken by open() */
+    void *payload;   /* the payload all of them get */
+    long count;
+    int lock; /* what open() locked for close() to unlock: the GIL */
+} forksafe__listener_round;
+
+/* A built-in subscription to every event whose handlers change while the
+ * process runs: pyramid_forksafe's listeners (lib/python_bridge.c).  They
+ * run after the subscriptions, and the dispatcher treats each like a
+ * subscription's handler - timed, counted in the stats as
+ * FORKSAFE__STATS_LISTENERS, a failure under the context's policy - except
+ * that a listener logs its own failure, with its traceback. */
+typedef struct forksafe__listeners {
+    forksafe__subscription subscription; /* name and spec, for logs */
+    /* Prepares the listeners to hear EV.  Returns 1 with ROUND filled in
+     * (close() follows), 0 when none is to run, or a negative code when it
+     * failed (after logging why). */
+    int (*open)(forksafe__context *ctx, const forksafe_event *ev, forksafe__listener_round *round);
+    /* Runs listener INDEX of ROUND.  Returns 0, or a negative code with a
+     * short reason in WHY. */
+    int (*run)(forksafe__context *ctx, forksafe__listener_round *round, long index,
+               const forksafe_event *ev, char *why, size_t why_size);
+    void (*close)(forksafe__listener_round *round);
+} forksafe__listeners;
 
 /* ---------------------------------------------------------------- context */
 
@@ -562,6 +616,9 @@ struct forksafe__context {
 
     forksafe__backend **backends;
     size_t backend_count;
+
+    /* Run after the subscriptions on every event; NULL: none. */
+    const forksafe__listeners *listeners;
 
     int on_error;   /* default policy */
     double timeout; /* seconds, exec handlers; warning threshold otherwise */
@@ -597,10 +654,6 @@ int forksafe__context_add_backend(forksafe__context *ctx, forksafe__backend *bac
 /* Returns the backend for KIND, or NULL. */
 const forksafe__backend *forksafe__context_backend(const forksafe__context *ctx, const char *kind);
 
-/* Logs through CTX's callback. */
-void forksafe__log(const forksafe__context *ctx, int level, const char *fmt, ...)
-    FORKSAFE__PRINTF(3, 4);
-
 /* Parses a `forksafe-subscribe` value "EVENT[,EVENT...] [OPTION...] HANDLER"
  * and appends it (not yet resolved).  OPTION is kind=worker|mule|spooler|
  * master[,...], id=N, once, on-error=log|exit|fatal.  SOURCE/LINE locate it
@@ -618,13 +671,17 @@ int forksafe__subscribe_ini(forksafe__context *ctx, const forksafe__ini *ini, fo
  * master before any fork.  Returns 0 or the first error (with file:line). */
 int forksafe__context_seal(forksafe__context *ctx, forksafe__error *err);
 
-/* Delivers OCC to every matching subscription, in declaration order.
- * Returns 0 if all succeeded (or none matched); otherwise the strongest
- * policy among the failed subscriptions as a positive enum forksafe__on_error
- * value + 1 (so 1 = log, 2 = exit, 3 = fatal) - the host acts on it. */
+/* Dispatches OCC: runs the handler of every matching subscription, in
+ * declaration order, then the listeners.  Returns 0 if all succeeded (or
+ * none matched); otherwise the strongest policy among the failed ones as a
+ * positive enum forksafe__on_error value + 1 (so 1 = log, 2 = exit,
+ * 3 = fatal) - the host acts on it. */
 int forksafe__dispatch(forksafe__context *ctx, const forksafe__occurrence *occ);
 
-/* Returns 1 if any subscription would receive events of TYPE. */
+/* The on-error policy SUB's failures fall under: its own, or CTX's. */
+int forksafe__subscription_policy(const forksafe__context *ctx, const forksafe__subscription *sub);
+
+/* Returns 1 if any subscription would run on events of TYPE. */
 int forksafe__wants(const forksafe__context *ctx, forksafe_event_type type);
 
 /* Writes the resolved subscription table and the settings (secrets
@@ -641,7 +698,7 @@ void forksafe__context_free(forksafe__context *ctx);
 int forksafe__stats_setup(forksafe__context *ctx, unsigned history);
 
 /* Counts one occurrence of TYPE. */
-void forksafe__stats_fired(forksafe__context *ctx, forksafe_event_type type);
+void forksafe__stats_occurred(forksafe__context *ctx, forksafe_event_type type);
 
 /* Records one handler run: counters and a history record.  SUBSCRIPTION is
  * an index into ctx->subscriptions or FORKSAFE__STATS_LISTENERS; WHY (may be
@@ -650,9 +707,10 @@ void forksafe__stats_handler_ran(forksafe__context *ctx, const forksafe__occurre
                                  int subscription, int result, const char *why,
                                  int64_t duration_ns);
 
-/* Returns a new JSON object: {"events": {EVENT: {fired, handlers, failed,
- * last_us, max_us}}, "history": [oldest first], "subscriptions": [...]}
- * with handler specs redacted as in forksafe-check; NULL on ENOMEM. */
+/* Returns a new JSON object: {"events": {EVENT: {fired (= occurred),
+ * handlers, failed, last_us, max_us}}, "history": [oldest first],
+ * "subscriptions": [...]} with handler specs redacted as in forksafe-check;
+ * NULL on ENOMEM. */
 json_t *forksafe__stats_json(const forksafe__context *ctx);
 
 /* ------------------------------------------------------------ event object */
@@ -687,32 +745,27 @@ struct forksafe__payload_writer {
 };
 void *forksafe__payload_write(const forksafe__payload_writer *w, const forksafe__context *ctx,
                               const forksafe__occurrence *occ, double time);
-double forksafe__realtime_now(void);
 
 /* -------------------------------------------------------- python backend */
 
-/* The `python:MODULE:CALLABLE` backend.  libpython is found at run time in
- * the process (the host loaded it); resolving fails with a clear sentence
- * if it is not there.  Static object; never freed. */
+/* The `python:MODULE:CALLABLE` backend (lib/python.c).  Resolving fails
+ * with a clear sentence if libpython is not in the process.  Static object;
+ * never freed. */
 forksafe__backend *forksafe__python_backend(void);
-
-/* True if libpython's C-API is in the process and the interpreter is up. */
-int forksafe__python_available(void);
 
 /* LAZY nonzero: resolve only checks that a handler's top-level package can
  * be found, and each process imports the module on first use (for
  * lazy-apps, where importing app code in the master is wrong). */
 void forksafe__python_set_lazy(int lazy);
 
-/* Creates the `_forksafe` module in sys.modules (listeners, delivered,
- * version, container) for pyramid_forksafe.  A no-op without Python.
- * Returns 0 or FORKSAFE__ENOMEM. */
-int forksafe__python_bridge_init(const char *container);
+/* --------------------------------------------------------- python bridge */
 
-/* Records OCC's payload in _forksafe.delivered and calls every callable in
- * _forksafe.listeners with it.  Returns as forksafe__dispatch, with the
- * context's global policy for failures. */
-int forksafe__python_bridge_deliver(forksafe__context *ctx, const forksafe__occurrence *occ);
+/* Creates the `_forksafe` module in sys.modules (listeners, delivered,
+ * version, container, recorded()) for pyramid_forksafe, and makes its
+ * listeners CTX's listeners (lib/python_bridge.c), so that every event
+ * dispatched in CTX runs them.  A no-op without Python.  Returns 0 or
+ * FORKSAFE__ENOMEM. */
+int forksafe__python_bridge_init(forksafe__context *ctx);
 
 /* ---------------------------------------------------------- exec backend */
 

@@ -13,7 +13,6 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <time.h>
 
 #include "forksafe_internal.h"
 
@@ -26,7 +25,7 @@ int forksafe__stats_setup(forksafe__context *ctx, unsigned history)
         return 0;
     if (history > FORKSAFE__HISTORY_MAX)
         return FORKSAFE__EINVAL;
-    size = sizeof(forksafe__stats) + (size_t)history * sizeof(forksafe__dispatch_record);
+    size = sizeof(forksafe__stats) + (size_t)history * sizeof(forksafe__run_record);
     memory = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (memory == MAP_FAILED)
         return FORKSAFE__ENOMEM;
@@ -36,19 +35,11 @@ int forksafe__stats_setup(forksafe__context *ctx, unsigned history)
     return 0;
 }
 
-void forksafe__stats_fired(forksafe__context *ctx, forksafe_event_type type)
+void forksafe__stats_occurred(forksafe__context *ctx, forksafe_event_type type)
 {
     if (!ctx->stats || (int)type < 0 || type >= FORKSAFE_EVENT_COUNT)
         return;
-    __atomic_add_fetch(&ctx->stats->events[type].fired, 1, __ATOMIC_RELAXED);
-}
-
-static int64_t wall_clock_us(void)
-{
-    struct timespec now;
-
-    clock_gettime(CLOCK_REALTIME, &now);
-    return (int64_t)now.tv_sec * 1000000 + now.tv_nsec / 1000;
+    __atomic_add_fetch(&ctx->stats->events[type].occurred, 1, __ATOMIC_RELAXED);
 }
 
 static void raise_to(int64_t *target, int64_t value)
@@ -65,7 +56,7 @@ void forksafe__stats_handler_ran(forksafe__context *ctx, const forksafe__occurre
 {
     forksafe__stats *stats = ctx->stats;
     forksafe__event_stats *counters;
-    forksafe__dispatch_record *record;
+    forksafe__run_record *record;
     int64_t duration_us = duration_ns / 1000;
     uint64_t sequence;
 
@@ -84,7 +75,7 @@ void forksafe__stats_handler_ran(forksafe__context *ctx, const forksafe__occurre
     record = &stats->history[sequence % stats->history_capacity];
     __atomic_store_n(&record->stamp, 0, __ATOMIC_RELAXED);
     __atomic_thread_fence(__ATOMIC_RELEASE);
-    __atomic_store_n(&record->time_us, wall_clock_us(), __ATOMIC_RELAXED);
+    __atomic_store_n(&record->time_us, forksafe__realtime_ns() / 1000, __ATOMIC_RELAXED);
     __atomic_store_n(&record->duration_us, duration_us, __ATOMIC_RELAXED);
     __atomic_store_n(&record->event, (int32_t)occ->type, __ATOMIC_RELAXED);
     __atomic_store_n(&record->kind, (int32_t)occ->self.kind, __ATOMIC_RELAXED);
@@ -102,10 +93,9 @@ void forksafe__stats_handler_ran(forksafe__context *ctx, const forksafe__occurre
 
 /* Copies the record for SEQUENCE into OUT.  Returns 0 if it is gone (the
  * ring wrapped), still being written, or its writer died mid-way. */
-static int read_record(const forksafe__stats *stats, uint64_t sequence,
-                       forksafe__dispatch_record *out)
+static int read_record(const forksafe__stats *stats, uint64_t sequence, forksafe__run_record *out)
 {
-    const forksafe__dispatch_record *record = &stats->history[sequence % stats->history_capacity];
+    const forksafe__run_record *record = &stats->history[sequence % stats->history_capacity];
     uint64_t before = __atomic_load_n(&record->stamp, __ATOMIC_ACQUIRE);
 
     if (before != sequence + 1)
@@ -134,8 +124,10 @@ static json_t *event_counters_json(const forksafe__event_stats *counters)
 {
     json_t *object = json_object();
 
+    /* "fired": the name operators' dashboards already read. */
     if (!object ||
-        put(object, "fired", json_integer(__atomic_load_n(&counters->fired, __ATOMIC_RELAXED))) ||
+        put(object, "fired",
+            json_integer(__atomic_load_n(&counters->occurred, __ATOMIC_RELAXED))) ||
         put(object, "handlers",
             json_integer(__atomic_load_n(&counters->handlers_run, __ATOMIC_RELAXED))) ||
         put(object, "failed", json_integer(__atomic_load_n(&counters->failed, __ATOMIC_RELAXED))) ||
@@ -176,7 +168,7 @@ static json_t *handler_json(const forksafe__context *ctx, int subscription)
 }
 
 static json_t *record_json(const forksafe__context *ctx, uint64_t sequence,
-                           const forksafe__dispatch_record *record)
+                           const forksafe__run_record *record)
 {
     json_t *object = json_object(), *process = json_object();
     const char *event = forksafe_event_type_name((forksafe_event_type)record->event);
@@ -217,7 +209,7 @@ static json_t *history_json(const forksafe__context *ctx)
     end = __atomic_load_n(&stats->next_sequence, __ATOMIC_ACQUIRE);
     sequence = end > stats->history_capacity ? end - stats->history_capacity : 0;
     for (; sequence < end; sequence++) {
-        forksafe__dispatch_record record;
+        forksafe__run_record record;
 
         if (!read_record(stats, sequence, &record))
             continue;

@@ -52,7 +52,7 @@ static void start_child(void)
     if (!glue.context_ready)
         return;
     glue.forking_worker = 0;
-    glue.self_started_ns = glue_now_ns();
+    glue.self_started_ns = forksafe__realtime_ns();
     glue_close_stats_socket();
     if (!child_identity(&kind, &id))
         return;
@@ -68,7 +68,7 @@ static void start_child(void)
         glue.children_shared[index].pid = getpid();
         forksafe__exec_track(&glue.children_shared[index].command);
     }
-    glue_dispatch(FORKSAFE_POST_FORK, NULL, 0, 0, NULL, NULL, 0);
+    glue_event_occurs(FORKSAFE_POST_FORK, NULL, 0, 0, NULL, NULL, 0);
 }
 
 void glue_child_post_fork(void)
@@ -98,7 +98,7 @@ void glue_worker_ready(void)
         kill(getpid(), SIGINT);
         return;
     }
-    glue_dispatch(FORKSAFE_WORKER_READY, NULL, 0, 0, NULL, NULL, 0);
+    glue_event_occurs(FORKSAFE_WORKER_READY, NULL, 0, 0, NULL, NULL, 0);
 }
 
 /* ------------------------------------------------------------- its end */
@@ -197,7 +197,7 @@ void glue_child_atexit(void)
     }
     if (index >= 0 && glue.children_shared[index].pid == getpid())
         glue.children_shared[index].exit_state = 1;
-    glue_dispatch(FORKSAFE_WORKER_EXIT, NULL, 0, 0, NULL, worker_exit_reason(), 1);
+    glue_event_occurs(FORKSAFE_WORKER_EXIT, NULL, 0, 0, NULL, worker_exit_reason(), 1);
     if (index >= 0 && glue.children_shared[index].pid == getpid())
         glue.children_shared[index].exit_state = 2;
 }

@@ -155,7 +155,7 @@ static void report_death(struct forksafe_child_slot *slot, int index, int status
     else
         cause = "exit";
     slot->pending_cause = NULL;
-    glue_dispatch(FORKSAFE_CHILD_DEATH, &child, status_known, status, cause, NULL, 0);
+    glue_event_occurs(FORKSAFE_CHILD_DEATH, &child, status_known, status, cause, NULL, 0);
 }
 
 /* Reports births the master has recorded since the last scan, and deaths
@@ -200,7 +200,7 @@ void glue_scan_children(void)
             child.id = slot->id;
             child.pid = pid;
             child.respawn = slot->forks_seen - 1;
-            glue_dispatch(FORKSAFE_POST_FORK_PARENT, &child, 0, 0, NULL, NULL, 0);
+            glue_event_occurs(FORKSAFE_POST_FORK_PARENT, &child, 0, 0, NULL, NULL, 0);
         }
     }
 }
@@ -221,7 +221,7 @@ static void fire_pre_fork(int kind, int id)
     child.kind = kind;
     child.id = id;
     child.respawn = index >= 0 ? glue.slots[index].forks_seen : 0;
-    glue_dispatch(FORKSAFE_PRE_FORK, &child, 0, 0, NULL, NULL, 0);
+    glue_event_occurs(FORKSAFE_PRE_FORK, &child, 0, 0, NULL, NULL, 0);
 }
 
 /* uWSGI bumps respawn_count of the worker it is about to fork; the slot

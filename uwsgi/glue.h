@@ -4,17 +4,19 @@
  *
  * Who calls whom (no file calls back into one that calls it):
  *
- *   plugin.c  the plugin structs and uWSGI's hooks; calls every file below
+ *   plugin.c       the plugin structs, uWSGI's hooks -> every file below
  *   child.c        inside a worker, mule or spooler  -> reasons, children, signals,
- *                                                       stats_server, dispatch
+ *                                                       stats_server, occurrence
  *   reasons.c      why the master ends a child       -> children, compat
- *   children.c     the master's children             -> signals, dispatch, compat
+ *   children.c     the master's children             -> signals, occurrence, compat
  *   signals.c      stop and reload signals           -> instance
- *   stats_server.c the forksafe-stats socket        -> config
- *   dispatch.c     one occurrence to lib/            -> instance
+ *   stats_server.c the forksafe-stats socket         -> config
+ *   occurrence.c   an event occurs, lib/ dispatches  -> instance
  *   instance.c     running, reloading or stopping
  *   compat.c       which uWSGI this is               -> config
  *   config.c       options, directives, settings
+ *
+ * tests/structure checks that no file calls back into a caller.
  */
 #ifndef FORKSAFE_UWSGI_GLUE_H
 #define FORKSAFE_UWSGI_GLUE_H
@@ -174,13 +176,13 @@ void glue_mark_fatal(void);
 /* The Emperor stops and reloads vassals through a pipe: hooked. */
 void glue_hook_emperor_messages(void);
 
-/* ---------------------------------------------------------- dispatch.c */
+/* -------------------------------------------------------- occurrence.c */
 
 /* TYPE occurs in this process: dispatched with the child it is about (or
  * NULL) and, for child-death, its status and cause; REASON for worker-exit
  * and master-exit.  EXITING: the process is ending anyway. */
-void glue_dispatch(forksafe_event_type type, const forksafe__process *child, int status_known,
-                   int status, const char *cause, const char *reason, int exiting);
+void glue_event_occurs(forksafe_event_type type, const forksafe__process *child, int status_known,
+                       int status, const char *cause, const char *reason, int exiting);
 
 /* ----------------------------------------------------------- signals.c */
 

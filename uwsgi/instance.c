@@ -4,7 +4,6 @@
  * every child so that worker-exit can say why.
  */
 #include <string.h>
-#include <time.h>
 
 #include "glue.h"
 
@@ -19,7 +18,7 @@ long long glue_now_ns(void)
 void glue_set_instance_state(int reload)
 {
     glue.shared_state->instance_state = reload ? INSTANCE_RELOADING : INSTANCE_STOPPING;
-    glue.shared_state->state_changed_ns = glue_now_ns();
+    glue.shared_state->state_changed_ns = forksafe__realtime_ns();
 }
 
 void glue_record_instance_state(int signum)

@@ -4,7 +4,7 @@
  * which of its files does what).
  *
  * It turns uWSGI's scattered hooks into the eight forksafe events and hands
- * them to lib/ for dispatch (dispatch.c).  How each event is caught
+ * them to lib/ for dispatch (occurrence.c).  How each event is caught
  * (uWSGI 2.0.21), and in which file:
  *
  *   master-start      master_fixup(0), here: in the master, config loaded,
@@ -314,7 +314,7 @@ static void forksafe_preinit_apps(void)
         uwsgi_log("[forksafe] configuration is valid\n");
         exit(0);
     }
-    if (forksafe__python_bridge_init("uwsgi") != 0) {
+    if (forksafe__python_bridge_init(&glue.context) != 0) {
         uwsgi_log("[forksafe] cannot create the _forksafe Python module\n");
         exit(1);
     }
@@ -345,7 +345,7 @@ static void forksafe_master_fixup(int in_child)
     glue_catch_startup_signals();
     glue_watch_master_kills();
     glue_register_exit_hook();
-    glue_dispatch(FORKSAFE_MASTER_START, NULL, 0, 0, NULL, NULL, 0);
+    glue_event_occurs(FORKSAFE_MASTER_START, NULL, 0, 0, NULL, NULL, 0);
 }
 
 static void forksafe_master_cycle(void)
@@ -367,5 +367,5 @@ static void forksafe_master_cleanup(void)
         return;
     reload = uwsgi.status.gracefully_reloading || uwsgi.status.brutally_reloading;
     glue_scan_children();
-    glue_dispatch(FORKSAFE_MASTER_EXIT, NULL, 0, 0, NULL, reload ? "reload" : "shutdown", 1);
+    glue_event_occurs(FORKSAFE_MASTER_EXIT, NULL, 0, 0, NULL, reload ? "reload" : "shutdown", 1);
 }

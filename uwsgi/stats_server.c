@@ -31,7 +31,7 @@ void glue_register_metrics(void)
         size_t offset;
         uint8_t type;
     } fields[] = {
-        {"fired", offsetof(forksafe__event_stats, fired), UWSGI_METRIC_COUNTER},
+        {"fired", offsetof(forksafe__event_stats, occurred), UWSGI_METRIC_COUNTER},
         {"handlers", offsetof(forksafe__event_stats, handlers_run), UWSGI_METRIC_COUNTER},
         {"failed", offsetof(forksafe__event_stats, failed), UWSGI_METRIC_COUNTER},
         {"last_us", offsetof(forksafe__event_stats, last_duration_us), UWSGI_METRIC_GAUGE},

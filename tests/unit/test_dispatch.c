@@ -1,8 +1,9 @@
 /*
  * test_dispatch.c - sealing and dispatching for real: exec commands, dl
  * fixtures and symbol handlers of this binary; the payload key by key;
- * `once` across fork()ed processes; the policy dispatch returns; logs; and
- * every allocation failing in turn over a whole build + seal + dispatch.
+ * `once` across fork()ed processes; the policy dispatch returns; logs; the
+ * listeners run after the subscriptions; and every allocation failing in
+ * turn over a whole build + seal + dispatch.
  */
 #include <errno.h>
 #include <math.h>
@@ -851,12 +852,132 @@ START_TEST(every_allocation_failing_in_turn)
 }
 END_TEST
 
+/* -------------------------------------------------------------- listeners */
+
+/* A listener list of this test: what ran, in order, in `ran`; listener 1
+ * fails.  open_result says what open() returns. */
+static char ran[64];
+static int open_result, closed;
+
+int forksafe_test_note_subscription(const forksafe_event *ev);
+
+int forksafe_test_note_subscription(const forksafe_event *ev)
+{
+    (void)ev;
+    strncat(ran, "S", sizeof(ran) - strlen(ran) - 1);
+    return 0;
+}
+
+static int test_listeners_open(forksafe__context *c, const forksafe_event *ev,
+                               forksafe__listener_round *round)
+{
+    (void)c;
+    (void)ev;
+    strncat(ran, "[", sizeof(ran) - strlen(ran) - 1);
+    round->count = 2;
+    return open_result;
+}
+
+static int test_listeners_run(forksafe__context *c, forksafe__listener_round *round, long index,
+                              const forksafe_event *ev, char *why, size_t why_size)
+{
+    char step[16];
+
+    (void)c;
+    (void)round;
+    ck_assert_str_eq(ev->subscription->name, "test listeners");
+    snprintf(step, sizeof(step), "L%ld", index);
+    strncat(ran, step, sizeof(ran) - strlen(ran) - 1);
+    if (index != 1)
+        return 0;
+    snprintf(why, why_size, "listener %ld said no", index);
+    return FORKSAFE__EHANDLER;
+}
+
+static void test_listeners_close(forksafe__listener_round *round)
+{
+    (void)round;
+    closed++;
+    strncat(ran, "]", sizeof(ran) - strlen(ran) - 1);
+}
+
+static const forksafe__listeners test_listeners = {
+    .subscription = {.name = "test listeners",
+                     .spec = "test:listeners",
+                     .on_error = FORKSAFE__ON_ERROR_INHERIT},
+    .open = test_listeners_open,
+    .run = test_listeners_run,
+    .close = test_listeners_close,
+};
+
+static void listeners_setup(void)
+{
+    setup();
+    ran[0] = '\0';
+    open_result = 1;
+    closed = 0;
+    ctx.listeners = &test_listeners;
+}
+
+START_TEST(listeners_run_after_the_subscriptions_as_handlers)
+{
+    json_t *stats, *history, *last;
+
+    subscribe("post-fork symbol:forksafe_test_note_subscription");
+    seal();
+    ctx.on_error = FORKSAFE__ON_ERROR_EXIT;
+    ck_assert_int_eq(forksafe__dispatch(&ctx, &occ), 1 + FORKSAFE__ON_ERROR_EXIT);
+    ck_assert_str_eq(ran, "S[L0L1]");
+    ck_assert_int_eq(closed, 1);
+    /* Each listener is one handler run in the stats, under the listeners'
+     * index; a listener logs its own failure, the dispatcher does not. */
+    ck_assert_int_eq(ctx.stats->events[FORKSAFE_POST_FORK].occurred, 1);
+    ck_assert_int_eq(ctx.stats->events[FORKSAFE_POST_FORK].handlers_run, 3);
+    ck_assert_int_eq(ctx.stats->events[FORKSAFE_POST_FORK].failed, 1);
+    stats = forksafe__stats_json(&ctx);
+    ck_assert_ptr_nonnull(stats);
+    history = json_object_get(stats, "history");
+    ck_assert_uint_eq(json_array_size(history), 3);
+    last = json_array_get(history, 2);
+    ck_assert_int_eq(json_integer_value(json_object_get(last, "subscription")),
+                     FORKSAFE__STATS_LISTENERS);
+    ck_assert_str_eq(json_string_value(json_object_get(last, "handler")), "pyramid_forksafe");
+    ck_assert_str_eq(json_string_value(json_object_get(last, "error")), "listener 1 said no");
+    json_decref(stats);
+    ck_assert_ptr_null(logged("failed on"));
+}
+END_TEST
+
+START_TEST(listeners_that_cannot_open_fail_under_the_policy)
+{
+    seal();
+    open_result = FORKSAFE__EHANDLER;
+    ck_assert_int_eq(forksafe__dispatch(&ctx, &occ), 1 + FORKSAFE__ON_ERROR_LOG);
+    ck_assert_str_eq(ran, "[");
+    ck_assert_int_eq(closed, 0);
+    ck_assert_int_eq(ctx.stats->events[FORKSAFE_POST_FORK].handlers_run, 0);
+}
+END_TEST
+
+START_TEST(listeners_with_nothing_to_run_cost_nothing)
+{
+    seal();
+    open_result = 0;
+    ck_assert_int_eq(forksafe__dispatch(&ctx, &occ), 0);
+    ck_assert_str_eq(ran, "[");
+    ck_assert_int_eq(closed, 0);
+    ck_assert_int_eq(ctx.stats->events[FORKSAFE_POST_FORK].occurred, 1);
+    ck_assert_int_eq(ctx.stats->events[FORKSAFE_POST_FORK].handlers_run, 0);
+}
+END_TEST
+
 Suite *unit_suite(void)
 {
     Suite *suite = suite_create("dispatch");
     TCase *payload = tcase_create("payload");
     TCase *delivery = tcase_create("delivery");
     TCase *chaos = tcase_create("chaos");
+    TCase *listeners = tcase_create("listeners");
 
     tcase_add_checked_fixture(payload, setup, teardown);
     tcase_add_test(payload, payload_key_by_key);
@@ -887,6 +1008,12 @@ Suite *unit_suite(void)
     tcase_add_test(delivery, seal_twice_is_refused);
     tcase_add_test(delivery, describe_redacts_secrets);
     suite_add_tcase(suite, delivery);
+
+    tcase_add_checked_fixture(listeners, listeners_setup, teardown);
+    tcase_add_test(listeners, listeners_run_after_the_subscriptions_as_handlers);
+    tcase_add_test(listeners, listeners_that_cannot_open_fail_under_the_policy);
+    tcase_add_test(listeners, listeners_with_nothing_to_run_cost_nothing);
+    suite_add_tcase(suite, listeners);
 
     tcase_set_timeout(chaos, 300);
     tcase_add_checked_fixture(chaos, setup, teardown);

@@ -1,6 +1,7 @@
 /*
- * dispatch.c - an event occurs in this process: the occurrence is built
- * from uWSGI's state and dispatched, and the failure policy applied.
+ * occurrence.c - an event occurs in this process: the occurrence is built
+ * from uWSGI's state, lib/ dispatches it, and the failure policy the
+ * handlers' runs call for is applied.
  */
 #include <signal.h>
 #include <stdlib.h>
@@ -48,11 +49,11 @@ static void apply_policy(int result, forksafe_event_type type, int exiting)
         exit(1);
 }
 
-void glue_dispatch(forksafe_event_type type, const forksafe__process *child, int status_known,
-                   int status, const char *cause, const char *reason, int exiting)
+void glue_event_occurs(forksafe_event_type type, const forksafe__process *child, int status_known,
+                       int status, const char *cause, const char *reason, int exiting)
 {
     forksafe__occurrence occ;
-    int result, bridge_result;
+    int result;
 
     if (!glue.context_ready)
         return;
@@ -76,11 +77,9 @@ void glue_dispatch(forksafe_event_type type, const forksafe__process *child, int
     occ.reason = reason;
     occ.generation = (int)uwsgi.reloads;
     glue.dispatching++;
-    /* Always: dispatch counts the occurrence even when nobody listens. */
+    /* Always: dispatch counts the occurrence even when nobody listens, and
+     * runs pyramid_forksafe's listeners after the subscriptions. */
     result = forksafe__dispatch(&glue.context, &occ);
-    /* pyramid_forksafe's listeners hear every event, after the
-     * subscriptions. */
-    bridge_result = forksafe__python_bridge_deliver(&glue.context, &occ);
     glue.dispatching--;
-    apply_policy(bridge_result > result ? bridge_result : result, type, exiting);
+    apply_policy(result, type, exiting);
 }

@@ -1,0 +1,44 @@
+/*
+ * clock.c - the time, read one way for all of lib/ (and the uWSGI glue).
+ *
+ * Two clocks: the monotonic one for durations and deadlines (a wall clock
+ * stepped by NTP would make a handler run look negative, or time it out at
+ * once), the wall clock for timestamps that other processes and people
+ * read.  Integer nanoseconds, which each caller divides down to what it
+ * shows; the payload's "time" is epoch seconds as a double, as Python's
+ * time.time() is.
+ */
+#include <time.h>
+
+#include "forksafe_internal.h"
+
+static struct timespec now(clockid_t clock)
+{
+    struct timespec ts;
+
+    clock_gettime(clock, &ts);
+    return ts;
+}
+
+int64_t forksafe__monotonic_ns(void)
+{
+    struct timespec ts = now(CLOCK_MONOTONIC);
+
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+int64_t forksafe__realtime_ns(void)
+{
+    struct timespec ts = now(CLOCK_REALTIME);
+
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+double forksafe__realtime_seconds(void)
+{
+    struct timespec ts = now(CLOCK_REALTIME);
+
+    /* Seconds and nanoseconds apart: one int64 of nanoseconds has more
+     * digits than a double keeps. */
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
