@@ -245,7 +245,9 @@ deb: deps
 	else \
 	    find . \( -path ./build -o -path ./.git \) -prune -o \( -type f -o -type l \) -print0; \
 	fi | tar -c --null --ignore-failed-read -T - -f - | tar -x -C $(DEB_DIR)/src
-	cd $(DEB_DIR)/src && dpkg-buildpackage -us -uc -b
+	# Debian's python3.X builds the Python packages (pybuild runs `python3.X -m
+	# build`), not one a version manager put first on PATH.
+	cd $(DEB_DIR)/src && PATH=/usr/sbin:/usr/bin:/sbin:/bin:$$PATH dpkg-buildpackage -us -uc -b
 	@if command -v lintian >/dev/null; then echo "lintian:"; lintian $(DEB_DIR)/*.changes; fi
 	@echo "built:"; ls -1 $(DEB_DIR)/*.deb
 
