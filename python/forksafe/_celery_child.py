@@ -16,7 +16,6 @@ from ._celery_main import RUNNING
 from ._celery_main import STOPPING
 
 
-
 def exit_reason(exitcode, state=RUNNING, state_changed_ns=0, started_ns=0, flags=0,
                 restart_requested=False, maxtasks=None, max_memory=None, rss_kb=None):
     """worker-exit's ``reason`` in a pool child leaving its loop with

@@ -37,6 +37,7 @@ MAX_WORKER_ID = 4096
 
 _EXITING_EVENTS = ("worker-exit", "master-exit")
 
+
 class _State(object):
     """This process's forksafe state (the arbiter's, inherited by workers)."""
 

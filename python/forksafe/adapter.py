@@ -1,12 +1,12 @@
-"""What the gunicorn and Celery adapters share: one delivery (the core's
-subscriptions' listeners, framework or not), the policy codes and
-words, the shared page that tells the main process how a child ended, wait
-statuses and death causes, and the one place that knows about a web
-framework (:func:`register_framework`).
+"""What the gunicorn and Celery adapters share: the delivery to listeners
+besides the core (framework listeners and plain callables), the policy
+words and codes, the ``[forksafe]`` log line, the shared page that tells
+the main process how a child ended, wait statuses and death causes, and the
+one place that knows a web framework may exist (:func:`register_framework`).
 
 Nothing here knows gunicorn or Celery; :mod:`forksafe.gunicorn` and
-:mod:`forksafe.celery` say what happened in their server and act on the
-policy code the core returns.
+:mod:`forksafe.celery` say what happened in their server, dispatch it to the
+core (:class:`forksafe.host.Host`) and act on the policy code it returns.
 """
 import mmap
 import os
@@ -52,19 +52,25 @@ _framework = None
 
 def register_framework(framework):
     """Makes FRAMEWORK the bridge from payloads to an application's own
-    events: pyramid_forksafe registers itself when imported.  The adapters
-    ask it for the listeners of the applications they see; without one,
-    only the core's subscriptions and the ``_forksafe`` listeners (any
-    callables) hear the events.  Returns the previous one.
+    events: pyramid_forksafe registers itself (its ``framework`` module)
+    when imported.  The adapters ask it for the listeners of the
+    applications they see; without one, only the core's subscriptions and
+    the ``_forksafe`` listeners (any callables) hear the events.  Returns
+    the previous one.
 
-    A framework provides ``listener_of(item)`` (the listener behind an item
-    of ``_forksafe.listeners``, or None), ``app_listener(app, loader)``
-    (the listener of a WSGI application, or None), ``deliver(listener,
-    payload, source, environment)``, ``replay(listener, payload, source)``,
-    ``attach(registry, environment)`` and ``bootstrap(settings_spec)``
-    (Celery's ``registry=``), ``mark_configured(registry, environment)``
-    and ``legacy(app, payload, source, environment)`` (0.2's synthesized
-    deliveries)."""
+    A framework provides:
+
+    - ``listener_of(item)``: the listener behind an item of
+      ``_forksafe.listeners``, or None;
+    - ``app_listener(app, loader)``: the listener of a WSGI application,
+      or None;
+    - ``deliver(listener, payload, source, environment)`` and
+      ``replay(listener, payload, source)``;
+    - ``attach(registry, environment, how)`` and ``bootstrap(settings_spec)``,
+      for Celery's ``registry=``;
+    - ``mark_configured(registry, environment)`` and ``legacy(app, event,
+      source, environment, kind=None, id=None, **extra)``: 0.2's gunicorn
+      calls."""
     global _framework
     previous, _framework = _framework, framework
     return previous

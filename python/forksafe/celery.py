@@ -171,7 +171,6 @@ class Adapter(PoolChild, MainProcess):
 # ------------------------------------------------------- billiard hooks
 
 
-
 class PoolHooks(object):
     """Mixed into the TaskPool's billiard pool class by the bootstep."""
 

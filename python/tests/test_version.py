@@ -67,8 +67,8 @@ class TestOneVersion(unittest.TestCase):
 
     def test_forksafe_pc_is_derived(self):
         self.assertIn("@version@", read("forksafe.pc.in"))
-        self.assertRegex(read("Makefile"),
-                         r"FORKSAFE_VERSION := \$\(shell sed .*FORKSAFE_VERSION.* include/forksafe.h\)")
+        self.assertRegex(read("Makefile"), r"FORKSAFE_VERSION := \$\(shell sed "
+                         r".*FORKSAFE_VERSION.* include/forksafe.h\)")
 
     def test_documentation(self):
         """Deb file names (forksafe_X.Y.Z_arch.deb), the stats' "version" and
