@@ -19,7 +19,7 @@ from ._celery_main import STOPPING
 def exit_reason(exitcode, state=RUNNING, state_changed_ns=0, started_ns=0, flags=0,
                 restart_requested=False, maxtasks=None, max_memory=None, rss_kb=None):
     """worker-exit's ``reason`` in a pool child leaving its loop with
-    EXITCODE (see the module docstring).  The instance STATE counts only if
+    EXITCODE (see :mod:`forksafe.celery`).  The instance STATE counts only if
     it changed after the child started."""
     if flags & CHEAPER:
         return "cheaper"
@@ -38,8 +38,10 @@ def exit_reason(exitcode, state=RUNNING, state_changed_ns=0, started_ns=0, flags
 
 
 class PoolChild(object):
-    """The adapter's pool-child part, mixed with :class:`MainProcess`."""
-
+    """The adapter's pool-child part, mixed with
+    :class:`~forksafe._celery_main.MainProcess` (whose state a child inherits
+    at fork: the host, the shared page, the forks per slot, the pool's
+    limits): the child becomes a worker, says it is ready, and leaves."""
 
     def child_started(self):
         """worker_process_init: this process is pool child INDEX."""
