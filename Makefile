@@ -45,7 +45,7 @@ UWSGI_H  := $(BUILD)/uwsgi/uwsgi.h
 PLUGIN   := forksafe_plugin.so
 
 .PHONY: bench all deps run run-gunicorn run-celery check unit asan valgrind integration differential python fixtures tools clean format-check
-.PHONY: install uninstall deb package fresh
+.PHONY: install uninstall deb package fresh structure
 .PHONY: embedded embedded-check fuzz fuzz-smoke fuzz-replay check-stress check-matrix compat-table
 
 all: deps
@@ -253,7 +253,9 @@ deb: deps
 	else \
 	    find . \( -path ./build -o -path ./.git \) -prune -o \( -type f -o -type l \) -print0; \
 	fi | tar -c --null --ignore-failed-read -T - -f - | tar -x -C $(DEB_DIR)/src
-	cd $(DEB_DIR)/src && dpkg-buildpackage -us -uc -b
+	# Debian's python3.X builds the Python packages (pybuild runs `python3.X -m
+	# build`), not one a version manager put first on PATH.
+	cd $(DEB_DIR)/src && PATH=/usr/sbin:/usr/bin:/sbin:/bin:$$PATH dpkg-buildpackage -us -uc -b
 	@if command -v lintian >/dev/null; then echo "lintian:"; lintian $(DEB_DIR)/*.changes; fi
 	@echo "built:"; ls -1 $(DEB_DIR)/*.deb
 
@@ -325,6 +327,7 @@ check: deps
 	@PYTHON=$(PYTHON) tests/run_suite.sh integration tests/integration || true
 	@PYTHON=$(PYTHON) tests/run_suite.sh fresh tests/fresh || true
 	@PYTHON=$(PYTHON) tests/run_suite.sh docs tests/docs || true
+	@PYTHON=$(PYTHON) tests/run_suite.sh structure tests/structure || true
 	@$(MAKE) --no-print-directory deb >$(BUILD)/deb.log 2>&1 || echo "make deb failed: see $(BUILD)/deb.log"
 	@PYTHON=$(PYTHON) tests/run_suite.sh package tests/package || true
 	@PYTHON=$(PYTHON) CC=$(CC) scripts/embedded.sh || true
@@ -358,6 +361,11 @@ check-matrix: deps
 # docs/compatibility.md from the matrix's last results (build/matrix).
 compat-table:
 	@$(PYTHON) tests/matrix/compat_table.py --write
+
+# The tree's shape: no call circle between C files, an opening comment in
+# every source, no file outgrowing a room (tests/structure).
+structure: all
+	@PYTHON=$(PYTHON) tests/run_suite.sh structure tests/structure
 
 format-check:
 	@rm -f $(BUILD)/results.txt

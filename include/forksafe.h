@@ -59,7 +59,7 @@ extern "C" {
 #define FORKSAFE_HANDLER_ABI 1
 
 /* Version of forksafe itself, for humans and pkg-config. */
-#define FORKSAFE_VERSION "0.1.0"
+#define FORKSAFE_VERSION "0.3.0"
 
 #if defined(__GNUC__)
 #define FORKSAFE_EXPORT __attribute__((visibility("default")))

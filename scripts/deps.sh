@@ -13,7 +13,7 @@ packages=(
     clang libclang-rt-14-dev # make fuzz: libFuzzer and its sanitizer runtimes
     python3-sqlalchemy python3-psycopg2 postgresql
     python3-celery redis-server python3-redis
-    debhelper dh-python python3-all python3-setuptools lintian
+    debhelper dh-python python3-all python3-setuptools pybuild-plugin-pyproject lintian
     debootstrap # make check-matrix: Debian 13 and sid roots (tests/matrix)
 )
 missing=()

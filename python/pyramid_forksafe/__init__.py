@@ -5,15 +5,28 @@ pyramid_forksafe``) connects the application's registry to the container it
 runs in; subscribers registered for the classes in
 :mod:`pyramid_forksafe.events` then run in the right process at the right
 time.  API-compatible with pyramid_forksafe 0.2.
+
+The servers' side (the C core through ctypes, the gunicorn and Celery
+adapters) is the framework-free ``forksafe`` package; importing this one
+makes Pyramid its framework (:mod:`pyramid_forksafe.framework`), so those
+adapters deliver to Pyramid registries too.
 """
+import forksafe
+import forksafe.adapter
+
+from . import framework
 from .core import dispatch
 from .core import log
 from .core import make_payload
 from .core import registry_setup
 from .events import EVENTS
 
-__VERSION__ = "0.3.0"
+#: one version for every artefact of forksafe (include/forksafe.h's
+#: FORKSAFE_VERSION, the Debian packages, both Python distributions).
+__VERSION__ = forksafe.__version__
 __version__ = __VERSION__
+
+forksafe.adapter.register_framework(framework)
 
 
 def includeme(config):

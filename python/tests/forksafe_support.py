@@ -1,6 +1,7 @@
-"""Shared by the pyramid_forksafe tests: imports the package from this
-checkout, builds real Pyramid applications, and provides the `_forksafe`
-module exactly as the forksafe C plugin creates it (lib/python.c)."""
+"""Shared by the pyramid_forksafe tests: imports the packages (forksafe,
+pyramid_forksafe) from this checkout, builds real Pyramid applications, and
+provides the `_forksafe` module exactly as the forksafe C plugin creates it
+(lib/python_bridge.c)."""
 import os
 import sys
 import types
@@ -19,13 +20,17 @@ import pyramid_forksafe.containers.gunicorn  # noqa: E402,F401
 from pyramid_forksafe.containers import uwsgi as fs_uwsgi  # noqa: E402
 from pyramid_forksafe.interfaces import IForksafeEvent  # noqa: E402
 
-assert os.path.dirname(os.path.dirname(os.path.abspath(pyramid_forksafe.__file__))) == (
-    PACKAGE_ROOT
-), "the tests must import pyramid_forksafe from this checkout"
+import forksafe  # noqa: E402
+
+for _package in (forksafe, pyramid_forksafe):
+    assert os.path.dirname(os.path.dirname(os.path.abspath(_package.__file__))) == (
+        PACKAGE_ROOT
+    ), "the tests must import %s from this checkout" % _package.__name__
 
 
-def make_forksafe_module(version="0.1.0", container="uwsgi"):
-    """The `_forksafe` module as the plugin creates it."""
+def make_forksafe_module(version=pyramid_forksafe.__version__, container="uwsgi"):
+    """The `_forksafe` module as the plugin creates it (its version is
+    FORKSAFE_VERSION, which is pyramid_forksafe's: test_version.py)."""
     module = types.ModuleType("_forksafe")
     module.listeners = []
     module.delivered = {}
@@ -56,7 +61,7 @@ def payload(event, kind="worker", id=1, pid=None, **extra):
 
 
 def bridge_deliver(module, event_payload):
-    """What lib/python.c's forksafe__python_bridge_deliver does: record the
+    """What lib/python_bridge.c does for each occurrence: record the
     payload in `delivered`, then walk `listeners` by index (the count taken
     once) calling each with the same dict.  Exceptions propagate here (the
     plugin logs them); the first one is re-raised after the walk."""

@@ -1,6 +1,6 @@
 """The contract with the forksafe C plugin: the `_forksafe` module
 (`version`, `container`, `listeners`, `delivered`), here created by the test
-exactly as lib/python.c creates it, and walked as the plugin walks it."""
+exactly as lib/python_bridge.c creates it, and walked as the plugin walks it."""
 import gc
 import os
 import unittest
@@ -15,6 +15,7 @@ from forksafe_support import (
     payload,
 )
 
+import pyramid_forksafe
 from pyramid_forksafe import core, events
 from pyramid_forksafe.containers import uwsgi as fs_uwsgi
 from pyramid_forksafe.interfaces import IForksafeEvent
@@ -52,7 +53,8 @@ class TestListener(BridgeTestCase):
         self.assertEqual(state["environment"], "uWSGI")
         self.assertEqual(state["mechanism"], "forksafe")
         self.assertEqual(state["status"], "forksafe listener configured")
-        self.assertIn("forksafe 0.1.0 available (uwsgi)", state["autoconfigure.log"])
+        self.assertIn("forksafe %s available (uwsgi)" % pyramid_forksafe.__version__,
+                      state["autoconfigure.log"])
 
     def test_every_event_is_delivered(self):
         app, recorder = make_app()

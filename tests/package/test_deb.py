@@ -25,7 +25,8 @@ sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
 from harness import APP_DIR, Uwsgi, wait_for  # noqa: E402
 
 DEB_DIR = os.path.join(ROOT, "build", "deb")
-PACKAGES = ("uwsgi-plugin-forksafe", "libforksafe0", "python3-pyramid-forksafe")
+PACKAGES = ("uwsgi-plugin-forksafe", "libforksafe0", "python3-forksafe",
+            "python3-pyramid-forksafe")
 PLUGIN = "/usr/lib/uwsgi/plugins/forksafe_plugin.so"
 HEADER = "/usr/include/forksafe.h"
 PC = "/usr/share/pkgconfig/forksafe.pc"
@@ -74,7 +75,7 @@ def deb_files():
     arch = run(["dpkg", "--print-architecture"]).stdout.strip()
     return [os.path.join(DEB_DIR, "%s_%s_%s.deb" % (name, VERSION, a))
             for name, a in (("uwsgi-plugin-forksafe", arch), ("libforksafe0", arch),
-                            ("python3-pyramid-forksafe", "all"))]
+                            ("python3-forksafe", "all"), ("python3-pyramid-forksafe", "all"))]
 
 
 def refusal():
@@ -93,11 +94,12 @@ def refusal():
                 % found.stdout.strip())
     if os.path.exists(PLUGIN):
         return "%s exists but no package owns it (a `make install`?); remove it first" % PLUGIN
-    imported = run([SYSTEM_PYTHON, "-c", "import pyramid_forksafe; print(pyramid_forksafe.__file__)"],
-                   check=False, cwd="/", env=clean_env())
-    if imported.returncode == 0:
-        return ("%s already imports pyramid_forksafe from %s, which would shadow the "
-                "package's; remove it first" % (SYSTEM_PYTHON, imported.stdout.strip()))
+    for module in ("forksafe", "pyramid_forksafe"):
+        imported = run([SYSTEM_PYTHON, "-c", "import %s; print(%s.__file__)" % (module, module)],
+                       check=False, cwd="/", env=clean_env())
+        if imported.returncode == 0:
+            return ("%s already imports %s from %s, which would shadow the package's; "
+                    "remove it first" % (SYSTEM_PYTHON, module, imported.stdout.strip()))
     return None
 
 
@@ -177,7 +179,14 @@ class DebTest(unittest.TestCase):
         self.assertIn("libjansson4", depends)
         python = run(["dpkg", "-s", "python3-pyramid-forksafe"]).stdout
         self.assertIn("python3-pyramid", python)
+        self.assertIn("python3-forksafe (= %s)" % VERSION, python)
         self.assertIn("Architecture: all", python)
+        # The framework-free adapters: nothing of Pyramid's.
+        adapters = run(["dpkg", "-s", "python3-forksafe"]).stdout
+        depends = [line for line in adapters.splitlines() if line.startswith("Depends:")][0]
+        self.assertNotIn("pyramid", depends)
+        self.assertNotIn("zope", depends)
+        self.assertIn("Architecture: all", adapters)
         self.assertEqual(self.installed_extra, [],
                          "apt had to install packages scripts/deps.sh does not list")
 
@@ -196,6 +205,11 @@ class DebTest(unittest.TestCase):
                 "python3-pyramid-forksafe",
             "/usr/lib/python3/dist-packages/pyramid_forksafe/containers/uwsgi.py":
                 "python3-pyramid-forksafe",
+            "/usr/lib/python3/dist-packages/forksafe/__init__.py": "python3-forksafe",
+            "/usr/lib/python3/dist-packages/forksafe/adapter.py": "python3-forksafe",
+            "/usr/lib/python3/dist-packages/forksafe/gunicorn.py": "python3-forksafe",
+            "/usr/lib/python3/dist-packages/forksafe/celery.py": "python3-forksafe",
+            "/usr/share/doc/python3-forksafe/copyright": "python3-forksafe",
         }
         for path, package in owners.items():
             self.assertTrue(os.path.exists(path), path)
@@ -291,12 +305,16 @@ class DebTest(unittest.TestCase):
             "lib = host.load_library()\n"
             "h = host.Host('gunicorn', %r, subscriptions=['post-fork dl:%s:record'])\n"
             "print(json.dumps({'file': pyramid_forksafe.__file__, 'lib': lib._name,\n"
+            "                  'host': host.__file__, 'version': pyramid_forksafe.__version__,\n"
             "                  'code': h.dispatch('post-fork', 'worker', 1)}))\n"
             % (ini + "#main", self.handler))
         result = run([SYSTEM_PYTHON, "-c", script], cwd="/", env=clean_env())
         out = json.loads(result.stdout.strip().splitlines()[-1])
         self.assertEqual(out["file"], "/usr/lib/python3/dist-packages/pyramid_forksafe/__init__.py")
         self.assertEqual(out["lib"], "libforksafe.so.0")
+        # pyramid_forksafe.host is python3-forksafe's forksafe.host
+        self.assertEqual(out["host"], "/usr/lib/python3/dist-packages/forksafe/host.py")
+        self.assertEqual(out["version"], VERSION)
         self.assertEqual(out["code"], 0)
         with open(record) as f:
             event = json.loads(f.readline())

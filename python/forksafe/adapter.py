@@ -1,0 +1,302 @@
+"""What the gunicorn and Celery adapters share: the delivery to listeners
+besides the core (framework listeners and plain callables), the policy
+words and codes, the ``[forksafe]`` log line, the shared page that tells
+the main process how a child ended, wait statuses and death causes, and the
+one place that knows a web framework may exist (:func:`register_framework`).
+
+Nothing here knows gunicorn or Celery; :mod:`forksafe.gunicorn` and
+:mod:`forksafe.celery` say what happened in their server, dispatch it to the
+core (:class:`forksafe.host.Host`) and act on the policy code it returns.
+"""
+import mmap
+import os
+import struct
+import sys
+import time
+import traceback
+
+from .host import EXIT
+from .host import FATAL
+from .host import LOG
+from .host import OK
+from .host import POLICY_CODES
+
+# ----------------------------------------------------------------- policy
+
+
+def policy_code(on_error):
+    """The dispatch code a failure has under the on-error word ON_ERROR
+    (None: ``log``)."""
+    return POLICY_CODES.get(on_error or "log", LOG)
+
+
+def policy_word(code):
+    """The on-error word of a code that asks for more than a log line."""
+    return "fatal" if code >= FATAL else "exit"
+
+
+def say(message):
+    """One ``[forksafe]`` line on stderr, as the uWSGI plugin logs (never
+    raises: a closed stderr must not turn into a policy)."""
+    try:
+        sys.stderr.write("[forksafe] %s\n" % message)
+        sys.stderr.flush()
+    except Exception:
+        pass
+
+
+# --------------------------------------------------------- the framework
+
+_framework = None
+
+
+def register_framework(framework):
+    """Makes FRAMEWORK the bridge from payloads to an application's own
+    events: pyramid_forksafe registers itself (its ``framework`` module)
+    when imported.  The adapters ask it for the listeners of the
+    applications they see; without one, only the core's subscriptions and
+    the ``_forksafe`` listeners (any callables) hear the events.  Returns
+    the previous one.
+
+    A framework provides:
+
+    - ``listener_of(item)``: the listener behind an item of
+      ``_forksafe.listeners``, or None;
+    - ``app_listener(app, loader)``: the listener of a WSGI application,
+      or None;
+    - ``deliver(listener, payload, source, environment)`` and
+      ``replay(listener, payload, source)``;
+    - ``attach(registry, environment, how)`` and ``bootstrap(settings_spec)``,
+      for Celery's ``registry=``;
+    - ``mark_configured(registry, environment)`` and ``legacy(app, event,
+      source, environment, kind=None, id=None, **extra)``: 0.2's gunicorn
+      calls."""
+    global _framework
+    previous, _framework = _framework, framework
+    return previous
+
+
+def framework(required_for=None):
+    """The registered framework, or None.  With REQUIRED_FOR (what needs
+    it, for the message), imports pyramid_forksafe, the one framework there
+    is, when none is registered yet, and raises ValueError if that fails."""
+    if _framework is None and required_for is not None:
+        try:
+            import pyramid_forksafe  # noqa: F401  (registers itself)
+        except ImportError as exc:
+            raise ValueError("%s needs pyramid_forksafe (%s)" % (required_for, exc)) from None
+    return _framework
+
+
+def listener_of(item):
+    """The framework listener behind an item of ``_forksafe.listeners``, or
+    None (a plain callable, or no framework)."""
+    return _framework.listener_of(item) if _framework is not None else None
+
+
+def app_listeners(apps, loader=False):
+    """The framework listeners of the loaded applications among APPS (WSGI
+    applications or None), each once."""
+    result = []
+    if _framework is None:
+        return result
+    for app in apps:
+        listener = _framework.app_listener(app, loader) if app is not None else None
+        if listener is not None and not any(listener is seen for seen in result):
+            result.append(listener)
+    return result
+
+
+def targets(runtime_listeners, apps):
+    """Who hears an event besides the core: the ``_forksafe`` listeners
+    (framework listeners and any callable), then the listeners of APPS not
+    among them, each once."""
+    seen = []
+    result = []
+    for item in list(runtime_listeners or ()):
+        listener = listener_of(item)
+        target = listener if listener is not None else item
+        if any(t is target for t in result):
+            continue
+        result.append(target)
+        if listener is not None:
+            seen.append(listener)
+    for listener in app_listeners(apps):
+        if not any(listener is s for s in seen):
+            result.append(listener)
+            seen.append(listener)
+    return result
+
+
+def notify(targets, payload, source=None, environment=None, failure="subscriber failed"):
+    """Gives PAYLOAD to each of TARGETS (see :func:`targets`): a framework
+    listener with SOURCE (the hook it records) and ENVIRONMENT (the server),
+    any other callable with the payload alone.  A target that raises is
+    logged with its traceback (FAILURE names it) and the others still run.
+    Returns True if one failed: the caller counts that as a failure under
+    its on-error policy."""
+    failed = False
+    for target in targets:
+        try:
+            if _framework is not None and _framework.listener_of(target) is target:
+                _framework.deliver(target, payload, source, environment)
+            else:
+                target(payload)
+        except Exception:
+            failed = True
+            process = payload.get("process") or {}
+            say("%s on %s in %s %s (pid %d):\n%s"
+                % (failure, payload.get("event"), process.get("kind"), process.get("id"),
+                   os.getpid(), traceback.format_exc().rstrip()))
+    return failed
+
+
+# ------------------------------------------------------------ shared page
+# A page shared by the main process and every child (an anonymous
+# MAP_SHARED mapping made before the first fork): the instance state, so a
+# child knows why it is asked to leave, whether a child's fatal policy
+# stopped the server, and one record per child slot, so the main process
+# knows whether a dead child completed worker-exit, and why it was asked to
+# leave.
+
+#: the instance state.
+RUNNING, STOPPING, RELOADING = 0, 1, 2
+#: slot flags: the child completed worker-exit; the main process is
+#: shrinking the pool by this child.
+EXITED = 1
+CHEAPER = 2
+SLOTS = 1024
+
+_HEADER = struct.Struct("=iiq")  # state, fatal, state changed (monotonic ns)
+_SLOT = struct.Struct("=iiq")  # pid, flags, reason (the adapter's code)
+
+
+class SharedState(object):
+    """The shared page.  Slots are numbered from 0; offsets and layout are
+    private to this module."""
+
+    def __init__(self, slots=SLOTS):
+        self.slots = slots
+        self.map = mmap.mmap(-1, _HEADER.size + _SLOT.size * slots)
+
+    def set_state(self, state):
+        _state, fatal, _changed = _HEADER.unpack_from(self.map, 0)
+        _HEADER.pack_into(self.map, 0, state, fatal, time.monotonic_ns())
+
+    def state(self):
+        """(state, monotonic ns when it was set)."""
+        state, _fatal, changed = _HEADER.unpack_from(self.map, 0)
+        return state, changed
+
+    def set_fatal(self):
+        """A child's fatal policy stopped the server."""
+        state, _fatal, changed = _HEADER.unpack_from(self.map, 0)
+        _HEADER.pack_into(self.map, 0, state, 1, changed)
+
+    def fatal(self):
+        return _HEADER.unpack_from(self.map, 0)[1] == 1
+
+    def _offset(self, index):
+        if index is None or not 0 <= index < self.slots:
+            return None
+        return _HEADER.size + _SLOT.size * index
+
+    def claim(self, index, pid):
+        """A new child in slot INDEX: its pid (0: not known yet), no flags,
+        no reason."""
+        offset = self._offset(index)
+        if offset is not None:
+            _SLOT.pack_into(self.map, offset, pid, 0, 0)
+
+    def slot(self, index):
+        """(pid, flags) of slot INDEX, or None if it is not tracked."""
+        offset = self._offset(index)
+        if offset is None:
+            return None
+        pid, flags, _reason = _SLOT.unpack_from(self.map, offset)
+        return pid, flags
+
+    def flag(self, index, pid, flag):
+        """Sets FLAG in slot INDEX if it belongs to PID (None: to anyone)."""
+        offset = self._offset(index)
+        if offset is None:
+            return
+        current, flags, reason = _SLOT.unpack_from(self.map, offset)
+        if pid is None or current == pid:
+            _SLOT.pack_into(self.map, offset, current, flags | flag, reason)
+
+    def set_reason(self, index, reason):
+        """Why the main process asks the child of slot INDEX to leave (a
+        code of the adapter's)."""
+        offset = self._offset(index)
+        if offset is not None:
+            pid, flags, _reason = _SLOT.unpack_from(self.map, offset)
+            _SLOT.pack_into(self.map, offset, pid, flags, reason)
+
+    def reason(self, index):
+        offset = self._offset(index)
+        return _SLOT.unpack_from(self.map, offset)[2] if offset is not None else 0
+
+
+# ----------------------------------------------------- how a child ended
+
+
+def wait_status(si_code, si_status):
+    """A waitpid() status from waitid()'s si_code and si_status."""
+    if si_code == os.CLD_EXITED:
+        return (si_status & 0xFF) << 8
+    if si_code == os.CLD_DUMPED:
+        return (si_status & 0x7F) | 0x80
+    return si_status & 0x7F  # CLD_KILLED
+
+
+def status_from_exitcode(exitcode):
+    """A waitpid status from a ``multiprocessing``-style exit code (``-N``:
+    killed by signal N, else the exit status); None if unknown."""
+    if exitcode is None:
+        return None
+    if exitcode < 0:
+        return -exitcode & 0x7F
+    return (exitcode & 0xFF) << 8
+
+
+def death_cause(status, harakiri=False, killed_by_master=False):
+    """child-death's cause for a wait STATUS: ``exit``, ``signal``,
+    ``harakiri`` (killed by a signal because it overran its time limit),
+    ``killed-by-master`` (killed by the signal the main process sent it),
+    ``unknown`` (status not known)."""
+    if status is None:
+        return "unknown"
+    if os.WIFEXITED(status):
+        return "exit"
+    if os.WIFSIGNALED(status):
+        if harakiri:
+            return "harakiri"
+        if killed_by_master:
+            return "killed-by-master"
+        return "signal"
+    return "unknown"
+
+
+__all__ = (
+    "CHEAPER",
+    "EXIT",
+    "EXITED",
+    "FATAL",
+    "LOG",
+    "OK",
+    "RELOADING",
+    "RUNNING",
+    "STOPPING",
+    "SharedState",
+    "death_cause",
+    "notify",
+    "framework",
+    "policy_code",
+    "policy_word",
+    "register_framework",
+    "say",
+    "status_from_exitcode",
+    "targets",
+    "wait_status",
+)
