@@ -78,6 +78,19 @@ FORKSAFE_EXPORT forksafe_host *forksafe_host_new(const forksafe_host_config *con
 FORKSAFE_EXPORT int forksafe_host_dispatch(forksafe_host *host,
                                            const forksafe_host_occurrence *occurrence);
 
+/* Makes the host's dispatch run the listeners of the `_forksafe` module of
+ * the calling process's Python interpreter, after the subscriptions, as
+ * the uWSGI plugin does: each gets the payload (a dict, from the writer
+ * python: handlers use), each is timed and counted in the stats (handler
+ * "pyramid_forksafe" in the history), and one that raises is logged with its
+ * traceback and counts as a failure under the host's on-error policy.
+ * Creates the module if sys.modules has none (listeners, delivered,
+ * version, container: the host's, recorded()); keeps the one there is.
+ * Takes the GIL itself, so it may be called with or without it.  Returns
+ * 0, or -1 when Python is not initialised in this process or memory ran
+ * out. */
+FORKSAFE_EXPORT int forksafe_host_python_bridge(forksafe_host *host);
+
 /* Returns the settings as a JSON object {"settings": {...},
  * "global_settings": {...}}.  Borrowed; valid until forksafe_host_free. */
 FORKSAFE_EXPORT const char *forksafe_host_settings_json(forksafe_host *host);

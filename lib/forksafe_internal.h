@@ -391,6 +391,11 @@ void forksafe__python_set_lazy(int lazy);
  * FORKSAFE__ENOMEM. */
 int forksafe__python_bridge_init(forksafe__context *ctx);
 
+/* Forgets what the bridge keeps of CTX (the post-fork no listener heard),
+ * before CTX is freed: the host API frees its context, the uWSGI plugin
+ * never does.  Touches no Python object. */
+void forksafe__python_bridge_forget(const forksafe__context *ctx);
+
 /* ---------------------------------------------------------- exec backend */
 
 /* Exposed for tests and for the host's exec-like needs: runs COMMAND with

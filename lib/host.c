@@ -3,7 +3,9 @@
  * other than uWSGI (pyramid_forksafe's gunicorn and Celery adapters, through
  * ctypes over libforksafe.so).  Same settings, same subscriptions, same
  * handler kinds and policy words as the uWSGI plugin; the server adapter
- * says what happened and acts on the returned policy.
+ * says what happened and acts on the returned policy.  On request the
+ * host's dispatch also runs the `_forksafe` listeners, through the bridge
+ * the uWSGI plugin uses (lib/python_bridge.c).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -238,6 +240,13 @@ FORKSAFE_EXPORT int forksafe_host_dispatch(forksafe_host *host,
     return forksafe__dispatch(&host->context, &occ);
 }
 
+FORKSAFE_EXPORT int forksafe_host_python_bridge(forksafe_host *host)
+{
+    if (!host || forksafe__python_bridge_init(&host->context) != 0 || !host->context.listeners)
+        return -1;
+    return 0;
+}
+
 FORKSAFE_EXPORT const char *forksafe_host_stats_json(forksafe_host *host)
 {
     json_t *object;
@@ -287,6 +296,8 @@ FORKSAFE_EXPORT void forksafe_host_free(forksafe_host *host)
 {
     if (!host)
         return;
+    if (host->context.listeners)
+        forksafe__python_bridge_forget(&host->context);
     forksafe__context_free(&host->context);
     forksafe__free(host->container);
     free(host->settings_json);

@@ -13,7 +13,8 @@
 
 #include "python_api.h"
 
-/* The module, made once per process (sys.modules keeps it). */
+/* The module, made once per process.  A reference of ours: sys.modules
+ * may lose it (a host API caller's tests do), the bridge must not. */
 static PyObject *bridge;
 
 /* _forksafe.listeners when it is a list, and whether _forksafe.delivered
@@ -262,6 +263,9 @@ static void keep_listener_list(PyObject *module)
     PyObject *listeners = py->PyObject_GetAttrString(module, "listeners");
     PyObject *type = listeners ? py->PyObject_Type(listeners) : NULL;
 
+    /* A second call (another host of the host API) asks afresh. */
+    forksafe__python_decref(bridge_listeners);
+    bridge_listeners = NULL;
     if (type && py->list_type && type == py->list_type)
         bridge_listeners = listeners;
     else
@@ -293,7 +297,11 @@ int forksafe__python_bridge_init(forksafe__context *ctx)
     if (rc == 0) {
         forksafe__python_payload_keys();
         keep_listener_list(module);
-        bridge = module;
+        if (bridge != module) {
+            py->Py_IncRef(module);
+            forksafe__python_decref(bridge);
+            bridge = module;
+        }
         /* A module made before us may have a record already. */
         delivered_dirty = !created;
         ctx->listeners = &bridge_listener_list;
@@ -301,4 +309,12 @@ int forksafe__python_bridge_init(forksafe__context *ctx)
 out:
     py->PyGILState_Release(gil);
     return rc;
+}
+
+void forksafe__python_bridge_forget(const forksafe__context *ctx)
+{
+    if (unheard_post_fork.ctx == ctx) {
+        unheard_post_fork.kept = 0;
+        unheard_post_fork.ctx = NULL;
+    }
 }

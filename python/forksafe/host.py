@@ -30,6 +30,7 @@ that it exports.
 import ctypes
 import json
 import os
+import sys
 import threading
 import time
 
@@ -371,6 +372,28 @@ class Host(object):
             pid=pid, ppid=ppid, respawn=respawn, generation=generation, child=child,
             reason=reason,
         )
+
+    def python_bridge(self):
+        """Makes :meth:`dispatch` run the callables of ``_forksafe.listeners``
+        too, after the subscriptions, as the uWSGI plugin does: the core
+        makes the ``_forksafe`` module (listeners, delivered, version,
+        container, recorded()) in this interpreter if there is none, gives
+        each listener the payload its ``python:`` handlers get, counts each
+        in :meth:`stats` (handler ``pyramid_forksafe``) and treats one
+        that raises as a failure under this host's on-error policy (logged
+        with its traceback).  Returns the module.  Raises
+        :class:`ForksafeError` if the core could not make it."""
+        if self._handle is None:
+            raise ForksafeError("the host is closed")
+        # PyDLL: the call keeps the GIL (the core would take it anyway).
+        library = ctypes.PyDLL(self._lib._name, mode=ctypes.RTLD_GLOBAL)
+        function = library.forksafe_host_python_bridge
+        function.restype = ctypes.c_int
+        function.argtypes = [ctypes.c_void_p]
+        if function(self._handle) != 0:
+            raise ForksafeError("forksafe_host_python_bridge failed: no Python in the core's "
+                                "view of this process, or out of memory")
+        return sys.modules["_forksafe"]
 
     # ------------------------------------------------------------ counters
 
