@@ -105,7 +105,7 @@ FORKSAFE_EXPORT const char *forksafe_event_type_name(forksafe_event_type type);
 /* Returns the event type for a name, or -1 if the name is not an event. */
 FORKSAFE_EXPORT int forksafe_event_type_from_name(const char *name);
 
-/* Returns the type of the event being delivered. */
+/* Returns the type of the event that occurred. */
 FORKSAFE_EXPORT forksafe_event_type forksafe_event_type_of(const forksafe_event *ev);
 
 /* Returns the event's name ("post-fork").  Borrowed. */
