@@ -65,6 +65,12 @@ void *forksafe__calloc(size_t count, size_t size);
 void *forksafe__realloc(void *ptr, size_t size);
 char *forksafe__strdup(const char *s);
 char *forksafe__strndup(const char *s, size_t n);
+
+/* Appends MORE_LENGTH bytes of MORE to the NUL-terminated *TEXT of *LENGTH
+ * bytes, growing its buffer (*CAPACITY bytes, 0 with *TEXT NULL at first)
+ * by doubling.  Returns 0 or FORKSAFE__ENOMEM (*TEXT unchanged). */
+int forksafe__text_append(char **text, size_t *length, size_t *capacity, const char *more,
+                          size_t more_length);
 void forksafe__free(void *ptr);
 
 /* Test hook: after N more successful allocations every allocation fails;

@@ -205,8 +205,6 @@ typedef struct forksafe__scope {
     const forksafe__ini_section *section; /* NULL: [DEFAULT] itself */
 } forksafe__scope;
 
-/* Returns the entry %(KEY)s names in SCOPE, or NULL. Borrowed. */
-const forksafe__entry *forksafe__scope_find(const forksafe__scope *scope, const char *key);
 
 /* ConfigParser.get(section, OPTION->key) with OPTION already looked up:
  * BasicInterpolation of %(name)s and %%, with its depth limit.  Returns 0

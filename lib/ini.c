@@ -221,22 +221,7 @@ static int append_entry(parser *p, const char *key, size_t key_length, const cha
 
 static int value_append(parser *p, const char *text, size_t length)
 {
-    if (p->value_length + length + 1 > p->value_capacity) {
-        size_t capacity = p->value_capacity ? p->value_capacity : 256;
-        char *grown;
-
-        while (capacity < p->value_length + length + 1)
-            capacity *= 2;
-        grown = forksafe__realloc(p->value, capacity);
-        if (!grown)
-            return FORKSAFE__ENOMEM;
-        p->value = grown;
-        p->value_capacity = capacity;
-    }
-    memcpy(p->value + p->value_length, text, length);
-    p->value_length += length;
-    p->value[p->value_length] = '\0';
-    return 0;
+    return forksafe__text_append(&p->value, &p->value_length, &p->value_capacity, text, length);
 }
 
 /* A continuation line: blank lines seen since the last text become empty

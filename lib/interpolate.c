@@ -73,7 +73,7 @@ fail:
     return rc;
 }
 
-const forksafe__entry *forksafe__scope_find(const forksafe__scope *scope, const char *key)
+static const forksafe__entry *scope_find(const forksafe__scope *scope, const char *key)
 {
     const forksafe__entry *entry =
         scope->section ? forksafe__map_find(&scope->section->entries, key) : NULL;
@@ -85,29 +85,14 @@ const forksafe__entry *forksafe__scope_find(const forksafe__scope *scope, const 
 
 static int expansion_append(expansion *x, const char *text, size_t length)
 {
-    if (x->length + length + 1 > x->capacity) {
-        size_t capacity = x->capacity ? x->capacity : 64;
-        char *grown;
-
-        if (x->length + length > MAX_INTERPOLATED_SIZE) {
-            forksafe__error_set(x->err, x->path, x->option->line,
-                                "the value of '%s' in section [%s] grows past %zu MiB when "
-                                "interpolated",
-                                x->option->key, x->section_name, MAX_INTERPOLATED_SIZE >> 20);
-            return FORKSAFE__ESYNTAX;
-        }
-        while (capacity < x->length + length + 1)
-            capacity *= 2;
-        grown = forksafe__realloc(x->text, capacity);
-        if (!grown)
-            return FORKSAFE__ENOMEM;
-        x->text = grown;
-        x->capacity = capacity;
+    if (x->length + length > MAX_INTERPOLATED_SIZE) {
+        forksafe__error_set(x->err, x->path, x->option->line,
+                            "the value of '%s' in section [%s] grows past %zu MiB when "
+                            "interpolated",
+                            x->option->key, x->section_name, MAX_INTERPOLATED_SIZE >> 20);
+        return FORKSAFE__ESYNTAX;
     }
-    memcpy(x->text + x->length, text, length);
-    x->length += length;
-    x->text[x->length] = '\0';
-    return 0;
+    return forksafe__text_append(&x->text, &x->length, &x->capacity, text, length);
 }
 
 static int interpolation_error(expansion *x, const char *what, const char *rest)
@@ -164,7 +149,7 @@ static int expand(expansion *x, const char *rest, int depth)
         key = forksafe__strndup(name, (size_t)(close - name));
         if (!key)
             return FORKSAFE__ENOMEM;
-        found = forksafe__scope_find(x->scope, key);
+        found = scope_find(x->scope, key);
         if (!found) {
             forksafe__error_set(x->err, x->path, x->option->line,
                                 "'%s' in section [%s] refers to %%(%s)s, but there is no key "
@@ -229,7 +214,7 @@ int forksafe__interpolate_key(const forksafe__ini *ini, const char *section, con
     }
     if ((rc = forksafe__defaults_open(&defaults, ini, err)) != 0)
         return rc;
-    if (!(option = forksafe__scope_find(&scope, key))) {
+    if (!(option = scope_find(&scope, key))) {
         forksafe__error_set(err, ini->path, line, "no key '%s' in section [%s] or [DEFAULT]", key,
                             section);
         rc = FORKSAFE__ENOTFOUND;

@@ -93,6 +93,27 @@ void *forksafe__realloc(void *ptr, size_t size)
     return allocation_allowed() ? realloc(ptr, size ? size : 1) : NULL;
 }
 
+int forksafe__text_append(char **text, size_t *length, size_t *capacity, const char *more,
+                          size_t more_length)
+{
+    if (*length + more_length + 1 > *capacity) {
+        size_t grown_capacity = *capacity ? *capacity : 64;
+        char *grown;
+
+        while (grown_capacity < *length + more_length + 1)
+            grown_capacity *= 2;
+        grown = forksafe__realloc(*text, grown_capacity);
+        if (!grown)
+            return FORKSAFE__ENOMEM;
+        *text = grown;
+        *capacity = grown_capacity;
+    }
+    memcpy(*text + *length, more, more_length);
+    *length += more_length;
+    (*text)[*length] = '\0';
+    return 0;
+}
+
 char *forksafe__strndup(const char *s, size_t n)
 {
     size_t length = strnlen(s, n);
