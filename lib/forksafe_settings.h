@@ -205,7 +205,6 @@ typedef struct forksafe__scope {
     const forksafe__ini_section *section; /* NULL: [DEFAULT] itself */
 } forksafe__scope;
 
-
 /* ConfigParser.get(section, OPTION->key) with OPTION already looked up:
  * BasicInterpolation of %(name)s and %%, with its depth limit.  Returns 0
  * with a new string in *OUT, FORKSAFE__ESYNTAX (ERR has the file and
