@@ -25,6 +25,19 @@ extern "C" {
 /* Opaque: one server instance's configuration. */
 typedef struct forksafe_host forksafe_host;
 
+/* A log line's level, for a host's own logger. */
+enum {
+    FORKSAFE_HOST_LOG_ERROR,
+    FORKSAFE_HOST_LOG_WARNING,
+    FORKSAFE_HOST_LOG_INFO,
+    FORKSAFE_HOST_LOG_DEBUG
+};
+
+/* Receives each line the core logs: LINE has no prefix and no newline (a
+ * traceback makes it span lines).  It runs in the thread that dispatches,
+ * and must not call back into the host. */
+typedef void (*forksafe_host_log_fn)(void *data, int level, const char *line);
+
 /* What forksafe_host_new reads. */
 typedef struct forksafe_host_config {
     int version;               /* FORKSAFE_HOST_API_VERSION */
@@ -35,6 +48,8 @@ typedef struct forksafe_host_config {
     const char *on_error;      /* "log", "exit", "fatal"; NULL: log */
     double timeout;            /* seconds an exec handler may run; <= 0: 30 */
     int verbose;               /* log every dispatch */
+    forksafe_host_log_fn log;  /* NULL: stderr, each line prefixed "[forksafe] " */
+    void *log_data;            /* LOG's DATA */
 } forksafe_host_config;
 
 /* One process as the server sees it. */
@@ -64,8 +79,8 @@ typedef struct forksafe_host_occurrence {
 
 /* Creates a host from CONFIG: loads the settings, subscribes the [forksafe]
  * section of that file if it is an ini, then each line of the
- * subscriptions, and resolves every handler.  Logs go to stderr prefixed
- * "[forksafe]".  Returns a new host to free with forksafe_host_free, or NULL
+ * subscriptions, and resolves every handler.  Logs go to CONFIG's log (from
+ * this call on, for the host's life).  Returns a new host to free with forksafe_host_free, or NULL
  * with "FILE:LINE: what is wrong" in ERROR (also for a CONFIG of another
  * API version). */
 FORKSAFE_EXPORT forksafe_host *forksafe_host_new(const forksafe_host_config *config, char *error,

@@ -84,6 +84,13 @@ static forksafe__backend uwsgi_only_hook_backend = {
     .release = hook_release,
 };
 
+/* The host's levels are the core's, so a line passes through unchanged. */
+_Static_assert((int)FORKSAFE_HOST_LOG_ERROR == (int)FORKSAFE__LOG_ERROR &&
+                   (int)FORKSAFE_HOST_LOG_WARNING == (int)FORKSAFE__LOG_WARNING &&
+                   (int)FORKSAFE_HOST_LOG_INFO == (int)FORKSAFE__LOG_INFO &&
+                   (int)FORKSAFE_HOST_LOG_DEBUG == (int)FORKSAFE__LOG_DEBUG,
+               "host log levels");
+
 static void log_to_stderr(void *userdata, int level, const char *message)
 {
     (void)userdata;
@@ -155,7 +162,9 @@ FORKSAFE_EXPORT forksafe_host *forksafe_host_new(const forksafe_host_config *con
     if (!host)
         goto fail;
     host->container = forksafe__strdup(config->container ? config->container : "unknown");
-    if (!host->container || forksafe__context_init(&host->context, log_to_stderr, NULL) != 0 ||
+    if (!host->container ||
+        forksafe__context_init(&host->context, config->log ? config->log : log_to_stderr,
+                               config->log ? config->log_data : NULL) != 0 ||
         forksafe__context_add_backend(&host->context, forksafe__python_backend()) != 0 ||
         forksafe__context_add_backend(&host->context, &uwsgi_only_hook_backend) != 0)
         goto fail;

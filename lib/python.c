@@ -152,7 +152,8 @@ out:
 /* ------------------------------------------------------------- running */
 
 int forksafe__python_call(const forksafe__context *ctx, PyObject *callable, PyObject *payload,
-                          const char *name, const forksafe_event *ev, char *why, size_t why_size)
+                          const char *failed, const forksafe_event *ev, char *why,
+                          size_t why_size)
 {
     PyObject *result = forksafe__python()->PyObject_CallFunctionObjArgs(callable, payload, NULL);
     char *traceback;
@@ -162,8 +163,8 @@ int forksafe__python_call(const forksafe__context *ctx, PyObject *callable, PyOb
         return 0;
     }
     traceback = forksafe__python_take_exception(why, why_size);
-    forksafe__log(ctx, FORKSAFE__LOG_ERROR, "handler '%s' raised on %s in %s %d (pid %d):\n%s",
-                  name, forksafe_event_name(ev), forksafe_event_process_kind(ev),
+    forksafe__log(ctx, FORKSAFE__LOG_ERROR, "%s on %s in %s %d (pid %d):\n%s", failed,
+                  forksafe_event_name(ev), forksafe_event_process_kind(ev),
                   forksafe_event_process_id(ev), (int)forksafe_event_pid(ev),
                   traceback ? traceback : why);
     forksafe__free(traceback);
@@ -176,6 +177,7 @@ static int python_invoke(forksafe__context *ctx, void *data, void *handle, const
     const forksafe__python_api *py = forksafe__python();
     python_handle *python = handle;
     PyObject *payload;
+    char failed[256]; /* a name is at most NAME_MAX_LENGTH (subscribe.c) */
     int gil, rc;
 
     (void)data;
@@ -209,8 +211,8 @@ static int python_invoke(forksafe__context *ctx, void *data, void *handle, const
         py->PyGILState_Release(gil);
         return FORKSAFE__EHANDLER;
     }
-    rc = forksafe__python_call(ctx, python->callable, payload, ev->subscription->name, ev, why,
-                               why_size);
+    snprintf(failed, sizeof(failed), "handler '%s' raised", ev->subscription->name);
+    rc = forksafe__python_call(ctx, python->callable, payload, failed, ev, why, why_size);
     forksafe__python_decref(payload);
     py->PyGILState_Release(gil);
     return rc;

@@ -112,9 +112,11 @@ PyObject *forksafe__python_event_payload(const forksafe_event *ev);
 /* ------------------------------------------------------------ python call */
 
 /* Runs CALLABLE(PAYLOAD) for EV, GIL held.  On an exception, logs the
- * whole traceback as one record naming NAME, puts its last line in WHY and
- * returns FORKSAFE__EHANDLER; otherwise 0. */
+ * whole traceback as one record, "FAILED on EVENT in KIND ID (pid N):"
+ * (FAILED says who, e.g. "handler 'python:app:warm' raised"), puts its
+ * last line in WHY and returns FORKSAFE__EHANDLER; otherwise 0. */
 int forksafe__python_call(const forksafe__context *ctx, PyObject *callable, PyObject *payload,
-                          const char *name, const forksafe_event *ev, char *why, size_t why_size);
+                          const char *failed, const forksafe_event *ev, char *why,
+                          size_t why_size);
 
 #endif /* FORKSAFE_PYTHON_API_H */

@@ -102,6 +102,7 @@ class MainProcess(object):
         self.verbose = verbose
         self.host_factory = host_factory
         self.host = None
+        self.runtime = None  # the _forksafe module the host's dispatch runs
         self.registry = None
         self.listener = None  # the registry's, from the framework
         self.settings, self.global_settings = {}, {}
@@ -186,6 +187,10 @@ class MainProcess(object):
             self._say(str(exc) + origin)
             raise SystemExit(1)
         self.settings, self.global_settings = split_settings(self.host.settings)
+        # Every process of the worker has the _forksafe module, as under
+        # uWSGI and gunicorn: an application that includes pyramid_forksafe
+        # hears every event, and registry= joins its listeners.
+        self.runtime = self.host.python_bridge()
 
     def attach_registry(self):
         """``registry=``: a registry, a Router, a callable returning one, or
@@ -194,6 +199,9 @@ class MainProcess(object):
         if source is None:
             return None
         framework = adapter.framework("install(registry=...)")
+        if self.runtime is None:
+            raise ValueError("install(registry=...) needs the core's _forksafe module: "
+                             "the host has none")
         if isinstance(source, str):
             if source != "bootstrap":
                 raise ValueError("registry must be a registry, a callable or 'bootstrap'")
@@ -203,7 +211,8 @@ class MainProcess(object):
         elif not hasattr(source, "notify") and callable(source):
             source = source()
         self.registry = source
-        self.listener = framework.attach(source, ENVIRONMENT, "celery worker (containers.celery)")
+        self.listener = framework.attach(source, ENVIRONMENT, "celery worker (containers.celery)",
+                                         self.runtime.listeners)
         return self.registry
 
     def _bootstrap(self):
@@ -212,26 +221,19 @@ class MainProcess(object):
     # ---- delivery
 
     def fire(self, event, child=None, reason=None):
-        """Delivers EVENT from this process to the host, then to the
-        registry.  Returns the strongest policy code."""
+        """Dispatches EVENT in this process: the core's subscriptions, then
+        the ``_forksafe`` listeners (the registry among them).  Returns the
+        strongest policy code."""
         with self.lock:
-            result = OK
-            if self.host is not None:
-                try:
-                    result = self.host.dispatch(
-                        event, self.kind, self.id, respawn=self.respawn,
-                        generation=self.generation, child=child, reason=reason)
-                except ValueError as exc:  # an unknown event or kind: a bug here
-                    self._say("%s: %s" % (event, exc))
-            if self.listener is not None:
-                payload = make_payload(
-                    event, self.kind, self.id, self.settings, self.global_settings,
-                    respawn=self.respawn, generation=self.generation, child=child,
-                    reason=reason)
-                if adapter.notify([self.listener], payload, SOURCE, ENVIRONMENT,
-                                  "pyramid subscriber failed"):
-                    result = max(result, policy_code(self.on_error))
-            return result
+            if self.host is None:
+                return OK
+            try:
+                return self.host.dispatch(
+                    event, self.kind, self.id, respawn=self.respawn,
+                    generation=self.generation, child=child, reason=reason)
+            except ValueError as exc:  # an unknown event or kind: a bug here
+                self._say("%s: %s" % (event, exc))
+                return OK
 
     def _say(self, message):
         adapter.say(message)

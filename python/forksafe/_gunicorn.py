@@ -1,7 +1,7 @@
 """The gunicorn adapter's insides (:mod:`forksafe.gunicorn` is what a
 gunicorn config file imports): the state of this process, the arbiter's
-wrapped methods, worker ids and reasons, the shared flags, and delivery
-and policy through :mod:`forksafe.adapter`."""
+wrapped methods, worker ids and reasons, the shared flags, the dispatch
+and the policy."""
 import os
 import signal
 import sys
@@ -14,19 +14,6 @@ from . import host as fs_host
 ENVIRONMENT = "gunicorn"
 #: the payload's "container".
 CONTAINER = "gunicorn"
-
-#: registry.pyramid_forksafe["executed_hooks"] sources (0.2's for its three).
-SOURCES = {
-    "master-start": "containers.gunicorn.on_starting",
-    "pre-fork": "containers.gunicorn.pre_fork",
-    "post-fork": "containers.gunicorn.post_fork",
-    "post-fork-parent": "containers.gunicorn.spawn_worker",
-    "worker-ready": "containers.gunicorn.post_worker_init",
-    "worker-exit": "containers.gunicorn.worker_exit",
-    "child-death": "containers.gunicorn.child_exit",
-    "master-exit": "containers.gunicorn.on_exit",
-}
-REPLAY_SOURCE = "containers.gunicorn.post_fork_replay"
 
 #: worker-exit reasons the arbiter writes for a worker (shared memory).
 REASONS = (None, "shutdown", "reload", "cheaper", "harakiri")
@@ -43,6 +30,7 @@ class _State(object):
 
     def __init__(self):
         self.host = None
+        self.runtime = None  # the _forksafe module the host's dispatch runs
         self.generation = 0
         self.master_pid = None
         self.master_started = False  # master-start delivered in this generation
@@ -57,7 +45,6 @@ class _State(object):
         self.pending = []
         self.options = {}  # configure(**options)
         self.lazy_warned = False
-        self.post_fork_payload = None  # this worker's post-fork, for the replay
 
 
 _state = _State()
@@ -200,7 +187,6 @@ def _become_worker(worker):
     _state.pending = []
     _state.statuses = {}
     _state.signalled = {}
-    _state.post_fork_payload = None
 
 
 def _worker_id(worker):
@@ -289,9 +275,10 @@ def _identity(worker=None):
 
 
 def _fire(owner, event, worker=None, child=None, reason=None, apps=()):
-    """Delivers EVENT in this process: the core's subscriptions, then the
-    listeners (adapter.targets); then acts on the policy.  A delivery started while
-    another runs (a SIGCHLD hook in the middle of one) waits for it."""
+    """Dispatches EVENT in this process (the core's subscriptions, then the
+    ``_forksafe`` listeners, which APPS' registries join), then acts on the
+    policy.  A dispatch started while another runs (a SIGCHLD hook in the
+    middle of one) waits for it."""
     _state.pending.append((event, worker, child, reason, list(apps)))
     if _state.busy:
         return
@@ -299,30 +286,28 @@ def _fire(owner, event, worker=None, child=None, reason=None, apps=()):
     try:
         while _state.pending:
             item = _state.pending.pop(0)
-            code = _deliver(*item)
+            code = _dispatch(*item)
             _apply(code, item[0], owner)
     finally:
         _state.busy = False
 
 
-def _deliver(event, worker, child, reason, apps):
-    host = _state.host
+def _dispatch(event, worker, child, reason, apps):
     kind, wid, respawn = _identity(worker)
-    arguments = dict(respawn=respawn, generation=_state.generation, child=child, reason=reason)
-    code = host.dispatch(event, kind, wid, **arguments)
-    payload = host.payload(event, kind, wid, **arguments)
-    runtime = sys.modules.get("_forksafe")
-    if runtime is not None and getattr(runtime, "container", None) == CONTAINER:
-        if event == "post-fork":
-            runtime.delivered.clear()
-        runtime.delivered[event] = payload
-    if event == "post-fork":
-        _state.post_fork_payload = payload
-    listeners = getattr(runtime, "listeners", ()) if runtime is not None else ()
-    if adapter.notify(adapter.targets(listeners, [_app_of(app) for app in apps]), payload,
-                      SOURCES[event], ENVIRONMENT, "pyramid_forksafe subscriber failed"):
-        code = max(code, host.failure_code)
-    return code
+    _connect(apps)
+    return _state.host.dispatch(event, kind, wid, respawn=respawn,
+                                generation=_state.generation, child=child, reason=reason)
+
+
+def _connect(apps):
+    """The registry of a loaded application hears every event, whether it
+    included pyramid_forksafe or not: its listener joins the ``_forksafe``
+    listeners (once)."""
+    framework = adapter.framework()
+    if framework is None or _state.runtime is None:
+        return
+    for listener in adapter.app_listeners([_app_of(app) for app in apps]):
+        framework.connect(listener, _state.runtime.listeners, ENVIRONMENT)
 
 
 def _app_of(app):
@@ -341,14 +326,28 @@ def _replay_post_fork(apps):
     """The application was loaded after the post-fork (preload_app off): its
     listeners hear that post-fork now, before worker-ready."""
     framework = adapter.framework()
-    if framework is None or _state.post_fork_payload is None:
+    if framework is None or _state.runtime is None:
         return
-    for listener in adapter.app_listeners([_app_of(app) for app in apps]):
+    listeners = adapter.app_listeners([_app_of(app) for app in apps])
+    payload = recorded(_state.runtime, "post-fork") if listeners else None
+    if payload is None:
+        return
+    for listener in listeners:
         try:
-            framework.replay(listener, _state.post_fork_payload, REPLAY_SOURCE)
+            framework.replay(listener, payload)
         except Exception:
             _say("pyramid_forksafe: replaying post-fork failed:\n%s"
                  % traceback.format_exc().rstrip())
+
+
+def recorded(runtime, event):
+    """The payload of EVENT as last dispatched in this process, from the
+    ``_forksafe`` module RUNTIME (the core keeps an unheard post-fork until
+    asked for it; a module made elsewhere keeps ``delivered`` only)."""
+    ask = getattr(runtime, "recorded", None)
+    if ask is not None:
+        return ask(event)
+    return (getattr(runtime, "delivered", None) or {}).get(event)
 
 
 def _apply(code, event, owner):

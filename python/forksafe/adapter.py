@@ -1,25 +1,25 @@
-"""What the gunicorn and Celery adapters share: the delivery to listeners
-besides the core (framework listeners and plain callables), the policy
-words and codes, the ``[forksafe]`` log line, the shared page that tells
-the main process how a child ended, wait statuses and death causes, and the
-one place that knows a web framework may exist (:func:`register_framework`).
+"""What the gunicorn and Celery adapters share: the policy words and
+codes, the ``[forksafe]`` log line, the shared page that tells the main
+process how a child ended, wait statuses and death causes, and the one
+place that knows a web framework may exist (:func:`register_framework`).
 
 Nothing here knows gunicorn or Celery; :mod:`forksafe.gunicorn` and
 :mod:`forksafe.celery` say what happened in their server, dispatch it to the
-core (:class:`forksafe.host.Host`) and act on the policy code it returns.
+core (:class:`forksafe.host.Host`, whose dispatch also runs the
+``_forksafe`` listeners: the framework's registries among them) and act on
+the policy code it returns.
 """
 import mmap
 import os
 import struct
-import sys
 import time
-import traceback
 
 from .host import EXIT
 from .host import FATAL
 from .host import LOG
 from .host import OK
 from .host import POLICY_CODES
+from .host import write_to_stderr
 
 # ----------------------------------------------------------------- policy
 
@@ -36,13 +36,9 @@ def policy_word(code):
 
 
 def say(message):
-    """One ``[forksafe]`` line on stderr, as the uWSGI plugin logs (never
-    raises: a closed stderr must not turn into a policy)."""
-    try:
-        sys.stderr.write("[forksafe] %s\n" % message)
-        sys.stderr.flush()
-    except Exception:
-        pass
+    """One ``[forksafe]`` line on ``sys.stderr``, where the core's lines go
+    too (never raises: a closed stderr must not turn into a policy)."""
+    write_to_stderr("warning", message)
 
 
 # --------------------------------------------------------- the framework
@@ -54,20 +50,20 @@ def register_framework(framework):
     """Makes FRAMEWORK the bridge from payloads to an application's own
     events: pyramid_forksafe registers itself (its ``framework`` module)
     when imported.  The adapters ask it for the listeners of the
-    applications they see; without one, only the core's subscriptions and
-    the ``_forksafe`` listeners (any callables) hear the events.  Returns
-    the previous one.
+    applications they see, which join the ``_forksafe`` listeners; without
+    one, only the core's subscriptions and the ``_forksafe`` listeners (any
+    callables) hear the events.  Returns the previous one.
 
     A framework provides:
 
-    - ``listener_of(item)``: the listener behind an item of
-      ``_forksafe.listeners``, or None;
     - ``app_listener(app, loader)``: the listener of a WSGI application,
       or None;
-    - ``deliver(listener, payload, source, environment)`` and
-      ``replay(listener, payload, source)``;
-    - ``attach(registry, environment, how)`` and ``bootstrap(settings_spec)``,
-      for Celery's ``registry=``;
+    - ``connect(listener, listeners, environment)``: that listener joins
+      the ``_forksafe`` listeners LISTENERS of ENVIRONMENT's adapter;
+    - ``replay(listener, payload)``: a post-fork that happened before the
+      application was loaded;
+    - ``attach(registry, environment, how, listeners)`` and
+      ``bootstrap(settings_spec)``, for Celery's ``registry=``;
     - ``mark_configured(registry, environment)`` and ``legacy(app, event,
       source, environment, kind=None, id=None, **extra)``: 0.2's gunicorn
       calls."""
@@ -88,12 +84,6 @@ def framework(required_for=None):
     return _framework
 
 
-def listener_of(item):
-    """The framework listener behind an item of ``_forksafe.listeners``, or
-    None (a plain callable, or no framework)."""
-    return _framework.listener_of(item) if _framework is not None else None
-
-
 def app_listeners(apps, loader=False):
     """The framework listeners of the loaded applications among APPS (WSGI
     applications or None), each once."""
@@ -105,50 +95,6 @@ def app_listeners(apps, loader=False):
         if listener is not None and not any(listener is seen for seen in result):
             result.append(listener)
     return result
-
-
-def targets(runtime_listeners, apps):
-    """Who hears an event besides the core: the ``_forksafe`` listeners
-    (framework listeners and any callable), then the listeners of APPS not
-    among them, each once."""
-    seen = []
-    result = []
-    for item in list(runtime_listeners or ()):
-        listener = listener_of(item)
-        target = listener if listener is not None else item
-        if any(t is target for t in result):
-            continue
-        result.append(target)
-        if listener is not None:
-            seen.append(listener)
-    for listener in app_listeners(apps):
-        if not any(listener is s for s in seen):
-            result.append(listener)
-            seen.append(listener)
-    return result
-
-
-def notify(targets, payload, source=None, environment=None, failure="subscriber failed"):
-    """Gives PAYLOAD to each of TARGETS (see :func:`targets`): a framework
-    listener with SOURCE (the hook it records) and ENVIRONMENT (the server),
-    any other callable with the payload alone.  A target that raises is
-    logged with its traceback (FAILURE names it) and the others still run.
-    Returns True if one failed: the caller counts that as a failure under
-    its on-error policy."""
-    failed = False
-    for target in targets:
-        try:
-            if _framework is not None and _framework.listener_of(target) is target:
-                _framework.deliver(target, payload, source, environment)
-            else:
-                target(payload)
-        except Exception:
-            failed = True
-            process = payload.get("process") or {}
-            say("%s on %s in %s %s (pid %d):\n%s"
-                % (failure, payload.get("event"), process.get("kind"), process.get("id"),
-                   os.getpid(), traceback.format_exc().rstrip()))
-    return failed
 
 
 # ------------------------------------------------------------ shared page
@@ -289,14 +235,13 @@ __all__ = (
     "RUNNING",
     "STOPPING",
     "SharedState",
+    "app_listeners",
     "death_cause",
-    "notify",
     "framework",
     "policy_code",
     "policy_word",
     "register_framework",
     "say",
     "status_from_exitcode",
-    "targets",
     "wait_status",
 )

@@ -83,18 +83,14 @@ forksafe on first use (master-start is then missed, and a warning says so).
 import os
 import signal
 import sys
-import types
 import warnings
 
-from . import __version__
 from . import adapter
 from . import host as fs_host
 from ._gunicorn import CONTAINER
 from ._gunicorn import ENVIRONMENT
 from ._gunicorn import MAX_WORKER_ID  # noqa: F401
 from ._gunicorn import REASONS  # noqa: F401
-from ._gunicorn import REPLAY_SOURCE  # noqa: F401
-from ._gunicorn import SOURCES
 from ._gunicorn import _apply  # noqa: F401
 from ._gunicorn import _become_worker
 from ._gunicorn import _child_death
@@ -397,7 +393,6 @@ def _start(server, lazily):
     _state.generation = 0
     _state.master_started = False
     _state.stopping = False
-    install_runtime()
     try:
         _state.host = _new_host(server)
     except fs_host.ForksafeError as exc:
@@ -442,14 +437,15 @@ def _ready(server_or_worker, hook):
         _start(server_or_worker, lazily=True)
     else:
         # in a worker of an arbiter that never configured forksafe
-        install_runtime()
         _state.host = _new_host(server_or_worker)
     return True
 
 
 def _new_host(server):
+    """The host of SERVER's configuration; its dispatch runs the
+    ``_forksafe`` listeners too (the module is made if there is none)."""
     options = read_options(server)
-    return fs_host.Host(
+    host = fs_host.Host(
         CONTAINER,
         options.get("settings_spec"),
         subscriptions=options.get("subscriptions"),
@@ -458,6 +454,12 @@ def _new_host(server):
         timeout=options.get("timeout") or 0,
         verbose=bool(options.get("verbose")),
     )
+    try:
+        _state.runtime = host.python_bridge()
+    except BaseException:
+        host.close()
+        raise
+    return host
 
 
 def read_options(server):
@@ -496,19 +498,20 @@ def config_module(cfg):
 
 
 def install_runtime():
-    """Provides the ``_forksafe`` module as the uWSGI plugin does
-    (``listeners``, ``delivered``, ``version``, ``container``), so that
-    ``config.include("pyramid_forksafe")`` connects every registry of the
-    process.  Returns it (an existing one is kept)."""
+    """Provides the ``_forksafe`` module now, as the uWSGI plugin does
+    (``listeners``, ``delivered``, ``version``, ``container``,
+    ``recorded()``: the core's own), so that
+    ``config.include("pyramid_forksafe")`` in an application preloaded
+    before ``on_starting`` connects its registry.  Returns it (an existing
+    one is kept), or None when the core library cannot be loaded:
+    ``on_starting`` then says why and stops gunicorn."""
     runtime = sys.modules.get("_forksafe")
     if runtime is None:
-        runtime = types.ModuleType("_forksafe")
-        runtime.listeners = []
-        runtime.delivered = {}
-        runtime.version = __version__
-        runtime.container = CONTAINER
-        runtime.__doc__ = "forksafe's gunicorn adapter: the forksafe bridge module"
-        sys.modules["_forksafe"] = runtime
+        try:
+            with fs_host.Host(CONTAINER) as host:
+                runtime = host.python_bridge()
+        except fs_host.ForksafeError:
+            return None
     return runtime
 
 
@@ -521,8 +524,7 @@ def _legacy(application, event, kind=None, id=None, loader=False, **extra):
     framework = adapter.framework()
     if framework is None:
         return None
-    return framework.legacy(application, event, SOURCES[event], ENVIRONMENT, kind=kind,
-                            id=id, **extra)
+    return framework.legacy(application, event, ENVIRONMENT, kind=kind, id=id, **extra)
 
 
 def _reset_for_tests():

@@ -115,6 +115,13 @@ def _open_library():
     )
 
 
+#: forksafe_host_log_fn: (data, level, line).
+_LOG_FUNCTION = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int, ctypes.c_char_p)
+
+#: FORKSAFE_HOST_LOG_* by value.
+LOG_LEVELS = ("error", "warning", "info", "debug")
+
+
 class _Config(ctypes.Structure):
     """struct forksafe_host_config."""
 
@@ -127,6 +134,8 @@ class _Config(ctypes.Structure):
         ("on_error", ctypes.c_char_p),
         ("timeout", ctypes.c_double),
         ("verbose", ctypes.c_int),
+        ("log", _LOG_FUNCTION),
+        ("log_data", ctypes.c_void_p),
     ]
 
 
@@ -223,7 +232,11 @@ class Host(object):
     ``subscriptions`` are ``forksafe-subscribe`` values, subscribed after
     the section; ``source`` names them in error messages.  ``on_error`` is
     ``"log"`` (None), ``"exit"`` or ``"fatal"``; ``timeout`` in seconds for
-    exec handlers (<= 0: 30); ``verbose`` logs every dispatch.
+    exec handlers (<= 0: 30); ``verbose`` logs every dispatch.  ``log``
+    gets each line the core logs, as ``log(level, line)`` (level one of
+    :data:`LOG_LEVELS`); by default it is written to ``sys.stderr``,
+    prefixed ``[forksafe] ``, so a server that redirects ``sys.stderr`` to
+    its logger (Celery does) logs it like its own lines.
 
     Raises :class:`ForksafeError` with forksafe's one-line message when the
     configuration is wrong (every handler is resolved here), and
@@ -238,6 +251,7 @@ class Host(object):
         on_error=None,
         timeout=0,
         verbose=False,
+        log=None,
     ):
         self._lib = load_library()
         self._handle = None
@@ -252,6 +266,9 @@ class Host(object):
             )
         self.timeout = float(timeout or 0)
         self.verbose = bool(verbose)
+        self.log = log or write_to_stderr
+        # Kept with the host: the core calls it for as long as the host lives.
+        self._log_function = _LOG_FUNCTION(self._log_line)
         error = ctypes.create_string_buffer(ERROR_SIZE)
         config = _Config(
             HOST_API_VERSION,
@@ -262,6 +279,8 @@ class Host(object):
             _bytes(on_error),
             self.timeout,
             1 if self.verbose else 0,
+            self._log_function,
+            None,
         )
         handle = self._lib.forksafe_host_new(ctypes.byref(config), error, ERROR_SIZE)
         if not handle:
@@ -274,6 +293,14 @@ class Host(object):
         self.settings = json.loads(raw.decode("utf-8")) if raw else {}
         self.settings.setdefault("settings", {})
         self.settings.setdefault("global_settings", {})
+
+    def _log_line(self, _data, level, line):
+        # Called from C: an exception must not escape into the core.
+        try:
+            name = LOG_LEVELS[level] if 0 <= level < len(LOG_LEVELS) else "error"
+            self.log(name, line.decode("utf-8", "replace"))
+        except Exception:
+            pass
 
     # ------------------------------------------------------------ settings
 
@@ -365,8 +392,9 @@ class Host(object):
         ppid=0,
     ):
         """The payload the core gives its handlers for the same dispatch
-        (include/forksafe.h), built in Python: for listeners the core does
-        not call (pyramid_forksafe's registries).  Settings are copies."""
+        (include/forksafe.h), built in Python, for code that needs one
+        outside a dispatch (pyramid_forksafe's 0.2 calls, tests).  Settings
+        are copies."""
         return make_payload(
             self.container, event, kind, id, self.app_settings, self.global_settings,
             pid=pid, ppid=ppid, respawn=respawn, generation=generation, child=child,
@@ -430,6 +458,16 @@ class Host(object):
             self.settings_spec,
             " closed" if self._handle is None else "",
         )
+
+
+def write_to_stderr(level, line):
+    """A Host's default logger: ``[forksafe] LINE`` on ``sys.stderr``."""
+    del level
+    try:
+        sys.stderr.write("[forksafe] %s\n" % line)
+        sys.stderr.flush()
+    except Exception:
+        pass
 
 
 def make_payload(container, event, kind, id, settings, global_settings, pid=0, ppid=0,

@@ -17,6 +17,40 @@ _LISTENER_ATTRIBUTE = "_pyramid_forksafe_listener"
 #: how many deliveries are running in this process (see _registry_gone).
 _delivering = 0
 
+#: The hook recorded in ``executed_hooks`` for an event that a server
+#: adapter of the forksafe package dispatched, by the payload's
+#: "container": gunicorn's hooks as 0.2 named them, and Celery's adapter.
+#: Under uWSGI the listener records its own source (containers.uwsgi).
+ADAPTER_SOURCES = {
+    "gunicorn": {
+        "master-start": "containers.gunicorn.on_starting",
+        "pre-fork": "containers.gunicorn.pre_fork",
+        "post-fork": "containers.gunicorn.post_fork",
+        "post-fork-parent": "containers.gunicorn.spawn_worker",
+        "worker-ready": "containers.gunicorn.post_worker_init",
+        "worker-exit": "containers.gunicorn.worker_exit",
+        "child-death": "containers.gunicorn.child_exit",
+        "master-exit": "containers.gunicorn.on_exit",
+    },
+    "celery": dict.fromkeys(EVENTS, "containers.celery"),
+}
+#: ... and for a post-fork replayed to an application loaded after it.
+ADAPTER_REPLAY_SOURCES = {
+    "gunicorn": "containers.gunicorn.post_fork_replay",
+    "celery": "containers.celery",
+}
+
+
+def source_of(payload, default, replayed=False):
+    """The source ``executed_hooks`` records for PAYLOAD: the server
+    adapter's hook for it, else DEFAULT."""
+    if not isinstance(payload, Mapping):
+        return default
+    container = payload.get("container")
+    if replayed:
+        return ADAPTER_REPLAY_SOURCES.get(container, default)
+    return ADAPTER_SOURCES.get(container, {}).get(payload.get("event"), default)
+
 
 def _new_state():
     return {
@@ -92,8 +126,9 @@ class RegistryListener(object):
     """Delivers forksafe payloads to one registry, which it holds weakly.
 
     Called with a payload (the ``_forksafe.listeners`` contract) it
-    dispatches with ``self.source``; payloads of events this version does not
-    know are ignored.  When the registry is garbage collected the listener
+    dispatches with the source of the server adapter that dispatched it
+    (:data:`ADAPTER_SOURCES`), else ``self.source``; payloads of events this
+    version does not know are ignored.  When the registry is garbage collected the listener
     takes itself out of the lists it was attached to, and until then (or if
     that cannot be done safely) it does nothing."""
 
@@ -109,7 +144,7 @@ class RegistryListener(object):
         return self._ref()
 
     def __call__(self, payload):
-        return self.deliver(payload, self.source)
+        return self.deliver(payload, source_of(payload, self.source))
 
     def deliver(self, payload, source, replayed=False):
         global _delivering
@@ -209,6 +244,7 @@ __all__ = (
     "make_payload",
     "prune",
     "registry_setup",
+    "source_of",
     "state_of",
     "RegistryListener",
 )

@@ -9,11 +9,6 @@ from .core import log
 MECHANISMS = {"gunicorn": "gunicorn-hooks", "celery": "forksafe"}
 
 
-def listener_of(item):
-    """The RegistryListener behind an item of ``_forksafe.listeners``."""
-    return core.listener_of(item)
-
-
 def app_listener(app, loader=False):
     """The listener of the registry of APP (a Pyramid Router, or a stand-in
     with ``wsgi()``: 0.2's gunicorn application, loaded when LOADER or when
@@ -45,24 +40,30 @@ def mark(registry, environment):
         state["mechanism"] = MECHANISMS.get(environment, "forksafe")
 
 
-def deliver(listener, payload, source, environment):
+def connect(listener, listeners, environment):
+    """LISTENER (an application's, included or not) joins LISTENERS (the
+    ``_forksafe`` listeners of ENVIRONMENT's adapter), once."""
     mark(listener.registry, environment)
-    listener.deliver(payload, source)
+    listener.attach(listeners)
 
 
-def replay(listener, payload, source):
-    return listener.replay(payload, source)
+def replay(listener, payload):
+    """A post-fork that happened before LISTENER's application was loaded."""
+    return listener.replay(payload, core.source_of(payload, "dispatch", replayed=True))
 
 
-def attach(registry, environment, how):
+def attach(registry, environment, how, listeners):
     """Celery's ``registry=``: a registry whose every event comes from
-    ENVIRONMENT's adapter; returns its listener."""
+    ENVIRONMENT's adapter, through LISTENERS (its ``_forksafe``
+    listeners); returns its listener."""
     state = core.state_of(registry)
     state["environment"] = environment
     state["mechanism"] = "forksafe"
     state["autoconfigure.log"].append(how)
     state["status"] = "%s signals configured" % environment
-    return core.listener_for(registry)
+    listener = core.listener_for(registry)
+    listener.attach(listeners)
+    return listener
 
 
 def bootstrap(settings_spec):
@@ -87,10 +88,11 @@ def mark_configured(registry, environment):
     state["status"] = "%s mark_configured" % environment
 
 
-def legacy(app, event, source, environment, kind=None, id=None, **extra):
+def legacy(app, event, environment, kind=None, id=None, **extra):
     """0.2's delivery outside a server: a synthesized payload (EXTRA: more
     keys) to the registry of APP, loading it as 0.2 did.  Returns the
     event, or None."""
+    source = core.ADAPTER_SOURCES[environment][event]
     log.debug("%s(%s) - %s", event, environment, source)
     registry = registry_of(app, loader=True)
     if registry is None:

@@ -7,13 +7,16 @@ import atexit
 import io
 import json
 import os
+import shutil
 import signal
 import tempfile
 import time
 import unittest
 from contextlib import redirect_stderr
 
+from forksafe_support import ModulesTestCase
 from forksafe_support import Recorder
+from forksafe_support import make_app
 
 from pyramid.config import Configurator
 
@@ -52,6 +55,10 @@ class FakeHost(object):
         finally:
             os.close(fd)
         return self.codes.get(event, 0)
+
+    def python_bridge(self):
+        """A stand-in has no core, so no ``_forksafe`` module."""
+        return None
 
     def records(self):
         try:
@@ -269,41 +276,6 @@ class TestAdapter(AdapterCase):
             with redirect_stderr(io.StringIO()), self.assertRaises(SystemExit):
                 adapter.start()
 
-    def test_pyramid_registry_hears_the_same_payload(self):
-        config = Configurator(settings={"title": "t"})
-        recorder = Recorder()
-        config.add_subscriber(recorder, IForksafeEvent)
-        wsgi_app = config.make_wsgi_app()
-        adapter = self.adapter(registry=wsgi_app)  # a Router: its registry
-        adapter.start()
-        adapter.finish()
-        self.assertEqual(recorder.names, ["master-start", "master-exit"])
-        payload = recorder.events[0].payload
-        self.assertEqual(set(payload), {"event", "container", "process", "generation",
-                                        "respawn", "time", "settings", "global_settings"})
-        self.assertEqual(payload["settings"], SETTINGS["settings"])
-        self.assertEqual(recorder.events[1].payload["reason"], "shutdown")
-        state = wsgi_app.registry.pyramid_forksafe
-        self.assertEqual((state["environment"], state["mechanism"]), ("celery", "forksafe"))
-        self.assertIn(("containers.celery", "ApplicationMasterExit"), state["executed_hooks"])
-
-    def test_a_failing_subscriber_is_logged_and_follows_on_error(self):
-        config = Configurator()
-
-        def boom(event):
-            raise ValueError("subscriber boom")
-        config.add_subscriber(boom, IForksafeEvent)
-        registry = config.make_wsgi_app().registry
-        for on_error, code in (("log", fs_celery.LOGGED), ("exit", fs_celery.EXIT),
-                               ("fatal", fs_celery.FATAL)):
-            adapter = self.adapter(registry=lambda: registry, on_error=on_error)
-            err = io.StringIO()
-            with redirect_stderr(err):
-                adapter.attach_registry()
-                self.assertEqual(adapter.fire("worker-ready"), code)
-            self.assertIn("pyramid subscriber failed on worker-ready", err.getvalue())
-            self.assertIn("ValueError: subscriber boom", err.getvalue())
-
     def test_master_exit_once_and_reload_counts_a_generation(self):
         adapter = self.adapter()
         adapter.start()
@@ -350,6 +322,74 @@ class TestAdapter(AdapterCase):
 #: the bound on the forked billiard pool run (a safety net: it returns as soon
 #: as the pool is done).
 POOL_BOUND = 180
+
+
+class TestRegistry(ModulesTestCase):
+    """registry= over the real core: the registry's listener joins the
+    ``_forksafe`` listeners that the host's dispatch runs."""
+
+    def setUp(self):
+        super().setUp()
+        self.dir = tempfile.mkdtemp(prefix="forksafe-celery-registry-")
+        self.addCleanup(shutil.rmtree, self.dir, True)
+        self.ini = os.path.join(self.dir, "production.ini")
+        with open(self.ini, "w") as f:
+            f.write("[app:main]\nuse = call:json:dumps\nsqlalchemy.url = sqlite://\ntitle = t\n")
+
+    def adapter(self, **kwargs):
+        adapter = fs_celery.Adapter(None, self.ini + "#main", **kwargs)
+        self.addCleanup(atexit.unregister, adapter._at_exit)
+        self.addCleanup(lambda: adapter.host is not None and adapter.host.close())
+        return adapter
+
+    def test_pyramid_registry_hears_the_same_payload(self):
+        config = Configurator(settings={"title": "t"})
+        recorder = Recorder()
+        config.add_subscriber(recorder, IForksafeEvent)
+        wsgi_app = config.make_wsgi_app()
+        adapter = self.adapter(registry=wsgi_app)  # a Router: its registry
+        adapter.start()
+        adapter.finish()
+        self.assertEqual(recorder.names, ["master-start", "master-exit"])
+        payload = recorder.events[0].payload
+        self.assertEqual(set(payload), {"event", "container", "process", "generation",
+                                        "respawn", "time", "settings", "global_settings"})
+        self.assertEqual(payload["settings"], {"sqlalchemy.url": "sqlite://", "title": "t"})
+        self.assertEqual(payload["global_settings"], {"here": self.dir, "__file__": self.ini})
+        self.assertEqual(recorder.events[1].payload["reason"], "shutdown")
+        state = wsgi_app.registry.pyramid_forksafe
+        self.assertEqual((state["environment"], state["mechanism"]), ("celery", "forksafe"))
+        self.assertIn(("containers.celery", "ApplicationMasterExit"), state["executed_hooks"])
+
+    def test_a_failing_subscriber_is_logged_and_follows_on_error(self):
+        config = Configurator()
+
+        def boom(event):
+            raise ValueError("subscriber boom")
+        config.add_subscriber(boom, IForksafeEvent)
+        registry = config.make_wsgi_app().registry
+        for on_error, code in (("log", fs_celery.LOGGED), ("exit", fs_celery.EXIT),
+                               ("fatal", fs_celery.FATAL)):
+            adapter = self.adapter(registry=lambda: registry, on_error=on_error)
+            err = io.StringIO()
+            with redirect_stderr(err):
+                adapter.open_host()
+                adapter.attach_registry()
+                self.assertEqual(adapter.fire("worker-ready"), code)
+            self.assertIn("pyramid_forksafe subscriber failed on worker-ready", err.getvalue())
+            self.assertIn("ValueError: subscriber boom", err.getvalue())
+
+    def test_an_application_that_includes_pyramid_forksafe_hears_every_event(self):
+        """As under uWSGI and gunicorn: the worker has a _forksafe module."""
+        adapter = self.adapter()
+        adapter.start()
+        app, recorder = make_app()
+        state = app.registry.pyramid_forksafe
+        self.assertEqual((state["status"], state["environment"]),
+                         ("forksafe listener configured", "celery"))
+        adapter.finish()
+        self.assertEqual(recorder.names, ["master-exit"])
+        self.assertIn(("containers.celery", "ApplicationMasterExit"), state["executed_hooks"])
 
 
 class TestBilliardHooks(AdapterCase):

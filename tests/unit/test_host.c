@@ -65,14 +65,14 @@ static forksafe_host *host_new(const char *container, const char *settings,
                                const char *subscriptions, const char *source, const char *on_error,
                                double timeout, int verbose, char *error, size_t error_size)
 {
-    forksafe_host_config config = {FORKSAFE_HOST_API_VERSION,
-                                   container,
-                                   settings,
-                                   subscriptions,
-                                   source,
-                                   on_error,
-                                   timeout,
-                                   verbose};
+    forksafe_host_config config = {.version = FORKSAFE_HOST_API_VERSION,
+                                   .container = container,
+                                   .settings = settings,
+                                   .subscriptions = subscriptions,
+                                   .source = source,
+                                   .on_error = on_error,
+                                   .timeout = timeout,
+                                   .verbose = verbose};
 
     return forksafe_host_new(&config, error, error_size);
 }
@@ -201,6 +201,56 @@ START_TEST(failures_return_the_policy)
 }
 END_TEST
 
+/* What a host's logger was given, in order. */
+typedef struct {
+    int count;
+    int levels[8];
+    char lines[8][512];
+} logged_lines;
+
+static void collect_line(void *data, int level, const char *line)
+{
+    logged_lines *logged = data;
+
+    if (logged->count < 8) {
+        logged->levels[logged->count] = level;
+        snprintf(logged->lines[logged->count], sizeof(logged->lines[0]), "%s", line);
+    }
+    logged->count++;
+}
+
+/* A host that logs its own way (Celery's logger, say) gets every line the
+ * core would have written to stderr, at start-up and at dispatch. */
+START_TEST(a_host_logger_gets_every_line)
+{
+    char error[512];
+    logged_lines logged = {0};
+    forksafe_host_config config = {.version = FORKSAFE_HOST_API_VERSION,
+                                   .container = "celery",
+                                   .subscriptions = "post-fork hook:mount:proc none /proc\n"
+                                                    "post-fork exec:exit 3\n",
+                                   .source = "celeryconfig",
+                                   .log = collect_line,
+                                   .log_data = &logged};
+    forksafe_host *host = forksafe_host_new(&config, error, sizeof(error));
+
+    ck_assert_msg(host != NULL, "%s", error);
+    ck_assert_int_eq(logged.count, 1);
+    ck_assert_int_eq(logged.levels[0], FORKSAFE_HOST_LOG_WARNING);
+    ck_assert_str_eq(logged.lines[0],
+                     "hook:mount:proc none /proc is a uWSGI hook action: it does nothing under "
+                     "celery");
+    ck_assert_int_eq(
+        host_dispatch(host, "post-fork", "worker", 1, 0, 0, 0, 0, NULL, 0, 0, 0, 0, 0, NULL, NULL),
+        1 + FORKSAFE__ON_ERROR_LOG);
+    ck_assert_int_ge(logged.count, 2);
+    ck_assert_int_eq(logged.levels[1], FORKSAFE_HOST_LOG_ERROR);
+    ck_assert_msg(strstr(logged.lines[1], "exec:exit 3") && !strchr(logged.lines[1], '\n'),
+                  "%s", logged.lines[1]);
+    forksafe_host_free(host);
+}
+END_TEST
+
 START_TEST(errors_name_source_and_line)
 {
     char error[512];
@@ -223,8 +273,8 @@ END_TEST
 START_TEST(another_api_version_is_refused)
 {
     char error[512];
-    forksafe_host_config config = {
-        FORKSAFE_HOST_API_VERSION + 1, "gunicorn", NULL, NULL, NULL, NULL, 0, 0};
+    forksafe_host_config config = {.version = FORKSAFE_HOST_API_VERSION + 1,
+                                   .container = "gunicorn"};
     forksafe_host_occurrence occurrence = {0};
     forksafe_host *host;
 
@@ -254,6 +304,7 @@ Suite *unit_suite(void)
     tcase_add_test(tc, settings_section_and_directives_drive_handlers);
     tcase_add_test(tc, hook_print_prints_and_other_actions_warn);
     tcase_add_test(tc, failures_return_the_policy);
+    tcase_add_test(tc, a_host_logger_gets_every_line);
     tcase_add_test(tc, errors_name_source_and_line);
     tcase_add_test(tc, another_api_version_is_refused);
     suite_add_tcase(suite, tc);
