@@ -15,9 +15,10 @@ and run ``celery -A proj worker`` (prefork pool, the default).  The events go
 to the subscriptions of the ``[forksafe]`` section of the settings file and
 of ``subscriptions`` (the same ``exec:``, ``dl:``, ``symbol:`` and
 ``python:`` handlers as under uWSGI: the same C core runs them, through
-:mod:`forksafe.host`), then, when a Pyramid registry is attached (with
-pyramid_forksafe installed), to its subscribers through
-:func:`pyramid_forksafe.dispatch`.  Without ``registry`` nothing here needs
+:mod:`forksafe.host`), then to the callables of ``_forksafe.listeners``
+(every process has the core's ``_forksafe`` module, as under uWSGI), among
+them the registries of Pyramid applications that include pyramid_forksafe
+and the one ``registry`` attaches.  Without ``registry`` nothing here needs
 Pyramid.  ``pyramid_forksafe.containers.celery`` (0.3's path) is this
 module.  The adapter's two halves: :class:`~forksafe._celery_main.MainProcess`
 and :class:`~forksafe._celery_child.PoolChild`.
@@ -98,9 +99,8 @@ used), a callable that returns one (called at worker_init), or
 ``"bootstrap"``, which loads the application of ``settings_spec`` with
 ``pyramid.paster.bootstrap`` in the main process, so the pool children
 inherit it.  Every event reaches that registry's subscribers as
-``pyramid_forksafe.events`` classes through :func:`pyramid_forksafe.dispatch`
-(source ``"containers.celery"``).  The payload has the same keys as the one
-the core gives its handlers.
+``pyramid_forksafe.events`` classes (source ``"containers.celery"``), with
+the payload the core gives its handlers.
 
 Failure policy (the code :meth:`Host.dispatch` returns):
 
