@@ -101,7 +101,7 @@ static int resolve_subscription(forksafe__context *ctx, forksafe__subscription *
         resolve_error(err, sub, detail);
         return FORKSAFE__EINVAL;
     }
-    if (!backend->invoke) {
+    if (!backend->run) {
         snprintf(detail, sizeof(detail), "the '%s:' backend cannot run handlers", kind);
         resolve_error(err, sub, detail);
         return FORKSAFE__EINVAL;

@@ -75,7 +75,7 @@ static int run_handler(forksafe__context *ctx, const forksafe__subscription *sub
     why[0] = '\0';
     ev->subscription = sub;
     start = forksafe__monotonic_ns();
-    rc = sub->backend->invoke(ctx, sub->backend->data, sub->handle, ev, why, sizeof(why));
+    rc = sub->backend->run(ctx, sub->backend->data, sub->handle, ev, why, sizeof(why));
     duration = forksafe__monotonic_ns() - start;
     ms = (double)duration / 1e6;
     forksafe__stats_handler_ran(ctx, ev->occ, (int)sub->index, rc,

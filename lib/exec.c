@@ -510,8 +510,8 @@ static int exec_resolve(forksafe__context *ctx, void *data, const char *spec, vo
     return *handle ? 0 : FORKSAFE__ENOMEM;
 }
 
-static int exec_invoke(forksafe__context *ctx, void *data, void *handle, const forksafe_event *ev,
-                       char *why, size_t why_size)
+static int exec_run(forksafe__context *ctx, void *data, void *handle, const forksafe_event *ev,
+                    char *why, size_t why_size)
 {
     const char *payload = forksafe_event_payload_json(ev);
     char event_var[64], process_var[64], id_var[32], pid_var[32];
@@ -565,7 +565,7 @@ static void exec_release(void *data, void *handle)
     forksafe__free(handle);
 }
 
-static forksafe__backend exec_backend = {"exec", exec_resolve, exec_invoke, exec_release, NULL};
+static forksafe__backend exec_backend = {"exec", exec_resolve, exec_run, exec_release, NULL};
 
 forksafe__backend *forksafe__exec_backend(void)
 {

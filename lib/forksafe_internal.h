@@ -90,7 +90,7 @@ typedef struct forksafe__occurrence {
 typedef struct forksafe__backend forksafe__backend;
 
 /* How one handler kind ("exec", "dl", "symbol", "hook", "python") is
- * resolved at start-up and invoked per event.  lib/ provides exec, dl and
+ * resolved at start-up and run per event.  lib/ provides exec, dl and
  * symbol; the host registers the rest (hook, python). */
 struct forksafe__backend {
     const char *kind;
@@ -102,8 +102,8 @@ struct forksafe__backend {
                    forksafe__error *err);
     /* Runs the handler for EV.  Returns 0 on success, negative on failure,
      * with a short reason in WHY. */
-    int (*invoke)(forksafe__context *ctx, void *data, void *handle, const forksafe_event *ev,
-                  char *why, size_t why_size);
+    int (*run)(forksafe__context *ctx, void *data, void *handle, const forksafe_event *ev,
+               char *why, size_t why_size);
     /* Frees HANDLE (may be NULL). */
     void (*release)(void *data, void *handle);
     void *data;

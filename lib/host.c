@@ -56,8 +56,8 @@ static int hook_resolve(forksafe__context *ctx, void *data, const char *spec, vo
     return 0;
 }
 
-static int hook_invoke(forksafe__context *ctx, void *data, void *handle, const forksafe_event *ev,
-                       char *why, size_t why_size)
+static int hook_run(forksafe__context *ctx, void *data, void *handle, const forksafe_event *ev,
+                    char *why, size_t why_size)
 {
     (void)ctx;
     (void)data;
@@ -80,7 +80,7 @@ static void hook_release(void *data, void *handle)
 static forksafe__backend uwsgi_only_hook_backend = {
     .kind = "hook",
     .resolve = hook_resolve,
-    .invoke = hook_invoke,
+    .run = hook_run,
     .release = hook_release,
 };
 

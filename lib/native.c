@@ -66,8 +66,8 @@ static int new_handle(void *library, void *symbol, void **handle)
     return 0;
 }
 
-static int native_invoke(forksafe__context *ctx, void *data, void *handle, const forksafe_event *ev,
-                         char *why, size_t why_size)
+static int native_run(forksafe__context *ctx, void *data, void *handle, const forksafe_event *ev,
+                      char *why, size_t why_size)
 {
     native_handle *native = handle;
     int rc;
@@ -148,7 +148,7 @@ fail:
     return rc;
 }
 
-static forksafe__backend dl_backend = {"dl", dl_resolve, native_invoke, native_release, NULL};
+static forksafe__backend dl_backend = {"dl", dl_resolve, native_run, native_release, NULL};
 
 forksafe__backend *forksafe__dl_backend(void)
 {
@@ -184,7 +184,7 @@ static int symbol_resolve(forksafe__context *ctx, void *data, const char *spec, 
     return new_handle(NULL, symbol, handle);
 }
 
-static forksafe__backend symbol_backend = {"symbol", symbol_resolve, native_invoke, native_release,
+static forksafe__backend symbol_backend = {"symbol", symbol_resolve, native_run, native_release,
                                            NULL};
 
 forksafe__backend *forksafe__symbol_backend(void)

@@ -152,8 +152,7 @@ out:
 /* ------------------------------------------------------------- running */
 
 int forksafe__python_call(const forksafe__context *ctx, PyObject *callable, PyObject *payload,
-                          const char *failed, const forksafe_event *ev, char *why,
-                          size_t why_size)
+                          const char *failed, const forksafe_event *ev, char *why, size_t why_size)
 {
     PyObject *result = forksafe__python()->PyObject_CallFunctionObjArgs(callable, payload, NULL);
     char *traceback;
@@ -171,8 +170,8 @@ int forksafe__python_call(const forksafe__context *ctx, PyObject *callable, PyOb
     return FORKSAFE__EHANDLER;
 }
 
-static int python_invoke(forksafe__context *ctx, void *data, void *handle, const forksafe_event *ev,
-                         char *why, size_t why_size)
+static int python_run(forksafe__context *ctx, void *data, void *handle, const forksafe_event *ev,
+                      char *why, size_t why_size)
 {
     const forksafe__python_api *py = forksafe__python();
     python_handle *python = handle;
@@ -240,7 +239,7 @@ static void python_release(void *data, void *handle)
 static forksafe__backend python_backend = {
     .kind = "python",
     .resolve = python_resolve,
-    .invoke = python_invoke,
+    .run = python_run,
     .release = python_release,
 };
 

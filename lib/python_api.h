@@ -116,7 +116,6 @@ PyObject *forksafe__python_event_payload(const forksafe_event *ev);
  * (FAILED says who, e.g. "handler 'python:app:warm' raised"), puts its
  * last line in WHY and returns FORKSAFE__EHANDLER; otherwise 0. */
 int forksafe__python_call(const forksafe__context *ctx, PyObject *callable, PyObject *payload,
-                          const char *failed, const forksafe_event *ev, char *why,
-                          size_t why_size);
+                          const char *failed, const forksafe_event *ev, char *why, size_t why_size);
 
 #endif /* FORKSAFE_PYTHON_API_H */

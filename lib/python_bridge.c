@@ -148,8 +148,8 @@ static int listeners_run(forksafe__context *ctx, forksafe__listener_round *round
     }
     /* The listeners are pyramid_forksafe's registries (or callables in
      * their place): every server words their failure the same way. */
-    return forksafe__python_call(ctx, listener, round->payload, "pyramid_forksafe subscriber failed",
-                                 ev, why, why_size);
+    return forksafe__python_call(ctx, listener, round->payload,
+                                 "pyramid_forksafe subscriber failed", ev, why, why_size);
 }
 
 static void listeners_close(forksafe__listener_round *round)

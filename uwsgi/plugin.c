@@ -180,8 +180,8 @@ static int hook_resolve(forksafe__context *ctx, void *data, const char *spec, vo
     return 0;
 }
 
-static int hook_invoke(forksafe__context *ctx, void *data, void *handle, const forksafe_event *ev,
-                       char *why, size_t why_size)
+static int hook_run(forksafe__context *ctx, void *data, void *handle, const forksafe_event *ev,
+                    char *why, size_t why_size)
 {
     struct uwsgi_hook *hook = handle;
     const char *spec = ev->subscription->spec + strlen("hook:");
@@ -209,7 +209,7 @@ static int hook_invoke(forksafe__context *ctx, void *data, void *handle, const f
 static forksafe__backend hook_backend = {
     .kind = "hook",
     .resolve = hook_resolve,
-    .invoke = hook_invoke,
+    .run = hook_run,
 };
 
 /* ------------------------------------------------------------------ init */

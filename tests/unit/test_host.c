@@ -245,8 +245,8 @@ START_TEST(a_host_logger_gets_every_line)
         1 + FORKSAFE__ON_ERROR_LOG);
     ck_assert_int_ge(logged.count, 2);
     ck_assert_int_eq(logged.levels[1], FORKSAFE_HOST_LOG_ERROR);
-    ck_assert_msg(strstr(logged.lines[1], "exec:exit 3") && !strchr(logged.lines[1], '\n'),
-                  "%s", logged.lines[1]);
+    ck_assert_msg(strstr(logged.lines[1], "exec:exit 3") && !strchr(logged.lines[1], '\n'), "%s",
+                  logged.lines[1]);
     forksafe_host_free(host);
 }
 END_TEST

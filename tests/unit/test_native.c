@@ -79,11 +79,11 @@ START_TEST(dl_loads_and_calls)
                      0);
     ck_assert_ptr_nonnull(handle);
     why[0] = '\0';
-    ck_assert_int_eq(dl->invoke(&ctx, dl->data, handle, &ev, why, sizeof(why)), FORKSAFE__EHANDLER);
+    ck_assert_int_eq(dl->run(&ctx, dl->data, handle, &ev, why, sizeof(why)), FORKSAFE__EHANDLER);
     ck_assert_str_eq(why, "returned 7");
     dl->release(dl->data, handle);
     ck_assert_int_eq(resolve(dl, FIXTURES "handler_ok.so:slow", &handle, why, sizeof(why)), 0);
-    ck_assert_int_eq(dl->invoke(&ctx, dl->data, handle, &ev, why, sizeof(why)), 0);
+    ck_assert_int_eq(dl->run(&ctx, dl->data, handle, &ev, why, sizeof(why)), 0);
     dl->release(dl->data, handle);
 }
 END_TEST
@@ -187,11 +187,11 @@ START_TEST(symbol_finds_handlers_in_the_process)
 
     symbol_calls = 0;
     ck_assert_int_eq(resolve(symbol, "forksafe_test_symbol_handler", &handle, why, sizeof(why)), 0);
-    ck_assert_int_eq(symbol->invoke(&ctx, symbol->data, handle, &ev, why, sizeof(why)), 0);
+    ck_assert_int_eq(symbol->run(&ctx, symbol->data, handle, &ev, why, sizeof(why)), 0);
     ck_assert_int_eq(symbol_calls, 1);
     symbol->release(symbol->data, handle);
     ck_assert_int_eq(resolve(symbol, "forksafe_test_symbol_failing", &handle, why, sizeof(why)), 0);
-    ck_assert_int_eq(symbol->invoke(&ctx, symbol->data, handle, &ev, why, sizeof(why)),
+    ck_assert_int_eq(symbol->run(&ctx, symbol->data, handle, &ev, why, sizeof(why)),
                      FORKSAFE__EHANDLER);
     ck_assert_str_eq(why, "returned -3");
     symbol->release(symbol->data, handle);
