@@ -63,6 +63,7 @@ typedef struct forksafe__python_method {
     X(long, PyTuple_Size, (PyObject *))                                        \
     X(PyObject *, PyTuple_GetItem, (PyObject *, long))                         \
     X(PyObject *, PyLong_FromLongLong, (long long))                            \
+    X(long long, PyLong_AsLongLong, (PyObject *))                              \
     X(PyObject *, PyFloat_FromDouble, (double))                                \
     X(PyObject *, PyBool_FromLong, (long))                                     \
     X(PyObject *, PyCFunction_NewEx, (forksafe__python_method *, PyObject *, PyObject *))

@@ -51,6 +51,12 @@ static void start_child(void)
 
     if (!glue.context_ready)
         return;
+    if (glue.hazard_refused) {
+        /* forksafe-hazards = fail: the master stops; this child must not
+         * start on what it inherited. */
+        uwsgi_log("[forksafe] a child forked with fork hazards exits (forksafe-hazards = fail)\n");
+        _exit(1);
+    }
     glue.forking_worker = 0;
     glue.self_started_ns = forksafe__realtime_ns();
     glue_close_stats_socket();

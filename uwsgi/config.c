@@ -42,6 +42,13 @@ struct uwsgi_option glue_options_table[] = {
      &glue.options.history, 0},
     {"forksafe-verbose", no_argument, 0, "log every dispatch with its duration", uwsgi_opt_true,
      &glue.options.verbose, 0},
+    {"forksafe-hazards", required_argument, 0,
+     "what a child would inherit and must not share (a connection, a thread): warn (default), "
+     "fail (the master refuses to fork), off",
+     uwsgi_opt_set_str, &glue.options.hazards, 0},
+    {"forksafe-hazard-allow", required_argument, 0,
+     "a fork hazard not to warn about: thread:GLOB, tcp:HOST:PORT, unix:GLOB (repeatable)",
+     uwsgi_opt_add_string_list, &glue.options.hazard_allow, 0},
     {0, 0, 0, 0, 0, 0, 0},
 };
 
@@ -269,7 +276,7 @@ static void load_settings(forksafe__ini *ini, int *have_ini)
 /* The options uWSGI stores as text and forksafe reads as values, each
  * with its bounds: read once the ini files can be searched for the line a
  * bad value came from. */
-enum option_type { OPTION_POLICY, OPTION_SECONDS, OPTION_COUNT };
+enum option_type { OPTION_POLICY, OPTION_HAZARDS, OPTION_SECONDS, OPTION_COUNT };
 
 struct typed_option {
     const char *name;
@@ -285,6 +292,7 @@ static const struct typed_option typed_options[] = {
      "seconds"},
     {"forksafe-history", offsetof(struct glue_options, history), OPTION_COUNT, 0,
      FORKSAFE__HISTORY_MAX, "handler runs"},
+    {"forksafe-hazards", offsetof(struct glue_options, hazards), OPTION_HAZARDS, 0, 0, NULL},
 };
 
 static const char *option_text(const struct typed_option *option)
@@ -300,6 +308,9 @@ static int parse_typed(const struct typed_option *option, const char *text, doub
     switch (option->type) {
     case OPTION_POLICY:
         *value = forksafe__on_error_from_name(text);
+        return *value < 0 ? -1 : 0;
+    case OPTION_HAZARDS:
+        *value = forksafe__hazards_mode_from_name(text);
         return *value < 0 ? -1 : 0;
     case OPTION_SECONDS:
         *value = strtod(text, &end);
@@ -327,6 +338,9 @@ static void die_with_bad_option(const struct typed_option *option, const char *t
 
     if (option->type == OPTION_POLICY)
         forksafe__error_set(&err, file, line, "%s must be log, exit or fatal, not '%s'",
+                            option->name, text);
+    else if (option->type == OPTION_HAZARDS)
+        forksafe__error_set(&err, file, line, "%s must be warn, fail or off, not '%s'",
                             option->name, text);
     else
         forksafe__error_set(&err, file, line,
@@ -366,6 +380,17 @@ void glue_configure(void)
         0) {
         uwsgi_log("[forksafe] cannot map shared memory for the counters\n");
         exit(1);
+    }
+    glue.hazards.mode =
+        (forksafe__hazards_mode)typed_value(&typed_options[3], FORKSAFE__HAZARDS_WARN);
+    for (item = glue.options.hazard_allow; item; item = item->next) {
+        char file[PATH_MAX];
+        int line = glue_locate_directive("forksafe-hazard-allow", item->value, file, sizeof(file));
+        int rc = forksafe__hazard_watch_allow(&glue.hazards, item->value, file, line, &err);
+        if (rc == FORKSAFE__ENOMEM)
+            forksafe__error_set(&err, file, line, "out of memory");
+        if (rc != 0)
+            glue_die(&err);
     }
     load_settings(&ini, &have_ini);
 

@@ -29,6 +29,7 @@
 #include <uwsgi.h>
 
 #include "forksafe_internal.h"
+#include "hazard_watch.h"
 
 extern struct uwsgi_server uwsgi;
 extern struct uwsgi_plugin forksafe_plugin;
@@ -79,6 +80,8 @@ struct glue_options {
     char *timeout;
     char *stats;
     char *history;
+    char *hazards;
+    struct uwsgi_string_list *hazard_allow;
     int check;
     int verbose;
 };
@@ -109,6 +112,11 @@ struct glue_state {
     /* A stop signal reached the master before its loop took the signals
      * over (signals.c): nothing more is dispatched there but master-exit. */
     volatile sig_atomic_t startup_stop;
+
+    /* What children must not inherit (hazards.c); hazard_refused: this
+     * fork is refused (forksafe-hazards = fail), inherited by the child. */
+    forksafe__hazard_watch hazards;
+    int hazard_refused;
 };
 
 extern struct glue_state glue;
@@ -237,6 +245,18 @@ void glue_watch_master_kills(void);
 
 /* The reason the master wrote for this very process, or NULL. */
 const char *glue_reason_from_master(void);
+
+/* ----------------------------------------------------------- hazards.c */
+
+/* uWSGI's own threads register themselves as they start (from init on). */
+void glue_watch_uwsgi_threads(void);
+
+/* pthread_create() for forksafe's own threads: registered, so never a
+ * hazard, by the time it returns. */
+int glue_start_own_thread(pthread_t *thread, void *(*routine)(void *), void *argument);
+
+/* After CHILD's pre-fork handlers: says the hazards, or refuses the fork. */
+void glue_look_for_hazards(const forksafe__process *child);
 
 /* ------------------------------------------------------------- child.c */
 

@@ -243,6 +243,7 @@ static int forksafe_init(void)
         exit(1);
     }
     glue_configure();
+    glue_watch_uwsgi_threads();
 
     glue_setup_child_tracking();
     glue_hook_emperor_messages();

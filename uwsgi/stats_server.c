@@ -225,7 +225,7 @@ void glue_start_stats_server(void)
      * sockets it does not recognise, which would take a socket bound
      * earlier with them. */
     bind_stats_socket();
-    if (pthread_create(&thread, NULL, serve_stats, NULL) != 0) {
+    if (glue_start_own_thread(&thread, serve_stats, NULL) != 0) {
         uwsgi_log("[forksafe] cannot start the stats thread\n");
         exit(1);
     }

@@ -1,0 +1,177 @@
+/*
+ * hazard_watch.c - the hazard policy every host shares: scan before a fork
+ * (lib/hazard.c), leave out what is the host's own or allowed, and say each
+ * remaining hazard once per generation, again only when the set changes.
+ *
+ * A master forks many times with the same connection open: a line per fork
+ * would bury every other line of the log, and a warning repeated a hundred
+ * times is read as noise.  So each child slot (worker 3) hears of a set
+ * once per generation, and of a new set (a connection opened or closed, a
+ * thread started) in full; its respawns are quiet.
+ */
+#include <stdio.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "forksafe_internal.h"
+#include "hazard_watch.h"
+
+int forksafe__hazards_mode_from_name(const char *name)
+{
+    static const char *const names[] = {"off", "warn", "fail"};
+    size_t i;
+
+    for (i = 0; name && i < sizeof(names) / sizeof(names[0]); i++)
+        if (strcmp(name, names[i]) == 0)
+            return (int)i;
+    return -1;
+}
+
+int forksafe__hazard_watch_allow(forksafe__hazard_watch *watch, const char *text,
+                                 const char *source, int line, forksafe__error *err)
+{
+    forksafe__hazard_rule rule, *grown;
+    int rc = forksafe__hazard_rule_parse(text, source, line, &rule, err);
+
+    if (rc != 0)
+        return rc;
+    grown = forksafe__realloc(watch->rules, (watch->rule_count + 1) * sizeof(*grown));
+    if (!grown) {
+        forksafe__hazard_rule_free(&rule);
+        return FORKSAFE__ENOMEM;
+    }
+    watch->rules = grown;
+    watch->rules[watch->rule_count++] = rule;
+    return 0;
+}
+
+void forksafe__hazard_watch_own_this_thread(forksafe__hazard_watch *watch)
+{
+    unsigned slot = __atomic_fetch_add(&watch->own_tid_count, 1, __ATOMIC_ACQ_REL);
+
+    if (slot < FORKSAFE__HAZARD_OWN_THREADS)
+        __atomic_store_n(&watch->own_tids[slot], (pid_t)syscall(SYS_gettid), __ATOMIC_RELEASE);
+}
+
+void forksafe__hazard_watch_own_fd(forksafe__hazard_watch *watch, int fd)
+{
+    size_t max = sizeof(watch->own_fds) / sizeof(watch->own_fds[0]);
+
+    if (watch->own_fd_count < max)
+        watch->own_fds[watch->own_fd_count++] = fd;
+}
+
+/* "worker 3", "mule 1", "the master". */
+static void process_label(const forksafe__process *process, char *buf, size_t size)
+{
+    if (process->kind == FORKSAFE__MASTER)
+        snprintf(buf, size, "master");
+    else
+        snprintf(buf, size, "%s %d", forksafe__process_kind_name(process->kind), process->id);
+}
+
+static void say(const forksafe__hazard_watch *watch, const forksafe__context *ctx,
+                const forksafe__process *parent, const forksafe__process *child)
+{
+    char child_label[64], parent_label[64], line[640];
+    size_t i;
+
+    process_label(child, child_label, sizeof(child_label));
+    process_label(parent, parent_label, sizeof(parent_label));
+    for (i = 0; i < watch->found.count; i++) {
+        const forksafe__hazard *hazard = &watch->found.items[i];
+        if (hazard->allowed)
+            continue;
+        forksafe__hazard_describe(hazard, child_label, parent_label, parent->pid, line,
+                                  sizeof(line));
+        forksafe__log(ctx, FORKSAFE__LOG_WARNING, "%s", line);
+    }
+}
+
+/* Whether CHILD has not been told of this set in GENERATION yet; records
+ * that it now is.  Out of memory, a child is told again rather than never. */
+static int news_for(forksafe__hazard_watch *watch, const forksafe__process *child, int generation,
+                    uint64_t fingerprint)
+{
+    struct forksafe__hazard_said *record = NULL, *grown;
+    size_t i;
+
+    for (i = 0; i < watch->said_count && !record; i++)
+        if (watch->said[i].kind == child->kind && watch->said[i].id == child->id)
+            record = &watch->said[i];
+    if (record && record->generation == generation && record->fingerprint == fingerprint)
+        return 0;
+    if (!record) {
+        grown = forksafe__realloc(watch->said, (watch->said_count + 1) * sizeof(*grown));
+        if (!grown)
+            return 1;
+        watch->said = grown;
+        record = &watch->said[watch->said_count++];
+        record->kind = child->kind;
+        record->id = child->id;
+    }
+    record->generation = generation;
+    record->fingerprint = fingerprint;
+    return 1;
+}
+
+int forksafe__hazards_before_fork(forksafe__hazard_watch *watch, const forksafe__context *ctx,
+                                  const forksafe__process *parent, const forksafe__process *child,
+                                  int generation)
+{
+    pid_t tids[FORKSAFE__HAZARD_OWN_THREADS];
+    forksafe__hazard_scope scope = {0};
+    unsigned registered, i;
+    size_t count = 0, k;
+    uint64_t fingerprint;
+    int rc;
+
+    if (watch->mode == FORKSAFE__HAZARDS_OFF)
+        return 0;
+    registered = __atomic_load_n(&watch->own_tid_count, __ATOMIC_ACQUIRE);
+    if (registered > FORKSAFE__HAZARD_OWN_THREADS)
+        registered = FORKSAFE__HAZARD_OWN_THREADS;
+    for (i = 0; i < registered; i++)
+        tids[i] = __atomic_load_n(&watch->own_tids[i], __ATOMIC_ACQUIRE);
+    scope.own_tids = tids;
+    scope.own_tid_count = registered;
+    scope.own_fds = watch->own_fds;
+    scope.own_fd_count = watch->own_fd_count;
+    scope.rules = watch->rules;
+    scope.rule_count = watch->rule_count;
+    rc = forksafe__hazards_scan(&scope, &watch->found);
+    if (rc == FORKSAFE__ENOMEM)
+        forksafe__log(ctx, FORKSAFE__LOG_WARNING,
+                      "out of memory while looking for fork hazards: some may go unsaid");
+    else if (rc != 0 && !watch->proc_unreadable_said++)
+        forksafe__log(ctx, FORKSAFE__LOG_WARNING,
+                      "cannot read /proc/self: fork hazards are not looked for");
+    /* Python knows its threads by a better name than the kernel does, and
+     * a rule may allow a thread by either. */
+    forksafe__python_name_threads(&watch->found);
+    for (k = 0; k < watch->found.count; k++) {
+        forksafe__hazard *hazard = &watch->found.items[k];
+        size_t r;
+        for (r = 0; r < watch->rule_count && !hazard->allowed; r++)
+            hazard->allowed = forksafe__hazard_rule_matches(&watch->rules[r], hazard);
+    }
+    for (k = 0; k < watch->found.count; k++)
+        count += !watch->found.items[k].allowed;
+    fingerprint = forksafe__hazards_fingerprint(&watch->found);
+    if (news_for(watch, child, generation, fingerprint))
+        say(watch, ctx, parent, child);
+    return (int)count;
+}
+
+void forksafe__hazard_watch_free(forksafe__hazard_watch *watch)
+{
+    size_t i;
+
+    for (i = 0; i < watch->rule_count; i++)
+        forksafe__hazard_rule_free(&watch->rules[i]);
+    forksafe__free(watch->rules);
+    forksafe__hazard_list_free(&watch->found);
+    forksafe__free(watch->said);
+    memset(watch, 0, sizeof(*watch));
+}
