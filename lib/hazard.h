@@ -1,9 +1,10 @@
 /*
  * hazard.h - fork hazards: what a child is about to inherit from the
  * process that forks it and must not share (lib/hazard.c finds them,
- * lib/hazard_rule.c holds the allow rules).  Every host (the uWSGI glue,
- * the gunicorn and Celery adapters through the host API) scans in the
- * parent just before a fork and reports what it found.
+ * lib/hazard_rule.c holds the allow rules, lib/hazard_report.c words the
+ * warnings).  Every host (the uWSGI glue, the gunicorn and Celery
+ * adapters through the host API) scans in the parent just before a fork
+ * and reports what it found.
  *
  * Two kinds are found, each cheaply and without false alarms:
  * - threads other than the forking one and those the host declares its
@@ -65,8 +66,11 @@ typedef struct forksafe__hazard_list {
 
 /* An allow rule: "thread:GLOB" (the thread's name), "tcp:HOST:PORT"
  * (globs each; HOST is the peer's address as written in the hazard, an
- * IPv6 one without brackets; "tcp:*:5432"), "unix:GLOB" (the peer's
- * path). */
+ * IPv6 one without brackets, "[::1]" accepted too; split at the last colon,
+ * so "tcp:::1:6379" and "tcp:*:5432"; PORT is a number without a leading
+ * zero or a glob of digits), "unix:GLOB" (the peer's path, "@name" if
+ * abstract; a glob without a slash is matched against the file name alone,
+ * "unix:.s.PGSQL.*", and a * crosses slashes).  Globs are fnmatch(3)'s. */
 typedef struct forksafe__hazard_rule {
     forksafe__hazard_kind kind;
     char *pattern; /* thread or unix: the glob; tcp: the host glob */
@@ -84,24 +88,29 @@ typedef struct forksafe__hazard_scope {
     size_t rule_count;
 } forksafe__hazard_scope;
 
-/* Parses one allow rule (TEXT as written after "forksafe-hazard-allow =").
- * On a bad rule returns FORKSAFE__EINVAL and sets ERR (SOURCE, LINE: where
- * the rule was written) to what is wrong, naming the accepted forms. */
+/* Parses one allow rule (TEXT as written after "forksafe-hazard-allow =";
+ * blanks around it are ignored).  On a bad rule returns FORKSAFE__EINVAL
+ * and sets ERR (SOURCE, LINE: where the rule was written; ERR may be NULL)
+ * to what is wrong, naming the accepted forms; FORKSAFE__ENOMEM likewise.
+ * On failure RULE is left empty (freeing it does nothing). */
 int forksafe__hazard_rule_parse(const char *text, const char *source, int line,
                                 forksafe__hazard_rule *rule, forksafe__error *err);
+/* Frees RULE's strings and empties it; safe to call twice. */
 void forksafe__hazard_rule_free(forksafe__hazard_rule *rule);
 
-/* Whether RULE matches HAZARD. */
+/* 1 if RULE matches HAZARD (only a rule of the hazard's kind can), else 0. */
 int forksafe__hazard_rule_matches(const forksafe__hazard_rule *rule,
                                   const forksafe__hazard *hazard);
 
 /* Scans the calling process: OUT gets every hazard (threads first, by tid;
- * then sockets, by fd), each with `allowed` set from SCOPE's rules.  OUT is
- * emptied first and may be reused across scans (no allocation once it has
- * grown).  Returns 0, FORKSAFE__ENOMEM, or FORKSAFE__EIO when /proc cannot
- * be read (then OUT holds what was found before). */
+ * then sockets, by fd), each with `allowed` set from SCOPE's rules (SCOPE
+ * may be NULL: nothing excluded, no rules).  OUT ({0} at first) is emptied
+ * first and may be reused across scans (no allocation once it has grown).
+ * Returns 0, FORKSAFE__ENOMEM, or FORKSAFE__EIO when /proc cannot be read
+ * (after either, OUT holds what was found before). */
 int forksafe__hazards_scan(const forksafe__hazard_scope *scope, forksafe__hazard_list *out);
 
+/* Frees LIST's items and empties it. */
 void forksafe__hazard_list_free(forksafe__hazard_list *list);
 
 /* The service at a TCP port or UNIX path ("PostgreSQL" for 5432 or a path
@@ -118,13 +127,19 @@ const char *forksafe__hazard_service(forksafe__hazard_kind kind, int port, const
  *   master (pid 4240): the child has no such thread, and a lock it holds
  *   stays locked there; stop it before forking (pre-fork) or start it in
  *   each child (post-fork)
+ * The fix fits what a client of the service holds: "dispose the pool" for
+ * databases and caches, the client, connection or exporter for the others
+ * (lib/hazard_report.c), and "close it before forking (pre-fork) or reopen
+ * it in each child (post-fork)" when the service is not known.  A UNIX
+ * socket's line shows "UNIX -> PEER" when its own end has no name.
  * Truncated to SIZE. */
 void forksafe__hazard_describe(const forksafe__hazard *hazard, const char *child,
                                const char *parent_kind, pid_t parent_pid, char *buf, size_t size);
 
 /* A fingerprint of LIST's hazards that are not allowed (kind, fd or tid,
  * addresses; not thread names, which a host may fill in later), so a host
- * can say them again only when the set changes. */
+ * can say them again only when the set changes.  The same set gives the
+ * same fingerprint in any order; no hazard (or all allowed) gives 0. */
 uint64_t forksafe__hazards_fingerprint(const forksafe__hazard_list *list);
 
 #endif /* FORKSAFE_HAZARD_H */
