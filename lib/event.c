@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 
 #include "forksafe_internal.h"
+#include "hazard.h"
 
 /* ----------------------------------------------------------------- payload */
 
@@ -107,6 +108,15 @@ void *forksafe__payload_write(const forksafe__payload_writer *w, const forksafe_
     if (has_reason(occ->type) && occ->reason &&
         set(w, payload, "reason", w->string(w, occ->reason)))
         goto fail;
+    if (occ->type == FORKSAFE_PRE_FORK && occ->hazards) {
+        /* Built once per fork, in the master: any writer takes it as
+         * JSON, as it takes the settings. */
+        json_t *hazards = forksafe__hazards_json(occ->hazards);
+        int failed = !hazards || set(w, payload, "hazards", w->shared(w, hazards));
+        json_decref(hazards);
+        if (failed)
+            goto fail;
+    }
     return payload;
 fail:
     w->release(w, payload);

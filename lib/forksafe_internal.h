@@ -84,6 +84,9 @@ typedef struct forksafe__occurrence {
     const char *child_cause;        /* child-death: "signal", "exit", "harakiri", ... */
     const char *reason;             /* worker-exit, master-exit */
     int generation;
+    /* pre-fork: what the child is about to inherit (lib/hazard_watch.c),
+     * for the payload; NULL when not looked for. */
+    const struct forksafe__hazard_list *hazards;
 } forksafe__occurrence;
 
 /* -------------------------------------------------------------- backends */
@@ -183,8 +186,17 @@ typedef struct forksafe__run_record {
 /* Lives in MAP_SHARED memory made in the master before any fork, so every
  * process adds to the same counters with atomic operations, and what a
  * process recorded survives it being killed. */
+/* What the masters found before their forks (lib/hazard_watch.c). */
+typedef struct forksafe__hazard_stats {
+    int64_t forks_looked;       /* pre-forks looked at */
+    int64_t forks_with_hazards; /* ... that found a hazard no rule allows */
+    int64_t last;               /* hazards no rule allows, at the last look */
+    int64_t last_allowed;       /* hazards a rule allows, at the last look */
+} forksafe__hazard_stats;
+
 typedef struct forksafe__stats {
     forksafe__event_stats events[FORKSAFE_EVENT_COUNT];
+    forksafe__hazard_stats hazards;
     uint64_t next_sequence;
     uint32_t history_capacity;
     forksafe__run_record history[];
@@ -323,6 +335,9 @@ int forksafe__stats_setup(forksafe__context *ctx, unsigned history);
 
 /* Counts one occurrence of TYPE. */
 void forksafe__stats_occurred(forksafe__context *ctx, forksafe_event_type type);
+
+/* Counts one look for fork hazards: UNALLOWED and ALLOWED found. */
+void forksafe__stats_hazards(forksafe__context *ctx, int unallowed, int allowed);
 
 /* Records one handler run: counters and a history record.  SUBSCRIPTION is
  * an index into ctx->subscriptions or FORKSAFE__STATS_LISTENERS; WHY (may be

@@ -142,4 +142,10 @@ void forksafe__hazard_describe(const forksafe__hazard *hazard, const char *child
  * same fingerprint in any order; no hazard (or all allowed) gives 0. */
 uint64_t forksafe__hazards_fingerprint(const forksafe__hazard_list *list);
 
+/* LIST as the pre-fork payload's "hazards": a new JSON array of objects
+ * {"kind": "thread", "tid", "name", "allowed"} or {"kind": "tcp"|"unix",
+ * "fd", "local", "peer", "service" (null if unknown), "allowed"}; NULL
+ * when out of memory. */
+json_t *forksafe__hazards_json(const forksafe__hazard_list *list);
+
 #endif /* FORKSAFE_HAZARD_H */

@@ -147,3 +147,48 @@ uint64_t forksafe__hazards_fingerprint(const forksafe__hazard_list *list)
     }
     return sum;
 }
+
+/* ----------------------------------------------------------- the payload */
+
+static const char *const kind_names[] = {"thread", "tcp", "unix"};
+
+static json_t *hazard_json(const forksafe__hazard *hazard)
+{
+    json_t *object = json_object();
+    int failed;
+
+    if (!object)
+        return NULL;
+    failed = json_object_set_new(object, "kind", json_string(kind_names[hazard->kind]));
+    if (hazard->kind == FORKSAFE__HAZARD_THREAD) {
+        failed |= json_object_set_new(object, "tid", json_integer(hazard->tid));
+        failed |= json_object_set_new(object, "name", json_string(hazard->name));
+    }
+    else {
+        failed |= json_object_set_new(object, "fd", json_integer(hazard->fd));
+        failed |= json_object_set_new(object, "local", json_string(hazard->local));
+        failed |= json_object_set_new(object, "peer", json_string(hazard->peer));
+        failed |= json_object_set_new(
+            object, "service", hazard->service ? json_string(hazard->service) : json_null());
+    }
+    failed |= json_object_set_new(object, "allowed", json_boolean(hazard->allowed));
+    if (failed) {
+        json_decref(object);
+        return NULL;
+    }
+    return object;
+}
+
+json_t *forksafe__hazards_json(const forksafe__hazard_list *list)
+{
+    json_t *array = json_array();
+    size_t i;
+
+    for (i = 0; array && i < list->count; i++) {
+        if (json_array_append_new(array, hazard_json(&list->items[i])) != 0) {
+            json_decref(array);
+            return NULL;
+        }
+    }
+    return array;
+}

@@ -9,6 +9,7 @@
  * once per generation, and of a new set (a connection opened or closed, a
  * thread started) in full; its respawns are quiet.
  */
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/syscall.h>
@@ -116,19 +117,16 @@ static int news_for(forksafe__hazard_watch *watch, const forksafe__process *chil
     return 1;
 }
 
-int forksafe__hazards_before_fork(forksafe__hazard_watch *watch, const forksafe__context *ctx,
-                                  const forksafe__process *parent, const forksafe__process *child,
-                                  int generation)
+/* Scans the calling process into watch->found, rules applied; returns how
+ * many hazards no rule allows. */
+static int scan(forksafe__hazard_watch *watch, const forksafe__context *ctx)
 {
     pid_t tids[FORKSAFE__HAZARD_OWN_THREADS];
     forksafe__hazard_scope scope = {0};
     unsigned registered, i;
     size_t count = 0, k;
-    uint64_t fingerprint;
     int rc;
 
-    if (watch->mode == FORKSAFE__HAZARDS_OFF)
-        return 0;
     registered = __atomic_load_n(&watch->own_tid_count, __ATOMIC_ACQUIRE);
     if (registered > FORKSAFE__HAZARD_OWN_THREADS)
         registered = FORKSAFE__HAZARD_OWN_THREADS;
@@ -155,13 +153,41 @@ int forksafe__hazards_before_fork(forksafe__hazard_watch *watch, const forksafe_
         size_t r;
         for (r = 0; r < watch->rule_count && !hazard->allowed; r++)
             hazard->allowed = forksafe__hazard_rule_matches(&watch->rules[r], hazard);
+        count += !hazard->allowed;
     }
-    for (k = 0; k < watch->found.count; k++)
-        count += !watch->found.items[k].allowed;
-    fingerprint = forksafe__hazards_fingerprint(&watch->found);
-    if (news_for(watch, child, generation, fingerprint))
-        say(watch, ctx, parent, child);
     return (int)count;
+}
+
+/* Handler runs of every event so far, in every process. */
+static int64_t handler_runs(const forksafe__context *ctx, forksafe_event_type type)
+{
+    return ctx->stats ? __atomic_load_n(&ctx->stats->events[type].handlers_run, __ATOMIC_ACQUIRE)
+                      : 0;
+}
+
+int forksafe__hazards_dispatch_pre_fork(forksafe__hazard_watch *watch, forksafe__context *ctx,
+                                        forksafe__occurrence *occ, int *hazards)
+{
+    int64_t runs_before;
+    int count, result;
+
+    *hazards = 0;
+    if (watch->mode == FORKSAFE__HAZARDS_OFF || occ->type != FORKSAFE_PRE_FORK || !occ->child)
+        return forksafe__dispatch(ctx, occ);
+    count = scan(watch, ctx);
+    occ->hazards = &watch->found;
+    runs_before = handler_runs(ctx, FORKSAFE_PRE_FORK);
+    result = forksafe__dispatch(ctx, occ);
+    occ->hazards = NULL;
+    /* A handler may have closed what it was told about (a pool disposed
+     * in the master): what the child inherits is what is left. */
+    if (handler_runs(ctx, FORKSAFE_PRE_FORK) != runs_before || !ctx->stats)
+        count = scan(watch, ctx);
+    forksafe__stats_hazards(ctx, count, (int)watch->found.count - count);
+    if (news_for(watch, occ->child, occ->generation, forksafe__hazards_fingerprint(&watch->found)))
+        say(watch, ctx, &occ->self, occ->child);
+    *hazards = count;
+    return result;
 }
 
 void forksafe__hazard_watch_free(forksafe__hazard_watch *watch)

@@ -14,8 +14,7 @@
 
 #include "hazard.h"
 
-typedef struct forksafe__context forksafe__context;
-typedef struct forksafe__process forksafe__process;
+#include "forksafe_internal.h"
 
 typedef enum forksafe__hazards_mode {
     FORKSAFE__HAZARDS_OFF,
@@ -62,14 +61,17 @@ void forksafe__hazard_watch_own_this_thread(forksafe__hazard_watch *watch);
 /* Descriptor FD is the host's own (its stats socket, say). */
 void forksafe__hazard_watch_own_fd(forksafe__hazard_watch *watch, int fd);
 
-/* Scans PARENT (the calling process) before it forks CHILD, and logs
- * through CTX one line per hazard that no rule allows, unless the same set
- * was said already to that child in GENERATION.  Returns how many hazards no rule
- * allows (0 when off); the hazards are in watch->found until the next
- * scan. */
-int forksafe__hazards_before_fork(forksafe__hazard_watch *watch, const forksafe__context *ctx,
-                                  const forksafe__process *parent, const forksafe__process *child,
-                                  int generation);
+/* Dispatches OCC, a pre-fork in the calling process, with the hazards the
+ * child is about to inherit in its payload ("hazards"): scanned before the
+ * handlers run, and again after if any ran (one may have closed what it
+ * was told about).  Then logs through CTX one line per hazard that no
+ * rule allows, unless that child was told of the same set already in this
+ * generation, and counts them in the stats.  Returns what
+ * forksafe__dispatch returns; *HAZARDS gets how many hazards no rule
+ * allows (0 when off), which stay in watch->found until the next scan.
+ * Any other occurrence (or mode off) is dispatched as it is. */
+int forksafe__hazards_dispatch_pre_fork(forksafe__hazard_watch *watch, forksafe__context *ctx,
+                                        forksafe__occurrence *occ, int *hazards);
 
 void forksafe__hazard_watch_free(forksafe__hazard_watch *watch);
 

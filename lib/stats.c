@@ -42,6 +42,20 @@ void forksafe__stats_occurred(forksafe__context *ctx, forksafe_event_type type)
     __atomic_add_fetch(&ctx->stats->events[type].occurred, 1, __ATOMIC_RELAXED);
 }
 
+void forksafe__stats_hazards(forksafe__context *ctx, int unallowed, int allowed)
+{
+    forksafe__hazard_stats *hazards;
+
+    if (!ctx->stats)
+        return;
+    hazards = &ctx->stats->hazards;
+    __atomic_add_fetch(&hazards->forks_looked, 1, __ATOMIC_RELAXED);
+    if (unallowed > 0)
+        __atomic_add_fetch(&hazards->forks_with_hazards, 1, __ATOMIC_RELAXED);
+    __atomic_store_n(&hazards->last, unallowed, __ATOMIC_RELAXED);
+    __atomic_store_n(&hazards->last_allowed, allowed, __ATOMIC_RELAXED);
+}
+
 static void raise_to(int64_t *target, int64_t value)
 {
     int64_t seen = __atomic_load_n(target, __ATOMIC_RELAXED);
@@ -243,6 +257,24 @@ static json_t *subscriptions_json(const forksafe__context *ctx)
     return list;
 }
 
+static json_t *hazards_json(const forksafe__hazard_stats *hazards)
+{
+    json_t *object = json_object();
+
+    if (!object ||
+        put(object, "forks_looked", json_integer(__atomic_load_n(&hazards->forks_looked,
+                                                                 __ATOMIC_RELAXED))) ||
+        put(object, "forks_with_hazards",
+            json_integer(__atomic_load_n(&hazards->forks_with_hazards, __ATOMIC_RELAXED))) ||
+        put(object, "last", json_integer(__atomic_load_n(&hazards->last, __ATOMIC_RELAXED))) ||
+        put(object, "last_allowed",
+            json_integer(__atomic_load_n(&hazards->last_allowed, __ATOMIC_RELAXED)))) {
+        json_decref(object);
+        return NULL;
+    }
+    return object;
+}
+
 json_t *forksafe__stats_json(const forksafe__context *ctx)
 {
     json_t *root = json_object(), *events = json_object();
@@ -256,6 +288,7 @@ json_t *forksafe__stats_json(const forksafe__context *ctx)
             goto fail;
     }
     if (put(root, "events", json_incref(events)) ||
+        put(root, "hazards", hazards_json(&ctx->stats->hazards)) ||
         put(root, "history_size", json_integer(ctx->stats->history_capacity)) ||
         put(root, "history", history_json(ctx)) ||
         put(root, "subscriptions", subscriptions_json(ctx)))

@@ -222,7 +222,7 @@ static void fire_pre_fork(int kind, int id)
     child.id = id;
     child.respawn = index >= 0 ? glue.slots[index].forks_seen : 0;
     glue_event_occurs(FORKSAFE_PRE_FORK, &child, 0, 0, NULL, NULL, 0);
-    glue_look_for_hazards(&child);
+    glue_refuse_hazards();
 }
 
 /* uWSGI bumps respawn_count of the worker it is about to fork; the slot

@@ -116,6 +116,7 @@ struct glue_state {
     /* What children must not inherit (hazards.c); hazard_refused: this
      * fork is refused (forksafe-hazards = fail), inherited by the child. */
     forksafe__hazard_watch hazards;
+    int hazards_found; /* no rule allows them, at the last pre-fork */
     int hazard_refused;
 };
 
@@ -255,8 +256,9 @@ void glue_watch_uwsgi_threads(void);
  * hazard, by the time it returns. */
 int glue_start_own_thread(pthread_t *thread, void *(*routine)(void *), void *argument);
 
-/* After CHILD's pre-fork handlers: says the hazards, or refuses the fork. */
-void glue_look_for_hazards(const forksafe__process *child);
+/* After CHILD's pre-fork (which said the hazards): forksafe-hazards = fail
+ * refuses the fork. */
+void glue_refuse_hazards(void);
 
 /* ------------------------------------------------------------- child.c */
 

@@ -1,8 +1,8 @@
 /*
  * hazards.c - what a worker, mule or spooler would inherit from the master
- * and must not share (lib/hazard_watch.c), looked for in the master right
- * after the pre-fork handlers ran, so a handler that disposes a pool clears
- * its own hazard; said (forksafe-hazards = warn) or refused (fail).
+ * and must not share (lib/hazard_watch.c looks at each pre-fork, and again
+ * after its handlers ran, so a handler that disposes a pool clears its own
+ * hazard): said (forksafe-hazards = warn), or the fork refused (fail).
  *
  * uWSGI's own threads are not hazards: the master's calls to
  * pthread_create() go through the executable's GOT (lib/intercept.c), so
@@ -109,21 +109,16 @@ static int any_child_alive(void)
     return 0;
 }
 
-void glue_look_for_hazards(const forksafe__process *child)
+void glue_refuse_hazards(void)
 {
-    int count;
+    int count = glue.hazards_found;
 
-    if (glue.hazards.mode == FORKSAFE__HAZARDS_OFF || !glue_is_master())
-        return;
-    glue.self.pid = getpid();
-    count = forksafe__hazards_before_fork(&glue.hazards, &glue.context, &glue.self, child,
-                                          (int)uwsgi.reloads);
-    if (count == 0 || glue.hazards.mode != FORKSAFE__HAZARDS_FAIL)
+    if (count == 0 || glue.hazards.mode != FORKSAFE__HAZARDS_FAIL || !glue_is_master())
         return;
     if (!any_child_alive()) {
-        /* The deploy fails here, loudly (each hazard was just said: the
-         * first fork of a generation says them all), before anything
-         * shares them. */
+        /* The deploy fails here, loudly (the pre-fork just said each
+         * hazard: the first fork of a generation says them all), before
+         * anything shares them. */
         uwsgi_log("[forksafe] forksafe-hazards = fail: the master refuses to fork with %d "
                   "hazard%s (above); exiting\n",
                   count, count == 1 ? "" : "s");

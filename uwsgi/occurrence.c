@@ -55,6 +55,7 @@ void glue_event_occurs(forksafe_event_type type, const forksafe__process *child,
     forksafe__occurrence occ;
     int result;
 
+    glue.hazards_found = 0;
     if (!glue.context_ready)
         return;
     if (glue.startup_stop && glue.self.kind == FORKSAFE__MASTER && type != FORKSAFE_MASTER_EXIT) {
@@ -79,7 +80,8 @@ void glue_event_occurs(forksafe_event_type type, const forksafe__process *child,
     glue.dispatching++;
     /* Always: dispatch counts the occurrence even when nobody listens, and
      * runs pyramid_forksafe's listeners after the subscriptions. */
-    result = forksafe__dispatch(&glue.context, &occ);
+    result = forksafe__hazards_dispatch_pre_fork(&glue.hazards, &glue.context, &occ,
+                                                 &glue.hazards_found);
     glue.dispatching--;
     apply_policy(result, type, exiting);
 }

@@ -20,7 +20,7 @@ import os
 import re
 import signal
 
-from harness import ROOT, IntegrationCase, Uwsgi, free_port, wait_for
+from harness import ROOT, IntegrationCase, Uwsgi, free_port, read_socket, wait_for
 from load import run_load
 from pg import PostgresCluster
 from test_postgres import example_ini
@@ -57,16 +57,19 @@ def new_database(over_unix=False):
 
 class PostgresHazardTest(IntegrationCase):
 
-    def instance(self, url, extra=""):
+    def instance(self, url, extra="", subscriptions=""):
         text = example_ini("production.ini", url) + extra
+        # [forksafe] is PasteDeploy's too: a key may appear once per section.
+        assert text.count("\n[forksafe]\n") == 1
+        text = text.replace("\n[forksafe]\n", "\n[forksafe]\n" + subscriptions)
         env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
         env["PYTHONPATH"] = os.pathsep.join(
             [os.path.join(ROOT, "tests", "integration", "apps")] +
             [p for p in [env.get("PYTHONPATH")] if p])
         return Uwsgi(self, text, name="app.ini"), env
 
-    def serve(self, url, extra=""):
-        uwsgi, env = self.instance(url, extra)
+    def serve(self, url, extra="", subscriptions=""):
+        uwsgi, env = self.instance(url, extra, subscriptions)
         uwsgi.start(wait_ready=WORKERS, env=env)
         self.addCleanup(uwsgi.stop, signal.SIGINT)
         return uwsgi
@@ -79,6 +82,13 @@ class PostgresHazardTest(IntegrationCase):
         # once per worker, each the same inherited descriptor
         self.assertEqual(sorted(int(w) for w, _, _ in lines), list(range(1, WORKERS + 1)), log)
         self.assertEqual(len({(fd, port) for _, fd, port in lines}), 1, lines)
+        print("\n  " + re.search(r"\[forksafe\] worker 1 will inherit.*", log).group(0))
+        # the pre-fork payload has them too, for handlers to act on
+        _, fd, port = lines[0]
+        for event in uwsgi.events("pre-fork"):
+            self.assertEqual(event["hazards"], [{
+                "kind": "tcp", "fd": int(fd), "local": "127.0.0.1:%s" % port,
+                "peer": "127.0.0.1:%d" % PG.port, "service": None, "allowed": False}], event)
         # the example's post-fork handler still gives each worker its own
         result = run_load(uwsgi.port, "/db", total=200, concurrency=4, time_limit=120,
                           request_timeout=30)
@@ -120,8 +130,8 @@ class PostgresHazardTest(IntegrationCase):
 
     def test_a_pre_fork_handler_that_closes_the_pool_leaves_nothing_to_say(self):
         _, url = new_database()
-        uwsgi = self.serve(url, "forksafe-subscribe = pre-fork "
-                                "python:hazard_handlers:close_pools_before_fork\n")
+        uwsgi = self.serve(url, subscriptions="pre-fork = "
+                                              "python:hazard_handlers:close_pools_before_fork\n")
         log = uwsgi.log_text()
         self.assertNotIn("will inherit", log)
         self.assertNotIn("is forked while", log)
@@ -134,6 +144,9 @@ class PostgresHazardTest(IntegrationCase):
         _, url = new_database()
         uwsgi = self.serve(url, "forksafe-hazard-allow = tcp:127.0.0.1:%d\n" % PG.port)
         self.assertNotIn("will inherit", uwsgi.log_text())
+        hazards = uwsgi.events("pre-fork")[0]["hazards"]
+        self.assertEqual([(h["kind"], h["peer"], h["allowed"]) for h in hazards],
+                         [("tcp", "127.0.0.1:%d" % PG.port, True)])
 
 
 THREADS = """
@@ -159,13 +172,19 @@ class PlainHazardTest(IntegrationCase):
         return uwsgi
 
     def test_a_thread_started_at_import_is_named(self):
-        uwsgi = self.serve(THREADS % "thread_app" + "enable-threads = true\n")
+        uwsgi = self.serve(THREADS % "thread_app" + "enable-threads = true\n"
+                           "forksafe-stats = {dir}/forksafe-stats.sock\n")
         log = uwsgi.log_text()
         lines = re.findall(r"\[forksafe\] worker (\d) is forked while thread 'metrics-exporter' "
                            r"\(tid (\d+)\) runs in the master \(pid %d\)" % uwsgi.master_pid, log)
         self.assertEqual(sorted(w for w, _ in lines), ["1", "2"], log)
         tid = lines[0][1]
         self.assertTrue(os.path.exists("/proc/%d/task/%s" % (uwsgi.master_pid, tid)), lines)
+        self.assertEqual(uwsgi.events("pre-fork")[0]["hazards"], [
+            {"kind": "thread", "tid": int(tid), "name": "metrics-exporter", "allowed": False}])
+        stats = read_socket(os.path.join(uwsgi.dir, "forksafe-stats.sock"))
+        self.assertEqual(stats["hazards"]["last"], 1, stats["hazards"])
+        self.assertEqual(stats["hazards"]["forks_with_hazards"], 2, stats["hazards"])
 
     def test_an_allowed_thread_is_not_said(self):
         uwsgi = self.serve(THREADS % "thread_app" + "enable-threads = true\n"
@@ -200,3 +219,7 @@ class PlainHazardTest(IntegrationCase):
         self.assertNotIn("will inherit", log)
         self.assertNotIn("is forked while", log)
         self.assertNotIn("fork hazard", log)
+        self.assertEqual({len(e["hazards"]) for e in uwsgi.events("pre-fork")}, {0})
+        stats = read_socket(os.path.join(uwsgi.dir, "forksafe-stats.sock"))
+        self.assertGreaterEqual(stats["hazards"]["forks_looked"], 5, stats["hazards"])
+        self.assertEqual(stats["hazards"]["forks_with_hazards"], 0, stats["hazards"])
