@@ -50,6 +50,9 @@ typedef struct forksafe_host_config {
     int verbose;               /* log every dispatch */
     forksafe_host_log_fn log;  /* NULL: stderr, each line prefixed "[forksafe] " */
     void *log_data;            /* LOG's DATA */
+    const char *hazards;       /* "warn", "fail", "off": see forksafe_host_hazards; NULL: warn */
+    const char *hazard_allow;  /* newline-separated allow rules: thread:GLOB, tcp:HOST:PORT,
+                                  unix:GLOB; named by SOURCE in errors; NULL: none */
 } forksafe_host_config;
 
 /* One process as the server sees it. */
@@ -87,11 +90,21 @@ FORKSAFE_EXPORT forksafe_host *forksafe_host_new(const forksafe_host_config *con
                                                  size_t error_size);
 
 /* Dispatches OCCURRENCE to the host's subscriptions, whose handlers run in
- * the calling process.  Returns 0 if every handler succeeded, otherwise 1 +
+ * the calling process.  A pre-fork (unless hazards are off) also looks for
+ * what the child is about to inherit and must not share (threads,
+ * connected sockets: the payload's "hazards"), before the handlers run and
+ * again after, and logs each hazard no allow rule covers, once per child
+ * and generation.  Returns 0 if every handler succeeded, otherwise 1 +
  * the strongest failing policy (1 log, 2 exit, 3 fatal) for the caller to
  * act on; -1 for an unknown event or kind, or another API version. */
 FORKSAFE_EXPORT int forksafe_host_dispatch(forksafe_host *host,
                                            const forksafe_host_occurrence *occurrence);
+
+/* How many hazards no allow rule covers the last pre-fork dispatched in
+ * this process found (0 when hazards are off).  With hazards = "fail" the
+ * caller refuses that fork: it stops before the first child is forked,
+ * or stops the server if children already run. */
+FORKSAFE_EXPORT int forksafe_host_hazards(const forksafe_host *host);
 
 /* Makes the host's dispatch run the listeners of the `_forksafe` module of
  * the calling process's Python interpreter, after the subscriptions, as

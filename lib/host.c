@@ -14,9 +14,12 @@
 
 #include "forksafe_host.h"
 #include "forksafe_internal.h"
+#include "hazard_watch.h"
 
 struct forksafe_host {
     forksafe__context context;
+    forksafe__hazard_watch hazards;
+    int hazards_found;
     char *container;
     char *settings_json;
     char *stats_json;
@@ -142,6 +145,31 @@ static int subscribe_lines(forksafe_host *host, const char *lines, const char *s
     return 0;
 }
 
+/* One allow rule per line; blank lines are skipped. */
+static int allow_lines(forksafe_host *host, const char *lines, const char *source,
+                       forksafe__error *err)
+{
+    const char *line = lines;
+
+    while (line && *line) {
+        size_t length = strcspn(line, "\n");
+        char *text = forksafe__strndup(line, length);
+        int rc = 0;
+
+        if (!text)
+            return FORKSAFE__ENOMEM;
+        if (text[strspn(text, " \t\r")] != '\0')
+            rc = forksafe__hazard_watch_allow(&host->hazards, text, source, 0, err);
+        forksafe__free(text);
+        if (rc != 0)
+            return rc;
+        line += length;
+        if (*line == '\n')
+            line++;
+    }
+    return 0;
+}
+
 FORKSAFE_EXPORT forksafe_host *forksafe_host_new(const forksafe_host_config *config, char *error,
                                                  size_t error_size)
 {
@@ -182,6 +210,21 @@ FORKSAFE_EXPORT forksafe_host *forksafe_host_new(const forksafe_host_config *con
         }
         host->context.on_error = policy;
     }
+    host->hazards.mode = FORKSAFE__HAZARDS_WARN;
+    if (config->hazards) {
+        int mode = forksafe__hazards_mode_from_name(config->hazards);
+        if (mode < 0) {
+            forksafe__error_set(&err, config->source ? config->source : "forksafe", 0,
+                                "hazards must be warn, fail or off, not '%s'", config->hazards);
+            rc = FORKSAFE__EINVAL;
+            goto fail;
+        }
+        host->hazards.mode = (forksafe__hazards_mode)mode;
+    }
+    if (config->hazard_allow && (rc = allow_lines(host, config->hazard_allow,
+                                                  config->source ? config->source : "forksafe",
+                                                  &err)) != 0)
+        goto fail;
     if (config->settings && (rc = load_settings(host, config->settings, &err)) != 0)
         goto fail;
     if (config->subscriptions &&
@@ -246,7 +289,13 @@ FORKSAFE_EXPORT int forksafe_host_dispatch(forksafe_host *host,
         occ.child_status = occurrence->child_status;
         occ.child_cause = occurrence->child_cause;
     }
-    return forksafe__dispatch(&host->context, &occ);
+    return forksafe__hazards_dispatch_pre_fork(&host->hazards, &host->context, &occ,
+                                               &host->hazards_found);
+}
+
+FORKSAFE_EXPORT int forksafe_host_hazards(const forksafe_host *host)
+{
+    return host ? host->hazards_found : 0;
 }
 
 FORKSAFE_EXPORT int forksafe_host_python_bridge(forksafe_host *host)
@@ -308,6 +357,7 @@ FORKSAFE_EXPORT void forksafe_host_free(forksafe_host *host)
     if (host->context.listeners)
         forksafe__python_bridge_forget(&host->context);
     forksafe__context_free(&host->context);
+    forksafe__hazard_watch_free(&host->hazards);
     forksafe__free(host->container);
     free(host->settings_json);
     free(host->stats_json);

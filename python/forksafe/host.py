@@ -136,6 +136,8 @@ class _Config(ctypes.Structure):
         ("verbose", ctypes.c_int),
         ("log", _LOG_FUNCTION),
         ("log_data", ctypes.c_void_p),
+        ("hazards", ctypes.c_char_p),
+        ("hazard_allow", ctypes.c_char_p),
     ]
 
 
@@ -181,6 +183,8 @@ def _declare(lib):
         lib.forksafe_host_settings_json.argtypes = [ctypes.c_void_p]
         lib.forksafe_host_stats_json.restype = ctypes.c_char_p
         lib.forksafe_host_stats_json.argtypes = [ctypes.c_void_p]
+        lib.forksafe_host_hazards.restype = ctypes.c_int
+        lib.forksafe_host_hazards.argtypes = [ctypes.c_void_p]
         lib.forksafe_host_free.restype = None
         lib.forksafe_host_free.argtypes = [ctypes.c_void_p]
     except AttributeError as exc:
@@ -202,20 +206,23 @@ def subscription_text(subscriptions):
     """forksafe-subscribe values (a string of lines, or an iterable of
     strings, one subscription each) as the newline-separated text the host
     API takes; None when there are none."""
-    if subscriptions is None:
+    return lines_text(subscriptions, "subscription", "'post-fork exec:/bin/true'")
+
+
+def lines_text(items, what, example):
+    """ITEMS (a string of lines, or an iterable of strings, one WHAT each)
+    as newline-separated text; None when there are none."""
+    if items is None:
         return None
-    if isinstance(subscriptions, (str, bytes)):
-        lines = [subscriptions.decode() if isinstance(subscriptions, bytes) else subscriptions]
+    if isinstance(items, (str, bytes)):
+        lines = [items.decode() if isinstance(items, bytes) else items]
     else:
         lines = []
-        for item in subscriptions:
+        for item in items:
             if not isinstance(item, str):
-                raise TypeError(
-                    "a forksafe subscription is a string like 'post-fork exec:/bin/true', "
-                    "not %r" % (item,)
-                )
+                raise TypeError("a forksafe %s is a string like %s, not %r" % (what, example, item))
             if "\n" in item.strip("\n"):
-                raise ValueError("one subscription per item, not several lines: %r" % item)
+                raise ValueError("one %s per item, not several lines: %r" % (what, item))
             lines.append(item.strip("\n"))
     text = "\n".join(lines)
     return text if text.strip() else None
@@ -238,6 +245,11 @@ class Host(object):
     prefixed ``[forksafe] ``, so a server that redirects ``sys.stderr`` to
     its logger (Celery does) logs it like its own lines.
 
+    ``hazards`` (``"warn"``, None, ``"fail"`` or ``"off"``) and
+    ``hazard_allow`` (rules ``thread:GLOB``, ``tcp:HOST:PORT``,
+    ``unix:GLOB``) say what a pre-fork dispatch does about what the child is
+    about to inherit: see :meth:`hazards_found`.
+
     Raises :class:`ForksafeError` with forksafe's one-line message when the
     configuration is wrong (every handler is resolved here), and
     :class:`LibraryNotFound` without the library."""
@@ -252,6 +264,8 @@ class Host(object):
         timeout=0,
         verbose=False,
         log=None,
+        hazards=None,
+        hazard_allow=(),
     ):
         self._lib = load_library()
         self._handle = None
@@ -281,7 +295,11 @@ class Host(object):
             1 if self.verbose else 0,
             self._log_function,
             None,
+            _bytes(hazards),
+            _bytes(lines_text(hazard_allow, "hazard allow rule", "'tcp:*:5432'")),
         )
+        #: "warn", "fail" or "off".
+        self.hazards = hazards or "warn"
         handle = self._lib.forksafe_host_new(ctypes.byref(config), error, ERROR_SIZE)
         if not handle:
             message = error.value.decode("utf-8", "replace") or "forksafe_host_new failed"
@@ -379,6 +397,16 @@ class Host(object):
             )
         return code
 
+    def hazards_found(self):
+        """How many hazards no allow rule covers the last pre-fork
+        dispatched in this process found: threads and connected sockets the
+        child is about to inherit (each in that payload's ``"hazards"``, and
+        said in the log once per child and generation).  With ``hazards =
+        "fail"`` the adapter refuses that fork."""
+        if self._handle is None:
+            raise ForksafeError("the host is closed")
+        return self._lib.forksafe_host_hazards(self._handle)
+
     def payload(
         self,
         event,
@@ -390,15 +418,17 @@ class Host(object):
         reason=None,
         pid=0,
         ppid=0,
+        hazards=None,
     ):
         """The payload the core gives its handlers for the same dispatch
         (include/forksafe.h), built in Python, for code that needs one
-        outside a dispatch (pyramid_forksafe's 0.2 calls, tests).  Settings
-        are copies."""
+        outside a dispatch (pyramid_forksafe's 0.2 calls, tests).  A
+        pre-fork's ``hazards`` are what the core found then: given, or
+        left out.  Settings are copies."""
         return make_payload(
             self.container, event, kind, id, self.app_settings, self.global_settings,
             pid=pid, ppid=ppid, respawn=respawn, generation=generation, child=child,
-            reason=reason,
+            reason=reason, hazards=hazards,
         )
 
     def python_bridge(self):
@@ -471,12 +501,13 @@ def write_to_stderr(level, line):
 
 
 def make_payload(container, event, kind, id, settings, global_settings, pid=0, ppid=0,
-                 respawn=0, generation=0, child=None, reason=None, now=None):
+                 respawn=0, generation=0, child=None, reason=None, now=None, hazards=None):
     """A payload with the keys and rules of the C core (lib/event.c):
     ``child`` only in pre-fork, post-fork-parent and child-death (no pid in
-    pre-fork or when not known), ``reason`` only in the exit events.  PID
-    and PPID 0: this process's; NOW None: the current time.  Settings are
-    copies."""
+    pre-fork or when not known), ``reason`` only in the exit events,
+    ``hazards`` (a list, as the core found them) only in pre-fork and only
+    when given (the core leaves it out when hazards are off).  PID and PPID
+    0: this process's; NOW None: the current time.  Settings are copies."""
     payload = {
         "event": event,
         "container": container,
@@ -496,6 +527,8 @@ def make_payload(container, event, kind, id, settings, global_settings, pid=0, p
         payload["child"] = child_object(event, child)
     if event in REASON_EVENTS and reason is not None:
         payload["reason"] = reason
+    if event == "pre-fork" and hazards is not None:
+        payload["hazards"] = [dict(hazard) for hazard in hazards]
     return payload
 
 
