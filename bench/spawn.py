@@ -20,7 +20,9 @@ each, so only the variant being measured is busy):
   doing the same work on the same app (target: forksafe <= +0.3 ms); a
   forksafe exec: post-fork handler vs uWSGI's hook-post-fork = exec:
   running the same command (target: forksafe adds at most half of what
-  uWSGI's hook adds over bare).
+  uWSGI's hook adds over bare); forksafe looking for fork hazards (the
+  default, warn) in a master with 100 more descriptors open vs the same
+  with hazards off (target: <= 1.01x, within the run's noise floor).
 
 A worker that interns a few new strings (uWSGI's python plugin imports
 random in every new worker, and atexit as it exits) can push Python's
@@ -58,6 +60,7 @@ COMMAND = "/bin/true"
 
 COMMON = RESPAWNING
 SIMPLE = SIMPLE_APP
+MANY_FDS = "wsgi-file = {bench_apps}/many_fds_app.py\n"
 FORKSAFE = "plugins = python3,forksafe\nforksafe-settings = %p\n"
 SETTINGS = "\n[app:main]\nforksafe.event_log = {dir}/events.jsonl\n"
 
@@ -77,6 +80,10 @@ VARIANTS = [
      + "hook-post-fork = exec:%s\n" % COMMAND),
     ("forksafe exec:", COMMON + SIMPLE + FORKSAFE
      + "forksafe-subscribe = post-fork exec:%s\n" % COMMAND + SETTINGS),
+    # the look for fork hazards with 100 more descriptors in the master
+    ("forksafe, 100 fds, hazards off", COMMON + MANY_FDS + FORKSAFE
+     + "forksafe-hazards = off\n" + SETTINGS),
+    ("forksafe, 100 fds, hazards warn", COMMON + MANY_FDS + FORKSAFE + SETTINGS),
 ]
 
 
@@ -231,6 +238,11 @@ def main():
     python_extra = vs("forksafe python:", "uwsgidecorators @postfork")
     python_instr = (instr["forksafe python:"] - instr["uwsgidecorators @postfork"]
                     if instr["forksafe python:"] else float("nan"))
+    hazards_latency = median([a / b for a, b in pairs("forksafe, 100 fds, hazards warn",
+                                                       "forksafe, 100 fds, hazards off")])
+    hazards_ms = vs("forksafe, 100 fds, hazards warn", "forksafe, 100 fds, hazards off")
+    hazards_cpu = (median(master_cpu["forksafe, 100 fds, hazards warn"])
+                   - median(master_cpu["forksafe, 100 fds, hazards off"])) * 1000
     exec_uwsgi = delta["uWSGI hook-post-fork exec:"]
     exec_forksafe = delta["forksafe exec:"]
     targets = {
@@ -245,6 +257,10 @@ def main():
         "uWSGI hook-post-fork exec:": "reference for exec:",
         "forksafe exec:": "adds <= half of uWSGI's (%+.2f vs %+.2f ms): %s"
         % (exec_forksafe, exec_uwsgi, verdict(exec_forksafe <= exec_uwsgi / 2)),
+        "forksafe, 100 fds, hazards off": "reference for hazards",
+        "forksafe, 100 fds, hazards warn": "<= 1.01x hazards off (%.3fx, %+.3f ms, master "
+        "CPU %+.3f ms): %s" % (hazards_latency, hazards_ms, hazards_cpu,
+                               verdict(hazards_latency <= 1.01 + noise)),
     }
 
     def millions(n):

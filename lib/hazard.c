@@ -232,9 +232,9 @@ static void write_unix(const struct sockaddr_un *address, socklen_t length, char
 }
 
 /* Fills HAZARD if FD is a connected stream socket worth a warning. */
-static int inspect_socket(int fd, forksafe__hazard *hazard)
+static int inspect_socket(int fd, int domain, forksafe__hazard *hazard)
 {
-    int domain = socket_option(fd, SO_DOMAIN), type = socket_option(fd, SO_TYPE);
+    int type = socket_option(fd, SO_TYPE);
     struct sockaddr_storage local, peer;
     socklen_t local_length = sizeof(local), peer_length = sizeof(peer);
 
@@ -293,20 +293,22 @@ static int scan_sockets(const forksafe__hazard_scope *scope, forksafe__hazard_li
         return FORKSAFE__EIO;
     while ((errno = 0, entry = readdir(fds)) != NULL) {
         long fd = entry_number(entry->d_name);
-        char link[64];
-        ssize_t length;
         forksafe__hazard found, *slot;
+        int domain;
 
         /* stdin/out/err are the host's to hand down (uWSGI's logger may be
          * a socket); dirfd(fds) is this listing. */
         if (fd <= 2 || fd == dirfd(fds) || own_fd(scope, (int)fd))
             continue;
-        length = readlinkat(dirfd(fds), entry->d_name, link, sizeof(link) - 1);
-        if (length < 0)
+        /* Asking a descriptor that is not a socket for a socket option
+         * fails at once (ENOTSOCK) without reaching any file system: no
+         * stat of a file on a hung mount, and no path lookup in /proc per
+         * descriptor either, which costs several times more. */
+        domain = socket_option((int)fd, SO_DOMAIN);
+        if (domain < 0)
             continue;
-        link[length] = '\0';
         memset(&found, 0, sizeof(found));
-        if (strncmp(link, "socket:[", 8) != 0 || !inspect_socket((int)fd, &found))
+        if (!inspect_socket((int)fd, domain, &found))
             continue;
         slot = list_add(out);
         if (!slot) {
@@ -319,6 +321,47 @@ static int scan_sockets(const forksafe__hazard_scope *scope, forksafe__hazard_li
         rc = FORKSAFE__EIO;
     closedir(fds);
     sort_from(out, first, by_fd);
+    return rc;
+}
+
+/* -------------------------------------------------------------- signature */
+
+/* One number per listed entry, mixed so that a sum of them stays a good
+ * hash of the set whatever order /proc lists it in. */
+static uint64_t mixed(uint64_t x)
+{
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+    return x ^ (x >> 31);
+}
+
+static int sum_listing(const char *path, uint64_t tag, uint64_t *sum)
+{
+    struct dirent *entry;
+    DIR *listing = opendir(path);
+    int rc = 0;
+
+    if (!listing)
+        return FORKSAFE__EIO;
+    while ((errno = 0, entry = readdir(listing)) != NULL) {
+        long number = entry_number(entry->d_name);
+        if (number >= 0 && number != dirfd(listing))
+            *sum += mixed(((uint64_t)number << 1) ^ tag);
+    }
+    if (errno != 0)
+        rc = FORKSAFE__EIO;
+    closedir(listing);
+    return rc;
+}
+
+int forksafe__hazards_signature(uint64_t *signature)
+{
+    uint64_t sum = 0;
+    int rc = sum_listing("/proc/self/task", 1, &sum);
+
+    if (rc == 0)
+        rc = sum_listing("/proc/self/fd", 0, &sum);
+    *signature = sum;
     return rc;
 }
 

@@ -113,6 +113,14 @@ int forksafe__hazards_scan(const forksafe__hazard_scope *scope, forksafe__hazard
 /* Frees LIST's items and empties it. */
 void forksafe__hazard_list_free(forksafe__hazard_list *list);
 
+/* A hash of which threads and descriptor numbers the calling process has
+ * (two directory listings, nothing asked of any descriptor): a scan is
+ * several times dearer, and a master between two forks usually has the
+ * same of both.  The same signature with another descriptor under a number
+ * (one closed, another opened with its number, nothing else changed)
+ * cannot be told apart.  Returns 0 or FORKSAFE__EIO. */
+int forksafe__hazards_signature(uint64_t *signature);
+
 /* The service at a TCP port or UNIX path ("PostgreSQL" for 5432 or a path
  * whose file name is ".s.PGSQL.*"), or NULL. */
 const char *forksafe__hazard_service(forksafe__hazard_kind kind, int port, const char *path);

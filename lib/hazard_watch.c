@@ -125,11 +125,19 @@ static int scan(forksafe__hazard_watch *watch, const forksafe__context *ctx)
     forksafe__hazard_scope scope = {0};
     unsigned registered, i;
     size_t count = 0, k;
-    int rc;
+    uint64_t signature;
+    int rc, signed_ok;
 
     registered = __atomic_load_n(&watch->own_tid_count, __ATOMIC_ACQUIRE);
     if (registered > FORKSAFE__HAZARD_OWN_THREADS)
         registered = FORKSAFE__HAZARD_OWN_THREADS;
+    /* The same threads and descriptors as at the last scan: the same
+     * hazards (a respawn, where the master's set does not move). */
+    signed_ok = forksafe__hazards_signature(&signature) == 0;
+    if (signed_ok && watch->scanned && signature == watch->signature &&
+        registered == watch->signature_own_threads)
+        return watch->unallowed;
+    watch->scanned = 0;
     for (i = 0; i < registered; i++)
         tids[i] = __atomic_load_n(&watch->own_tids[i], __ATOMIC_ACQUIRE);
     scope.own_tids = tids;
@@ -155,6 +163,10 @@ static int scan(forksafe__hazard_watch *watch, const forksafe__context *ctx)
             hazard->allowed = forksafe__hazard_rule_matches(&watch->rules[r], hazard);
         count += !hazard->allowed;
     }
+    watch->scanned = signed_ok && rc == 0;
+    watch->signature = signature;
+    watch->signature_own_threads = registered;
+    watch->unallowed = (int)count;
     return (int)count;
 }
 

@@ -37,6 +37,12 @@ typedef struct forksafe__hazard_watch {
     int own_fds[8];
     size_t own_fd_count;
     forksafe__hazard_list found; /* the last scan's, reused */
+    /* What found was scanned from: a signature of the threads and
+     * descriptors (lib/hazard.c), with the own threads then known. */
+    int scanned;
+    uint64_t signature;
+    unsigned signature_own_threads;
+    int unallowed;
     /* What each child was last told: one record per child slot. */
     struct forksafe__hazard_said {
         int kind, id, generation;

@@ -19,6 +19,7 @@ options that give uWSGI threads and sockets of its own says nothing.
 import os
 import re
 import signal
+import socket
 
 from harness import ROOT, IntegrationCase, Uwsgi, free_port, read_socket, wait_for
 from load import run_load
@@ -102,6 +103,7 @@ class PostgresHazardTest(IntegrationCase):
         log = uwsgi.log_text()
         lines = re.findall(UNIX_LINE % (re.escape(path), uwsgi.master_pid), log)
         self.assertEqual(sorted(int(w) for w, _ in lines), list(range(1, WORKERS + 1)), log)
+        print("\n  " + re.search(r"\[forksafe\] worker 1 will inherit.*", log).group(0))
 
     def test_a_respawn_is_not_told_again(self):
         _, url = new_database()
@@ -223,3 +225,47 @@ class PlainHazardTest(IntegrationCase):
         stats = read_socket(os.path.join(uwsgi.dir, "forksafe-stats.sock"))
         self.assertGreaterEqual(stats["hazards"]["forks_looked"], 5, stats["hazards"])
         self.assertEqual(stats["hazards"]["forks_with_hazards"], 0, stats["hazards"])
+
+
+class RefusalTest(IntegrationCase):
+
+    def test_a_hazard_that_appears_later_stops_the_instance(self):
+        listener = socket.create_server(("127.0.0.1", 0))
+        self.addCleanup(listener.close)
+        port = listener.getsockname()[1]
+        body = THREADS % "simple_app" + (
+            "forksafe-hazards = fail\n"
+            "forksafe-subscribe = child-death python:hazard_handlers:connect_later\n")
+        uwsgi = Uwsgi(self, body, settings={"hazard.connect": "127.0.0.1:%d" % port})
+        uwsgi.start(wait_ready=2)
+        self.addCleanup(uwsgi.kill)
+        worker = uwsgi.events("worker-ready")[0]["process"]["pid"]
+        os.kill(worker, signal.SIGKILL)
+        try:
+            status = uwsgi.proc.wait(timeout=60)
+        except Exception:
+            self.fail("uWSGI did not stop:\n" + uwsgi.log_text()[-4000:])
+        log = uwsgi.log_text()
+        # as a fatal handler stops it: uWSGI's own "the app cannot work"
+        self.assertEqual(status, 22, log)
+        self.assertRegex(log, r"\[forksafe\] worker 1 will inherit fd \d+: TCP 127\.0\.0\.1:\d+ "
+                              r"-> 127\.0\.0\.1:%d, opened by the master" % port)
+        self.assertIn("[forksafe] forksafe-hazards = fail: 1 hazard appeared (above); stopping "
+                      "the instance", log)
+        # the worker forked with it never served: no third worker-ready
+        self.assertEqual(len(uwsgi.events("worker-ready")), 2, log)
+
+    def test_bad_values_stop_the_start_with_file_and_line(self):
+        for line, message in (
+                ("forksafe-hazards = loud",
+                 "forksafe-hazards must be warn, fail or off, not 'loud'"),
+                ("forksafe-hazard-allow = socket:*",
+                 "the accepted forms are thread:GLOB, tcp:HOST:PORT")):
+            uwsgi = Uwsgi(self, THREADS % "simple_app" + line + "\n")
+            status = uwsgi.run_to_exit()
+            log = uwsgi.log_text()
+            self.assertEqual(status, 1, log)
+            number = THREADS.count("\n") + 1
+            self.assertIn("%s:%d: " % (uwsgi.ini, number), log)
+            self.assertIn(message, log)
+            self.assertNotIn("spawned uWSGI worker", log)

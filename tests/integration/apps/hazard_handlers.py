@@ -8,3 +8,15 @@ def close_pools_before_fork(payload):
 
     for engine in db.engines().values():
         engine.dispose()  # close=True: the master keeps no connection
+
+
+_kept = []
+
+
+def connect_later(payload):
+    """A master that opens a connection after its children run (here on
+    child-death): the connection is kept, as a pool would keep it."""
+    import socket
+
+    host, port = payload["settings"]["hazard.connect"].rsplit(":", 1)
+    _kept.append(socket.create_connection((host, int(port))))
