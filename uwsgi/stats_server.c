@@ -56,6 +56,13 @@ void glue_register_metrics(void)
                                   NULL);
         }
     }
+    /* What the pre-forks found (lib/hazard_watch.c). */
+    uwsgi_register_metric("forksafe.hazards.forks_with_hazards", NULL, UWSGI_METRIC_COUNTER, "ptr",
+                          &glue.context.stats->hazards.forks_with_hazards, 0, NULL);
+    uwsgi_register_metric("forksafe.hazards.last", NULL, UWSGI_METRIC_GAUGE, "ptr",
+                          &glue.context.stats->hazards.last, 0, NULL);
+    uwsgi_register_metric("forksafe.hazards.last_allowed", NULL, UWSGI_METRIC_GAUGE, "ptr",
+                          &glue.context.stats->hazards.last_allowed, 0, NULL);
 }
 
 /* Returns a listening socket for a unix path, "@abstract" or HOST:PORT,

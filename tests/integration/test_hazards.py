@@ -175,7 +175,8 @@ class PlainHazardTest(IntegrationCase):
 
     def test_a_thread_started_at_import_is_named(self):
         uwsgi = self.serve(THREADS % "thread_app" + "enable-threads = true\n"
-                           "forksafe-stats = {dir}/forksafe-stats.sock\n")
+                           "forksafe-stats = {dir}/forksafe-stats.sock\n"
+                           "enable-metrics = true\nstats = {dir}/stats.sock\n")
         log = uwsgi.log_text()
         lines = re.findall(r"\[forksafe\] worker (\d) is forked while thread 'metrics-exporter' "
                            r"\(tid (\d+)\) runs in the master \(pid %d\)" % uwsgi.master_pid, log)
@@ -187,6 +188,18 @@ class PlainHazardTest(IntegrationCase):
         stats = read_socket(os.path.join(uwsgi.dir, "forksafe-stats.sock"))
         self.assertEqual(stats["hazards"]["last"], 1, stats["hazards"])
         self.assertEqual(stats["hazards"]["forks_with_hazards"], 2, stats["hazards"])
+        # and uWSGI's metrics, which its collector copies once a second
+        metrics = {}
+
+        def published():
+            try:
+                document = read_socket(os.path.join(uwsgi.dir, "stats.sock"))
+            except (OSError, ValueError):
+                return False
+            metrics.update((n, m["value"]) for n, m in document.get("metrics", {}).items())
+            return metrics.get("forksafe.hazards.forks_with_hazards") == 2
+        wait_for(published, what="the hazard metrics")
+        self.assertEqual(metrics["forksafe.hazards.last"], 1, metrics)
 
     def test_an_allowed_thread_is_not_said(self):
         uwsgi = self.serve(THREADS % "thread_app" + "enable-threads = true\n"
