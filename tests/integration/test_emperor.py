@@ -295,6 +295,10 @@ class EmperorTest(IntegrationCase):
                 self.assert_own(v, other, emperor)
                 self.assert_same_via_python(v)
                 self.assertFalse(alive(v.master_pid()))
+                # the Emperor's pipe to a vassal is a socketpair: no hazard
+                self.assertEqual({len(e["hazards"]) for e in v.events("pre-fork")}, {0})
+        self.assertNotIn("will inherit", emperor.log_text())
+        self.assertNotIn("is forked while", emperor.log_text())
 
     def test_editing_a_vassal_reloads_it_with_new_settings_only(self):
         emperor, a, b = self.start_two()
