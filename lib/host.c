@@ -118,8 +118,12 @@ static int load_settings(forksafe_host *host, const char *spec, forksafe__error 
     return rc;
 }
 
-static int subscribe_lines(forksafe_host *host, const char *lines, const char *source,
-                           forksafe__error *err)
+typedef int (*line_taker)(forksafe_host *host, const char *text, const char *source, int number,
+                          forksafe__error *err);
+
+/* Gives TAKE each line of LINES that is not blank, numbered from 1. */
+static int each_line(forksafe_host *host, const char *lines, const char *source, line_taker take,
+                     forksafe__error *err)
 {
     const char *line = lines;
     int number = 0;
@@ -127,14 +131,13 @@ static int subscribe_lines(forksafe_host *host, const char *lines, const char *s
     while (line && *line) {
         size_t length = strcspn(line, "\n");
         char *text = forksafe__strndup(line, length);
-        int rc;
+        int rc = 0;
 
         number++;
         if (!text)
             return FORKSAFE__ENOMEM;
-        rc = 0;
         if (text[strspn(text, " \t\r")] != '\0')
-            rc = forksafe__subscribe(&host->context, text, source, number, err);
+            rc = take(host, text, source, number, err);
         forksafe__free(text);
         if (rc != 0)
             return rc;
@@ -145,29 +148,16 @@ static int subscribe_lines(forksafe_host *host, const char *lines, const char *s
     return 0;
 }
 
-/* One allow rule per line; blank lines are skipped. */
-static int allow_lines(forksafe_host *host, const char *lines, const char *source,
-                       forksafe__error *err)
+static int subscribe_line(forksafe_host *host, const char *text, const char *source, int number,
+                          forksafe__error *err)
 {
-    const char *line = lines;
+    return forksafe__subscribe(&host->context, text, source, number, err);
+}
 
-    while (line && *line) {
-        size_t length = strcspn(line, "\n");
-        char *text = forksafe__strndup(line, length);
-        int rc = 0;
-
-        if (!text)
-            return FORKSAFE__ENOMEM;
-        if (text[strspn(text, " \t\r")] != '\0')
-            rc = forksafe__hazard_watch_allow(&host->hazards, text, source, 0, err);
-        forksafe__free(text);
-        if (rc != 0)
-            return rc;
-        line += length;
-        if (*line == '\n')
-            line++;
-    }
-    return 0;
+static int allow_line(forksafe_host *host, const char *text, const char *source, int number,
+                      forksafe__error *err)
+{
+    return forksafe__hazard_watch_allow(&host->hazards, text, source, number, err);
 }
 
 FORKSAFE_EXPORT forksafe_host *forksafe_host_new(const forksafe_host_config *config, char *error,
@@ -221,15 +211,16 @@ FORKSAFE_EXPORT forksafe_host *forksafe_host_new(const forksafe_host_config *con
         }
         host->hazards.mode = (forksafe__hazards_mode)mode;
     }
-    if (config->hazard_allow && (rc = allow_lines(host, config->hazard_allow,
-                                                  config->source ? config->source : "forksafe",
-                                                  &err)) != 0)
+    if (config->hazard_allow &&
+        (rc = each_line(host, config->hazard_allow, config->source ? config->source : "forksafe",
+                        allow_line, &err)) != 0)
         goto fail;
     if (config->settings && (rc = load_settings(host, config->settings, &err)) != 0)
         goto fail;
     if (config->subscriptions &&
-        (rc = subscribe_lines(host, config->subscriptions,
-                              config->source ? config->source : "forksafe-subscribe", &err)) != 0)
+        (rc = each_line(host, config->subscriptions,
+                        config->source ? config->source : "forksafe-subscribe", subscribe_line,
+                        &err)) != 0)
         goto fail;
     if ((rc = forksafe__context_seal(&host->context, &err)) != 0)
         goto fail;
