@@ -278,7 +278,8 @@ class RefusalTest(IntegrationCase):
             status = uwsgi.run_to_exit()
             log = uwsgi.log_text()
             self.assertEqual(status, 1, log)
-            number = THREADS.count("\n") + 1
+            with open(uwsgi.ini) as f:
+                number = f.read().splitlines().index(line) + 1
             self.assertIn("%s:%d: " % (uwsgi.ini, number), log)
             self.assertIn(message, log)
             self.assertNotIn("spawned uWSGI worker", log)
