@@ -168,8 +168,8 @@ static json_t *hazard_json(const forksafe__hazard *hazard)
         failed |= json_object_set_new(object, "fd", json_integer(hazard->fd));
         failed |= json_object_set_new(object, "local", json_string(hazard->local));
         failed |= json_object_set_new(object, "peer", json_string(hazard->peer));
-        failed |= json_object_set_new(
-            object, "service", hazard->service ? json_string(hazard->service) : json_null());
+        failed |= json_object_set_new(object, "service",
+                                      hazard->service ? json_string(hazard->service) : json_null());
     }
     failed |= json_object_set_new(object, "allowed", json_boolean(hazard->allowed));
     if (failed) {

@@ -47,7 +47,7 @@ typedef struct forksafe__hazard_watch {
     struct forksafe__hazard_said {
         int kind, id, generation;
         uint64_t fingerprint;
-    } *said;
+    } * said;
     size_t said_count;
     int proc_unreadable_said;
 } forksafe__hazard_watch;

@@ -262,8 +262,8 @@ static json_t *hazards_json(const forksafe__hazard_stats *hazards)
     json_t *object = json_object();
 
     if (!object ||
-        put(object, "forks_looked", json_integer(__atomic_load_n(&hazards->forks_looked,
-                                                                 __ATOMIC_RELAXED))) ||
+        put(object, "forks_looked",
+            json_integer(__atomic_load_n(&hazards->forks_looked, __ATOMIC_RELAXED))) ||
         put(object, "forks_with_hazards",
             json_integer(__atomic_load_n(&hazards->forks_with_hazards, __ATOMIC_RELAXED))) ||
         put(object, "last", json_integer(__atomic_load_n(&hazards->last, __ATOMIC_RELAXED))) ||

@@ -23,8 +23,7 @@
 
 /* -------------------------------------------------------- uWSGI's threads */
 
-static int (*libc_pthread_create)(pthread_t *, const pthread_attr_t *, void *(*)(void *),
-                                  void *);
+static int (*libc_pthread_create)(pthread_t *, const pthread_attr_t *, void *(*)(void *), void *);
 
 struct own_start {
     void *(*routine)(void *);
@@ -45,8 +44,8 @@ static void *start_own_thread(void *data)
 
 /* Starts a thread of uWSGI's or forksafe's, returning once it is
  * registered: a fork right after must not find it unknown. */
-static int create_own_thread(int (*create)(pthread_t *, const pthread_attr_t *,
-                                           void *(*)(void *), void *),
+static int create_own_thread(int (*create)(pthread_t *, const pthread_attr_t *, void *(*)(void *),
+                                           void *),
                              pthread_t *thread, const pthread_attr_t *attributes,
                              void *(*routine)(void *), void *argument)
 {
