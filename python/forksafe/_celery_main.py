@@ -10,6 +10,7 @@ import traceback
 
 from . import adapter
 from ._celery_own import own_rules
+from ._celery_own import refresh_main_thread_id
 from .adapter import CHEAPER
 from .adapter import EXITED
 from .adapter import RELOADING
@@ -140,6 +141,7 @@ class MainProcess(object):
         """worker_init: makes the host and the shared page, then master-start."""
         self.worker = worker
         self.master_pid = os.getpid()
+        refresh_main_thread_id()
         self.generation = _int(os.environ.get(GENERATION_ENV), 0)
         if not self.settings_spec:
             # Not an error (handlers may come from install()'s subscriptions
@@ -289,22 +291,24 @@ class MainProcess(object):
         allows (the core has said each).  Before any pool process: the
         worker stops with status 1 (SystemExit out of the pool's start,
         which Celery turns into a stop, master-exit included) and forks
-        nothing.  Later: the worker stops (warm shutdown, status 1) and the
-        pool process about to be forked exits at once (refused_child_exits).
-        billiard's supervisor thread forks respawns without the event loop:
-        an exception there would only end that thread."""
+        nothing.  Later: the worker stops (warm shutdown, status 1), and the
+        pool process about to be forked exits at once (refused_child_exits)
+        if it is forked at all (Celery's SIGTERM handler raises in a worker
+        with one thread: here).  billiard's supervisor thread forks respawns
+        without the event loop: an exception there would only end that
+        thread."""
         if self.hazards != "fail" or self.host is None:
             return
         count = self.host.hazards_found()
         if not count:
             return
         plural = "" if count == 1 else "s"
+        refused, self.hazard_refused = self.hazard_refused, True  # finish(): status 1
         if not self.children and threading.current_thread() is threading.main_thread():
             self._say("forksafe-hazards = fail: the worker refuses to fork pool process %d with "
                       "%d hazard%s (above); exiting" % (index + 1, count, plural))
             raise SystemExit(1)
-        if not self.hazard_refused:
-            self.hazard_refused = True
+        if not refused:
             self._say("forksafe-hazards = fail: %d hazard%s appeared (above); stopping the "
                       "worker" % (count, plural))
             try:
@@ -365,12 +369,21 @@ class MainProcess(object):
                       "master-exit handler" % _word(result))
         if (result >= EXIT or self.hazard_refused) and self.worker is not None:
             self.worker.exitcode = 1
+        if self.hazard_refused:
+            # Celery 5.2's `celery worker` exits 0 whatever worker.exitcode
+            # says (click ignores what its command returns); a SystemExit
+            # from this worker_shutdown receiver, the last step of the stop
+            # (Celery's signal dispatch catches Exception only), does not.
+            raise SystemExit(1)
         return result
 
     def _at_exit(self):
         # A cold shutdown sends no worker_shutdown.
         if self.is_master() and not self.master_exited:
-            result = self.finish()
+            try:
+                result = self.finish()
+            except SystemExit:  # refused hazards: status 1 (atexit ignores SystemExit)
+                result = FATAL
             if result >= EXIT:
                 os._exit(1)
 

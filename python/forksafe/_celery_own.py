@@ -71,6 +71,18 @@ def name_pool_threads(pool):
             thread.name = name
 
 
+def refresh_main_thread_id():
+    """Gives the main thread its own native_id again, in the main thread of
+    a process that was forked (``celery worker --detach``, a test): CPython
+    3.11 keeps the forking parent's there, so the core could not name the
+    main thread ("MainThread", allowed) and would report it by the kernel's
+    name for it.  A no-op where the id is right."""
+    main = threading.main_thread()
+    if (threading.current_thread() is main and hasattr(main, "_set_native_id")
+            and getattr(main, "native_id", None) != threading.get_native_id()):
+        main._set_native_id()
+
+
 def own_rules(app):
     """The allow rules for what the main process of APP's worker holds of
     its own: Celery's and billiard's threads, the connections to the

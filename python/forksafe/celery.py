@@ -128,8 +128,10 @@ the connections to the broker and the result backend, by their URLs'
 addresses; billiard's pool threads, Celery's timer and autoscaler threads,
 the main thread).  ``"fail"``: before any pool process the worker exits
 with status 1 and forks nothing; once pool processes run, a hazard that
-appears later stops the worker (warm shutdown, status 1), and the pool
-process being forked exits at once.
+appears later stops the worker (warm shutdown, status 1), and no pool
+process starts on it: under the event loop Celery's SIGTERM handler raises
+in the forking thread, so the respawn is not forked; one forked by
+billiard's supervisor thread exits before Celery's initializer runs.
 
 Limits:
 
