@@ -8,3 +8,19 @@ def close_pools_before_fork(payload):
 
     for engine in db.engines().values():
         engine.dispose()  # close=True: the master keeps no connection
+
+
+_kept = []
+
+
+def connect_on_respawn(payload):
+    """A pre-fork handler that connects the master to $HAZARD_LISTENER
+    (HOST:PORT) before the first respawn and keeps the connection: a hazard
+    that appears while children run (gunicorn and Celery, hazards = fail)."""
+    import os
+    import socket
+
+    if (payload.get("child") or {}).get("respawn", 0) < 1 or _kept:
+        return
+    host, port = os.environ["HAZARD_LISTENER"].rsplit(":", 1)
+    _kept.append(socket.create_connection((host, int(port)), timeout=10))
