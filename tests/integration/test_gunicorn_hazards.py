@@ -6,8 +6,9 @@ The example app (examples/pyramid_sqlalchemy) under `gunicorn --preload`
 queries PostgreSQL in the arbiter before the workers are forked:
 
   - warn (the default): each worker is told, once, which descriptor it will
-    inherit (the pre-fork payload has it too), and the example's post-fork
-    handler still gives each worker its own connection;
+    inherit (the pre-fork payload has it too), over TCP on the cluster's
+    port and over its UNIX socket, named as PostgreSQL's, and the example's
+    post-fork handler still gives each worker its own connection;
   - forksafe_hazards = "fail": gunicorn exits non-zero before it forks
     anything;
   - forksafe_hazard_allow: an allowed connection is not said.
@@ -35,6 +36,9 @@ _databases = iter(range(1, 1000))
 TCP_LINE = (r"\[forksafe\] worker (\d) will inherit fd (\d+): TCP 127\.0\.0\.1:(\d+) -> "
             r"127\.0\.0\.1:%d, opened by the master \(pid %d\); close it before forking "
             r"\(pre-fork\) or reopen it in each child \(post-fork\)")
+UNIX_LINE = (r"\[forksafe\] worker (\d) will inherit fd (\d+): UNIX -> %s \(PostgreSQL\), "
+             r"opened by the master \(pid %d\); dispose the pool before forking \(pre-fork\) "
+             r"or in each child \(post-fork\)")
 
 
 def setUpModule():
@@ -71,6 +75,19 @@ class PostgresHazardTest(unittest.TestCase):
                           request_timeout=30)
         self.assertEqual(result.errors, 0, result.summary())
         self.assertEqual(len(result.backend_pids), WORKERS, result.summary())
+        self.assertEqual(server.stop(), 0, server.log_text()[-4000:])
+
+    def test_over_the_unix_socket_it_is_named_postgresql(self):
+        name, _ = new_database()
+        url = "postgresql+psycopg2://postgres@/%s?host=%s&port=%d" % (name, PG.dir, PG.port)
+        server = serve_example(self, url)
+        path = os.path.join(PG.dir, ".s.PGSQL.%d" % PG.port)
+        log = server.log_text()
+        lines = re.findall(UNIX_LINE % (re.escape(path), server.master_pid), log)
+        self.assertEqual(sorted(int(w) for w, _ in lines), list(range(1, WORKERS + 1)), log)
+        for event in server.events("pre-fork"):
+            self.assertEqual([(h["kind"], h["peer"], h["service"]) for h in event["hazards"]],
+                             [("unix", path, "PostgreSQL")], event)
         self.assertEqual(server.stop(), 0, server.log_text()[-4000:])
 
     def test_fail_exits_before_the_first_worker(self):
