@@ -272,7 +272,8 @@ def configure(**options):
     """The config file's options given from code (a custom gunicorn
     application): ``subscriptions``, ``settings_spec``, ``on_error``,
     ``timeout``, ``verbose``, ``hazards``, ``hazard_allow`` (the names of
-    :class:`~forksafe.host.Host`) or the ``forksafe_*`` names.  Read at the next start or reload."""
+    :class:`~forksafe.host.Host`) or the ``forksafe_*`` names.  Read at the
+    next start or reload."""
     for key, value in options.items():
         key = OPTIONS.get(key, key)
         if key not in OPTIONS.values():
