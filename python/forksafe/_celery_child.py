@@ -1,5 +1,6 @@
 """The pool-child part of the Celery adapter: post-fork, worker-ready and
-worker-exit in a billiard pool process, and the policy there."""
+worker-exit in a billiard pool process, the policy there, and the exit of a
+child forked with refused fork hazards."""
 import os
 import sys
 import threading
@@ -65,6 +66,20 @@ class PoolChild(object):
         if not self.pool_hooked:
             # No billiard hook in this pool: ready once initialized.
             self.child_ready()
+
+    def refused_child_exits(self):
+        """In a pool process forked after the main process refused its fork
+        hazards (hazards = "fail"; the worker is stopping): it must not start
+        on what it inherited, so it exits before Celery's initializer runs
+        (no post-fork, no worker-exit: the main process reports its death)."""
+        if not self.hazard_refused or self.is_master():
+            return
+        from billiard.process import current_process
+
+        index = getattr(current_process(), "index", None)
+        self._say("worker %s (pid %d) forked with fork hazards exits (forksafe-hazards = fail)"
+                  % ("?" if index is None else index + 1, os.getpid()))
+        os._exit(1)
 
     def child_ready(self):
         if self.ready_sent or self.kind != "worker":

@@ -1,7 +1,7 @@
 """The main-process part of the Celery adapter (:mod:`forksafe.celery` is
 what an application imports): its constants, the pure functions, and
 :class:`MainProcess`: the host, the delivery, and what the main process
-knows about the pool's children."""
+knows about the pool's children, and what it does about fork hazards."""
 import atexit
 import os
 import signal
@@ -9,6 +9,8 @@ import threading
 import traceback
 
 from . import adapter
+from ._celery_own import own_rules
+from ._celery_own import refresh_main_thread_id
 from .adapter import CHEAPER
 from .adapter import EXITED
 from .adapter import RELOADING
@@ -90,7 +92,7 @@ class MainProcess(object):
 
     def __init__(self, app, settings_spec=None, subscriptions=(), registry=None,
                  on_error=None, timeout=0, verbose=False, host_factory=None,
-                 settings_origin=None):
+                 settings_origin=None, hazards=None, hazard_allow=()):
         self.app = app
         self.settings_spec = settings_spec
         # Where settings_spec came from ("$FORKSAFE_SETTINGS"), for errors.
@@ -101,6 +103,11 @@ class MainProcess(object):
         self.timeout = timeout
         self.verbose = verbose
         self.host_factory = host_factory
+        self.hazards = hazards
+        self.hazard_allow = hazard_allow
+        # hazards = "fail" found a hazard once pool processes ran: the worker
+        # stops, and a pool process forked from here on exits at once.
+        self.hazard_refused = False
         self.host = None
         self.runtime = None  # the _forksafe module the host's dispatch runs
         self.registry = None
@@ -134,6 +141,7 @@ class MainProcess(object):
         """worker_init: makes the host and the shared page, then master-start."""
         self.worker = worker
         self.master_pid = os.getpid()
+        refresh_main_thread_id()
         self.generation = _int(os.environ.get(GENERATION_ENV), 0)
         if not self.settings_spec:
             # Not an error (handlers may come from install()'s subscriptions
@@ -165,6 +173,7 @@ class MainProcess(object):
         if factory is None:
             from .host import Host as factory
         try:
+            where = "install()"
             self.host = factory(
                 CONTAINER,
                 self.settings_spec,
@@ -173,6 +182,10 @@ class MainProcess(object):
                 on_error=self.on_error,
                 timeout=self.timeout or 0,
                 verbose=bool(self.verbose),
+                hazards=adapter.hazard_mode(self.hazards, where, "hazards"),
+                # Celery's own threads and connections first (_celery_own).
+                hazard_allow=own_rules(self.app)
+                + adapter.allow_rules(self.hazard_allow, where, "hazard_allow"),
             )
         except SystemExit:
             raise
@@ -270,7 +283,38 @@ class MainProcess(object):
                             getattr(pool, "_max_memory_per_child", None))
         child = {"kind": "worker", "id": index + 1, "respawn": respawn}
         self.master_policy("pre-fork", self.fire("pre-fork", child=child))
+        self.refuse_hazards(index)
         return respawn
+
+    def refuse_hazards(self, index):
+        """hazards = "fail", after a pre-fork that found hazards no rule
+        allows (the core has said each).  Before any pool process: the
+        worker stops with status 1 (SystemExit out of the pool's start,
+        which Celery turns into a stop, master-exit included) and forks
+        nothing.  Later: the worker stops (warm shutdown, status 1), and the
+        pool process about to be forked exits at once (refused_child_exits)
+        if it is forked at all (Celery's SIGTERM handler raises in a worker
+        with one thread: here).  billiard's supervisor thread forks respawns
+        without the event loop: an exception there would only end that
+        thread."""
+        if self.hazards != "fail" or self.host is None:
+            return
+        count = self.host.hazards_found()
+        if not count:
+            return
+        plural = "" if count == 1 else "s"
+        refused, self.hazard_refused = self.hazard_refused, True  # finish(): status 1
+        if not self.children and threading.current_thread() is threading.main_thread():
+            self._say("forksafe-hazards = fail: the worker refuses to fork pool process %d with "
+                      "%d hazard%s (above); exiting" % (index + 1, count, plural))
+            raise SystemExit(1)
+        if not refused:
+            self._say("forksafe-hazards = fail: %d hazard%s appeared (above); stopping the "
+                      "worker" % (count, plural))
+            try:
+                os.kill(self.master_pid, signal.SIGTERM)
+            except OSError:
+                pass
 
     def post_fork_parent(self, process, index, respawn):
         self.children[process.pid] = process
@@ -323,14 +367,23 @@ class MainProcess(object):
         if result >= EXIT:
             self._say("on-error=%s: the worker exits with status 1 after a failed "
                       "master-exit handler" % _word(result))
-            if self.worker is not None:
-                self.worker.exitcode = 1
+        if (result >= EXIT or self.hazard_refused) and self.worker is not None:
+            self.worker.exitcode = 1
+        if self.hazard_refused:
+            # Celery 5.2's `celery worker` exits 0 whatever worker.exitcode
+            # says (click ignores what its command returns); a SystemExit
+            # from this worker_shutdown receiver, the last step of the stop
+            # (Celery's signal dispatch catches Exception only), does not.
+            raise SystemExit(1)
         return result
 
     def _at_exit(self):
         # A cold shutdown sends no worker_shutdown.
         if self.is_master() and not self.master_exited:
-            result = self.finish()
+            try:
+                result = self.finish()
+            except SystemExit:  # refused hazards: status 1 (atexit ignores SystemExit)
+                result = FATAL
             if result >= EXIT:
                 os._exit(1)
 

@@ -1,7 +1,7 @@
 """The gunicorn adapter's insides (:mod:`forksafe.gunicorn` is what a
 gunicorn config file imports): the state of this process, the arbiter's
-wrapped methods, worker ids and reasons, the shared flags, the dispatch
-and the policy."""
+wrapped methods, worker ids and reasons, the shared flags, the dispatch,
+the policy, and what the arbiter does about fork hazards."""
 import os
 import signal
 import sys
@@ -45,6 +45,9 @@ class _State(object):
         self.pending = []
         self.options = {}  # configure(**options)
         self.lazy_warned = False
+        # forksafe_hazards = "fail" found a hazard while workers ran: the
+        # arbiter stops, and a worker forked from here on exits at once.
+        self.hazard_refused = False
 
 
 _state = _State()
@@ -387,6 +390,90 @@ def _apply(code, event, owner):
         pass
     if not exiting:
         raise SystemExit(1)
+
+
+# ----------------------------------------------------------- fork hazards
+# What the arbiter holds when it forks, measured under gunicorn 20.1 (sync
+# and gthread workers, --preload, max_requests respawns, statsd, syslog):
+# no thread but the one that forks (gunicorn starts its reloader and the
+# gthread pool in the workers), and sockets that are not hazards: the
+# listeners, the pipe it wakes itself with, UDP for statsd and syslog.  The
+# one exception is gunicorn's syslog handler over TCP or a UNIX stream
+# socket, which the workers log through by design: allowed by its address
+# (own_rules).  Whatever else is found was opened by the application, which
+# only --preload loads in the arbiter.
+
+
+def own_rules(cfg):
+    """Allow rules for the connections gunicorn itself holds in the
+    arbiter: its syslog handler's, when ``syslog_addr`` is ``tcp://`` or a
+    UNIX socket that may be a stream one (``#dgram`` says it is not)."""
+    if cfg is None or not getattr(cfg, "syslog", False):
+        return []
+    address = getattr(cfg, "syslog_addr", None) or ""
+    if address.startswith("unix://"):
+        path, _, kind = address[len("unix://"):].partition("#")
+        return [] if kind == "dgram" else adapter.peer_rules(path=path)
+    if address.startswith("tcp://"):
+        try:
+            from gunicorn.glogging import parse_syslog_address
+
+            _, (host, port) = parse_syslog_address(address)
+        except Exception:  # gunicorn refuses it at start-up itself
+            return []
+        return adapter.peer_rules(host, port)
+    return []
+
+
+def hazard_options(cfg, options, where):
+    """(hazards, hazard_allow) for the Host: the ``forksafe_hazards`` word
+    and gunicorn's own rules, then ``forksafe_hazard_allow``'s."""
+    mode = adapter.hazard_mode(options.get("hazards"), where, "forksafe_hazards")
+    rules = own_rules(cfg) + adapter.allow_rules(options.get("hazard_allow"), where,
+                                                 "forksafe_hazard_allow")
+    return mode, rules
+
+
+def _refuse_hazards(server):
+    """forksafe_hazards = "fail", after a pre-fork dispatch in the arbiter
+    that found hazards no rule allows (the core has said each): before the
+    first worker, gunicorn halts (exit 1, listeners closed, pidfile
+    removed, on_exit: master-exit) and nothing is forked; with workers
+    running, gunicorn stops as on a fatal policy and the worker about to be
+    forked exits at once (_refused_worker_exits)."""
+    host = _state.host
+    if host is None or getattr(host, "hazards", None) != "fail" or not _in_arbiter(server):
+        return
+    count = host.hazards_found()
+    if not count:
+        return
+    plural = "" if count == 1 else "s"
+    _state.fatal = True
+    if not server.WORKERS:
+        _say("forksafe-hazards = fail: the arbiter refuses to fork with %d hazard%s (above); "
+             "exiting" % (count, plural))
+        from gunicorn.errors import HaltServer
+
+        # gunicorn's own way out of its main loop (as when a worker fails
+        # to boot): it closes the listeners, removes the pidfile and calls
+        # on_exit, whose master-exit then says status 1.
+        raise HaltServer("forksafe-hazards = fail", 1)
+    if not _state.hazard_refused:
+        _say("forksafe-hazards = fail: %d hazard%s appeared (above); stopping gunicorn"
+             % (count, plural))
+        os.kill(os.getpid(), signal.SIGINT)
+    _state.hazard_refused = True
+
+
+def _refused_worker_exits(worker):
+    """In a worker forked after the arbiter refused its hazards: it must not
+    start on what it inherited; it exits before the application runs (no
+    post-fork, no worker-exit: the arbiter reports its death)."""
+    if not _state.hazard_refused:
+        return
+    _say("worker %s (pid %d) forked with fork hazards exits (forksafe-hazards = fail)"
+         % (_worker_id(worker), os.getpid()))
+    os._exit(1)
 
 
 # ---------------------------------------------------------------- misc

@@ -1,6 +1,7 @@
 """What the gunicorn and Celery adapters share: the policy words and
 codes, the ``[forksafe]`` log line, the shared page that tells the main
-process how a child ended, wait statuses and death causes, and the one
+process how a child ended, wait statuses and death causes, the fork-hazard
+options and the allow rules for a server's own connections, and the one
 place that knows a web framework may exist (:func:`register_framework`).
 
 Nothing here knows gunicorn or Celery; :mod:`forksafe.gunicorn` and
@@ -9,6 +10,7 @@ core (:class:`forksafe.host.Host`, whose dispatch also runs the
 ``_forksafe`` listeners: the framework's registries among them) and act on
 the policy code it returns.
 """
+import ipaddress
 import mmap
 import os
 import struct
@@ -16,6 +18,7 @@ import time
 
 from .host import EXIT
 from .host import FATAL
+from .host import ForksafeError
 from .host import LOG
 from .host import OK
 from .host import POLICY_CODES
@@ -39,6 +42,67 @@ def say(message):
     """One ``[forksafe]`` line on ``sys.stderr``, where the core's lines go
     too (never raises: a closed stderr must not turn into a policy)."""
     write_to_stderr("warning", message)
+
+
+# ----------------------------------------------------------- fork hazards
+
+#: the forksafe-hazards words (None: warn).
+HAZARD_MODES = ("warn", "fail", "off")
+
+
+def hazard_mode(value, where, option):
+    """VALUE, a forksafe-hazards word (None: warn), checked here so that
+    the error names the option as the server's configuration spells it
+    (OPTION, at WHERE): :class:`~forksafe.host.ForksafeError` otherwise."""
+    if value is None or value in HAZARD_MODES:
+        return value
+    raise ForksafeError("%s: %s must be warn, fail or off, not %r" % (where, option, value))
+
+
+def allow_rules(value, where, option):
+    """Allow rules given as VALUE (one string, a rule per line, or an
+    iterable of strings) as a list of rules; the core parses each.
+    :class:`~forksafe.host.ForksafeError` naming OPTION for anything else."""
+    if value is None:
+        return []
+    if isinstance(value, bytes):
+        value = value.decode("utf-8")
+    items = [value] if isinstance(value, str) else value
+    try:
+        items = list(items)
+    except TypeError:
+        items = [value]
+    rules = []
+    for item in items:
+        if not isinstance(item, str):
+            raise ForksafeError("%s: %s takes rules like 'tcp:*:5432' (a string or a list of "
+                                "strings), not %r" % (where, option, item))
+        rules.extend(line.strip() for line in item.splitlines() if line.strip())
+    return rules
+
+
+def peer_rules(host=None, port=None, path=None):
+    """Allow rules for a connection a server opens itself, to HOST:PORT or
+    to the UNIX socket PATH, read from its configuration (a broker URL, a
+    syslog address).  An IP address allows that address and port; a name
+    allows the port at any address: the name may resolve to another address
+    when the server reconnects, and under ``hazards = "fail"`` a connection
+    of the server's own said to be the application's would stop it."""
+    if path:
+        return ["unix:" + glob_escape(path)]
+    if not host or not port:
+        return []
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return ["tcp:*:%d" % int(port)]
+    # The core writes a peer as inet_ntop does: the compressed form.
+    return ["tcp:%s:%d" % (address.compressed, int(port))]
+
+
+def glob_escape(text):
+    """TEXT as an fnmatch(3) glob that matches it alone."""
+    return "".join("[%s]" % c if c in "*?[" else c for c in text)
 
 
 # --------------------------------------------------------- the framework
@@ -234,10 +298,15 @@ __all__ = (
     "RELOADING",
     "RUNNING",
     "STOPPING",
+    "HAZARD_MODES",
     "SharedState",
+    "allow_rules",
     "app_listeners",
     "death_cause",
     "framework",
+    "glob_escape",
+    "hazard_mode",
+    "peer_rules",
     "policy_code",
     "policy_word",
     "register_framework",

@@ -116,6 +116,23 @@ Failure policy (the code :meth:`Host.dispatch` returns):
 - A Pyramid subscriber that raises is logged with its traceback and counts
   as a failure under the global ``on_error``.
 
+Fork hazards (``hazards``, ``hazard_allow``: the uWSGI options
+``forksafe-hazards`` and ``forksafe-hazard-allow``, the same words): at
+each pre-fork the main process looks for what the pool process is about to
+inherit and must not share -- threads other than the forking one,
+connected TCP and UNIX stream sockets (a task module that connected to a
+database at import) -- and says each, once per pool slot and generation;
+the pre-fork payload has them as ``"hazards"``.  What Celery, kombu and
+billiard hold there of their own is allowed (:mod:`forksafe._celery_own`:
+the connections to the broker and the result backend, by their URLs'
+addresses; billiard's pool threads, Celery's timer and autoscaler threads,
+the main thread).  ``"fail"``: before any pool process the worker exits
+with status 1 and forks nothing; once pool processes run, a hazard that
+appears later stops the worker (warm shutdown, status 1), and no pool
+process starts on it: under the event loop Celery's SIGTERM handler raises
+in the forking thread, so the respawn is not forked; one forked by
+billiard's supervisor thread exits before Celery's initializer runs.
+
 Limits:
 
 - A pool child that dies before the consumer has started makes Celery stop
@@ -132,6 +149,7 @@ import signal
 
 from ._celery_child import PoolChild
 from ._celery_child import exit_reason  # noqa: F401
+from ._celery_own import name_pool_threads
 from ._celery_main import CHEAPER
 from ._celery_main import CHILD_EVENTS  # noqa: F401
 from ._celery_main import CONTAINER  # noqa: F401
@@ -180,6 +198,7 @@ class PoolHooks(object):
         adapter = self.forksafe
         if adapter is None or not adapter.is_master():
             return super()._create_worker_process(i)
+        name_pool_threads(self)
         respawn = adapter.pre_fork(self, i)
         process = super()._create_worker_process(i)
         adapter.post_fork_parent(process, i, respawn)
@@ -225,6 +244,12 @@ class WorkerHooks(object):
     """Mixed into the pool's billiard Worker (the code a child runs)."""
 
     forksafe = None
+
+    def __call__(self):
+        # The child's first step: before Celery's initializer.
+        if self.forksafe is not None:
+            self.forksafe.refused_child_exits()
+        return super().__call__()
 
     def on_loop_start(self, pid):
         result = super().on_loop_start(pid)
@@ -273,7 +298,7 @@ _adapters = {}
 
 
 def install(app, settings_spec=None, subscriptions=(), registry=None, on_error=None,
-            timeout=0, verbose=False, host_factory=None):
+            timeout=0, verbose=False, host_factory=None, hazards=None, hazard_allow=()):
     """Connects APP's workers to forksafe.  Call it in the Celery app module.
 
     - ``settings_spec``: ``PATH[#NAME]`` as ``forksafe-settings`` (default
@@ -288,6 +313,10 @@ def install(app, settings_spec=None, subscriptions=(), registry=None, on_error=N
       pool children.  None: no Pyramid events.
     - ``on_error`` (``log``/``exit``/``fatal``), ``timeout`` (exec
       handlers, seconds), ``verbose``: as the uWSGI options.
+    - ``hazards`` (``"warn"``, the default; ``"fail"``; ``"off"``) and
+      ``hazard_allow`` (rules ``thread:GLOB``, ``tcp:HOST:PORT``,
+      ``unix:GLOB``; a list, or one per line): as ``forksafe-hazards`` and
+      ``forksafe-hazard-allow`` (see "Fork hazards" above).
 
     Nothing happens until a worker starts: a client that imports the app
     module only sends tasks.  Returns the Adapter (one per app)."""
@@ -296,7 +325,7 @@ def install(app, settings_spec=None, subscriptions=(), registry=None, on_error=N
         return adapter
     settings_spec, origin = settings_and_origin(settings_spec)
     adapter = Adapter(app, settings_spec, subscriptions, registry, on_error, timeout, verbose,
-                      host_factory, origin)
+                      host_factory, origin, hazards=hazards, hazard_allow=hazard_allow)
     _adapters[id(app)] = adapter
     _connect(app, adapter)
     return adapter

@@ -19,6 +19,8 @@ and optionally, in the same file, subscriptions in the
     forksafe_timeout = 10              # seconds, exec handlers
     forksafe_verbose = False
     forksafe_settings = None           # PATH[#NAME]; default: the --paste file
+    forksafe_hazards = "warn"          # warn | fail | off
+    forksafe_hazard_allow = ["tcp:*:5432", "thread:metrics-*"]
 
 The settings are the ``[app:main]`` (or ``#name``) of the paste ini gunicorn
 loaded (``--paste``), and its ``[forksafe]`` section is subscribed first,
@@ -55,6 +57,18 @@ gunicorn hook          runs in   forksafe event
                                  are read again, then ``master-start``
 ``on_exit``            arbiter   ``master-exit`` (shutdown)
 =====================  ========  ============================================
+
+Fork hazards (the uWSGI options ``forksafe-hazards`` and
+``forksafe-hazard-allow``, the same words): before each fork the arbiter
+looks for what the worker is about to inherit and must not share -- threads
+other than the forking one, connected TCP and UNIX stream sockets (an
+application loaded with ``--preload`` that connected to its database) --
+and says each, once per worker id and reload, naming the worker; the
+pre-fork payload has them as ``"hazards"``.  gunicorn's own sockets are
+not hazards (its syslog handler over ``tcp://`` or a UNIX socket is allowed
+by its address).  ``"fail"``: before the first worker gunicorn halts with
+status 1 and forks nothing; once workers run, a hazard that appears later
+stops gunicorn (status 1), and the worker being forked exits at once.
 
 gunicorn has no hook in the arbiter after a fork (``post_fork`` runs in the
 child).  ``on_starting`` therefore wraps four methods of the arbiter
@@ -100,6 +114,8 @@ from ._gunicorn import _free_id
 from ._gunicorn import _guard
 from ._gunicorn import _in_arbiter
 from ._gunicorn import _is_arbiter
+from ._gunicorn import _refuse_hazards
+from ._gunicorn import _refused_worker_exits
 from ._gunicorn import _replay_post_fork
 from ._gunicorn import _say
 from ._gunicorn import _shared_fatal
@@ -112,6 +128,7 @@ from ._gunicorn import _worker_id
 from ._gunicorn import _wrap_arbiter
 from ._gunicorn import _wsgi_of
 from ._gunicorn import death_cause  # noqa: F401
+from ._gunicorn import hazard_options
 from ._gunicorn import wait_status  # noqa: F401
 
 #: the gunicorn hooks this module provides, with their arity.
@@ -153,6 +170,8 @@ OPTIONS = {
     "forksafe_on_error": "on_error",
     "forksafe_timeout": "timeout",
     "forksafe_verbose": "verbose",
+    "forksafe_hazards": "hazards",
+    "forksafe_hazard_allow": "hazard_allow",
 }
 # ------------------------------------------------------------------ hooks
 
@@ -252,8 +271,9 @@ def _combine(name, forksafe_hook, user_hook):
 def configure(**options):
     """The config file's options given from code (a custom gunicorn
     application): ``subscriptions``, ``settings_spec``, ``on_error``,
-    ``timeout``, ``verbose`` (the names of :class:`~forksafe.host.Host`)
-    or the ``forksafe_*`` names.  Read at the next start or reload."""
+    ``timeout``, ``verbose``, ``hazards``, ``hazard_allow`` (the names of
+    :class:`~forksafe.host.Host`) or the ``forksafe_*`` names.  Read at the
+    next start or reload."""
     for key, value in options.items():
         key = OPTIONS.get(key, key)
         if key not in OPTIONS.values():
@@ -299,12 +319,14 @@ def _pre_fork(server, worker):
     _shared_reset(wid)
     child = {"kind": "worker", "id": wid, "respawn": respawn}
     _fire(server, "pre-fork", child=child, apps=[server.app])
+    _refuse_hazards(server)
 
 
 def _post_fork(server, worker):
     if not _ready(server, "post_fork"):
         _legacy(server.app, "post-fork", kind="worker")
         return
+    _refused_worker_exits(worker)
     _become_worker(worker)
     _fire(server, "post-fork", worker=worker, apps=[server.app])
 
@@ -314,6 +336,7 @@ def _post_worker_init(worker):
         _legacy(worker.app, "worker-ready", kind="worker", loader=True)
         return
     if _state.worker is None:  # post_fork is not installed
+        _refused_worker_exits(worker)
         _become_worker(worker)
     apps = [_wsgi_of(worker), worker.app]
     # The application was loaded after the post-fork (preload_app off): its
@@ -445,6 +468,10 @@ def _new_host(server):
     """The host of SERVER's configuration; its dispatch runs the
     ``_forksafe`` listeners too (the module is made if there is none)."""
     options = read_options(server)
+    cfg = getattr(server, "cfg", None)
+    module = config_module(cfg)
+    where = getattr(module, "__file__", None) or getattr(module, "__name__", "configure()")
+    hazards, hazard_allow = hazard_options(cfg, options, where)
     host = fs_host.Host(
         CONTAINER,
         options.get("settings_spec"),
@@ -453,6 +480,8 @@ def _new_host(server):
         on_error=options.get("on_error"),
         timeout=options.get("timeout") or 0,
         verbose=bool(options.get("verbose")),
+        hazards=hazards,
+        hazard_allow=hazard_allow,
     )
     try:
         _state.runtime = host.python_bridge()

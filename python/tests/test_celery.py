@@ -207,13 +207,19 @@ class TestAdapter(AdapterCase):
     def test_master_start_with_settings_and_host_options(self):
         os.environ[fs_celery.GENERATION_ENV] = "2"
         adapter = self.adapter(subscriptions=["post-fork exec:true"], on_error="exit",
-                               timeout=5, verbose=True)
+                               timeout=5, verbose=True, hazards="fail",
+                               hazard_allow=["tcp:*:5432"])
         self.assertEqual(adapter.start(), 0)
+        # no app here: Celery's threads are allowed, no broker is known
+        own = ["thread:billiard-result-handler", "thread:billiard-supervisor",
+               "thread:billiard-task-handler", "thread:billiard-timeout-handler",
+               "thread:MainThread", "thread:Timer-[0-9]*", "thread:Autoscaler"]
         self.assertEqual(self.host.made_with, {
             "container": "celery", "settings_spec": "/srv/app/production.ini#main",
             "subscriptions": ("post-fork exec:true",),
             "source": "pyramid_forksafe.containers.celery", "on_error": "exit",
-            "timeout": 5, "verbose": True})
+            "timeout": 5, "verbose": True, "hazards": "fail",
+            "hazard_allow": own + ["tcp:*:5432"]})
         [record] = self.host.records()
         self.assertEqual((record["event"], record["kind"], record["id"], record["generation"]),
                          ("master-start", "master", 0, 2))

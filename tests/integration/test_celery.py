@@ -107,9 +107,10 @@ class Worker(ServerProcess):
 
     name = "celery worker"
 
-    def __init__(self, testcase, directory, broker, ini, env=None, args=()):
+    def __init__(self, testcase, directory, broker, ini, env=None, args=(),
+                 worker_args=WORKER_ARGS):
         self.testcase = testcase
-        self.args = list(args)
+        self.args = list(worker_args) + list(args)
         self.dir = directory
         self.ini = ini
         self.log = os.path.join(directory, "worker.log")
@@ -132,7 +133,7 @@ class Worker(ServerProcess):
             f.write(LAUNCHER)
         with open(self.log, "ab") as logf:
             self.proc = subprocess.Popen(
-                [PYTHON, launcher] + WORKER_ARGS + self.args, env=self.env,
+                [PYTHON, launcher] + self.args, env=self.env,
                 stdout=logf, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL, cwd=self.dir, start_new_session=True)
         self.testcase.addCleanup(self.kill)
@@ -238,9 +239,9 @@ class CeleryCase(unittest.TestCase):
             f.write(text)
         return path
 
-    def worker(self, forksafe_section=None, env=None, args=()):
+    def worker(self, forksafe_section=None, env=None, args=(), worker_args=WORKER_ARGS):
         ini = self.write_ini(forksafe_section)
-        return Worker(self, self.dir, self.redis.url, ini, env, args).start()
+        return Worker(self, self.dir, self.redis.url, ini, env, args, worker_args).start()
 
     def client(self):
         from celery import Celery
@@ -309,6 +310,8 @@ class TestLifecycle(CeleryCase):
             expected = set(PAYLOAD_KEYS)
             if e["event"] in ("pre-fork", "post-fork-parent", "child-death"):
                 expected.add("child")
+            if e["event"] == "pre-fork":
+                expected.add("hazards")  # forksafe-hazards is warn by default
             if e["event"] in ("worker-exit", "master-exit"):
                 expected.add("reason")
             self.assertEqual(keys, expected, e)
@@ -421,6 +424,34 @@ class TestLifecycle(CeleryCase):
         self.assertEqual(exits.pop(pid), "max-requests")
         self.assertEqual(set(exits.values()), {"shutdown"})
         self.assertEqual(w.events("child-death"), [])
+
+    def test_a_plain_worker_has_no_fork_hazard(self):
+        # Celery's own flags (mingle, gossip, heartbeat: more connections),
+        # and pool processes respawned while the consumer is connected: the
+        # main process holds the broker's connections then, which are
+        # Celery's own (forksafe._celery_own), not the application's.
+        w = self.worker(args=["--max-tasks-per-child", "1"],
+                        worker_args=[a for a in WORKER_ARGS if not a.startswith("--without")])
+        w.wait_ready(2)
+        client = self.client()
+        for _ in range(3):
+            client.send_task("celery_app.getpid").get(timeout=60)
+        w.wait_events(lambda es: len([e for e in es if e["event"] == "pre-fork"]) >= 5,
+                      "three respawns")
+        w.wait_ready(5)
+        self.assertEqual(w.stop(), 0, w.log_text()[-3000:])
+        log = w.log_text()
+        self.assertNotIn("will inherit", log)
+        self.assertNotIn("is forked while", log)
+        pre_forks = w.events("pre-fork")
+        respawns = [e for e in pre_forks if e["child"]["respawn"] > 0]
+        self.assertGreaterEqual(len(respawns), 3)
+        # found, and allowed: the broker's connections, at the broker's address
+        broker = "127.0.0.1:%d" % self.redis.port
+        for e in respawns:
+            self.assertTrue(e["hazards"], e)
+            self.assertEqual({(h["kind"], h["peer"], h["allowed"]) for h in e["hazards"]},
+                             {("tcp", broker, True)}, e["hazards"])
 
 
 class TestPolicyAndErrors(CeleryCase):

@@ -648,80 +648,9 @@ class GunicornPostgresTest(unittest.TestCase):
         name = "forksafe_gunicorn%d" % next(self.databases)
         return name, self.pg.create_database(name)
 
-    def example_ini(self, url, record, subscribe=True, pyramid_forksafe=False):
-        """The example's production.ini, with test_postgres.py's substitutions."""
-        import test_postgres
-
-        with open(os.path.join(EXAMPLE, "production.ini")) as f:
-            text = f.read()
-
-        def sub(old, new, count=1):
-            nonlocal text
-            found = text.count(old)
-            assert found == count, "expected %d x %r, found %d" % (count, old, found)
-            text = text.replace(old, new)
-
-        sub(re.search(r"^sqlalchemy\.url = sqlite:.*$", text, re.M).group(0),
-            "sqlalchemy.url = %s" % url)
-        sub(re.search(r"^forksafe.event_log = .*$", text, re.M).group(0),
-            "forksafe.event_log = %s" % record)
-        sub("* = dl:%(here)s/../../build/examples/event_log.so:record",
-            "* = dl:%s:record" % EVENT_LOG)
-        if not subscribe:
-            sub(test_postgres.SUBSCRIPTION + "\n", "")
-        if pyramid_forksafe:
-            sub("forksafe_sqla.pyramid_forksafe = false", "forksafe_sqla.pyramid_forksafe = true")
-        return text
-
     def serve(self, hooks=True, subscribe=True, pyramid_forksafe=False):
-        import test_postgres
-
         database, url = self.new_database()
-        directory = tempfile.mkdtemp(prefix="forksafe-gunicorn-pg-")
-        self.addCleanup(shutil.rmtree, directory, True)
-        record = os.path.join(directory, "events.jsonl")
-        ini = os.path.join(directory, "production.ini")
-        with open(ini, "w") as f:
-            f.write(self.example_ini(url, record, subscribe, pyramid_forksafe))
-        # the example's own gunicorn config, with the port and pidfile set
-        with open(os.path.join(EXAMPLE, "gunicorn.conf.py")) as f:
-            conf_text = f.read()
-        if not hooks:
-            # the same config without the forksafe hooks
-            marker = "globals().update(forksafe.hooks())\n"
-            assert conf_text.count(marker) == 1
-            conf_text = conf_text.replace(marker, "")
-        port = free_port()
-        pidfile = os.path.join(directory, "gunicorn.pid")
-        conf_text += textwrap.dedent('''
-            # the test's
-            HERE = %r
-            pythonpath = HERE
-            bind = "127.0.0.1:%d"
-            pidfile = %r
-            workers = %d
-            timeout = %d
-            graceful_timeout = %d
-        ''' % (EXAMPLE, port, pidfile, test_postgres.WORKERS,
-               PG_WORKER_TIMEOUT if hooks else HAZARD_WORKER_TIMEOUT,
-               PG_GRACEFUL_TIMEOUT if hooks else HAZARD_GRACEFUL_TIMEOUT))
-        conf = os.path.join(directory, "gunicorn.conf.py")
-        with open(conf, "w") as f:
-            f.write(conf_text)
-        log = os.path.join(directory, "gunicorn.log")
-        env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", FORKSAFE_LIBRARY=LIBRARY,
-                   PYTHONPATH=PYTHON_PACKAGE)
-        with open(log, "ab") as logf:
-            proc = subprocess.Popen([GUNICORN, "--paste", ini, "-c", conf, "--preload",
-                                     "-w", str(test_postgres.WORKERS)],
-                                    cwd=directory, env=env, stdin=subprocess.DEVNULL,
-                                    stdout=logf, stderr=subprocess.STDOUT,
-                                    start_new_session=True)
-        server = PgServer(proc, port, record, log, pidfile)
-        self.addCleanup(server.kill)
-        self.addCleanup(server.stop)
-        server.wait_ready(test_postgres.WORKERS if hooks else 0)
-        return server, database
+        return serve_example(self, url, hooks, subscribe, pyramid_forksafe), database
 
     def load(self, server, time_limit=None, request_timeout=None):
         import test_postgres
@@ -784,6 +713,90 @@ class GunicornPostgresTest(unittest.TestCase):
             self.assertEqual(answer["disposed"], [], why)
         self.assertNotIn("[forksafe_sqla] worker ", server.log_text(), why)
         self.assertFalse(server.events(), "no forksafe event without the hooks")
+
+
+def example_ini(url, record, subscribe=True, pyramid_forksafe=False):
+    """The example's production.ini, with test_postgres.py's substitutions."""
+    import test_postgres
+
+    with open(os.path.join(EXAMPLE, "production.ini")) as f:
+        text = f.read()
+
+    def sub(old, new, count=1):
+        nonlocal text
+        found = text.count(old)
+        assert found == count, "expected %d x %r, found %d" % (count, old, found)
+        text = text.replace(old, new)
+
+    sub(re.search(r"^sqlalchemy\.url = sqlite:.*$", text, re.M).group(0),
+        "sqlalchemy.url = %s" % url)
+    sub(re.search(r"^forksafe.event_log = .*$", text, re.M).group(0),
+        "forksafe.event_log = %s" % record)
+    sub("* = dl:%(here)s/../../build/examples/event_log.so:record",
+        "* = dl:%s:record" % EVENT_LOG)
+    if not subscribe:
+        sub(test_postgres.SUBSCRIPTION + "\n", "")
+    if pyramid_forksafe:
+        sub("forksafe_sqla.pyramid_forksafe = false", "forksafe_sqla.pyramid_forksafe = true")
+    return text
+
+
+def serve_example(testcase, url, hooks=True, subscribe=True, pyramid_forksafe=False,
+                  extra_conf="", wait=True):
+    """`gunicorn --paste production.ini -c gunicorn.conf.py --preload -w 4`:
+    the example's own files against the database URL, in a temp dir, with
+    the port, pidfile and timeouts set and EXTRA_CONF appended to the
+    config.  Stopped and killed as TESTCASE's cleanups; waited for until
+    ready unless not WAIT."""
+    import test_postgres
+
+    directory = tempfile.mkdtemp(prefix="forksafe-gunicorn-pg-")
+    testcase.addCleanup(shutil.rmtree, directory, True)
+    record = os.path.join(directory, "events.jsonl")
+    ini = os.path.join(directory, "production.ini")
+    with open(ini, "w") as f:
+        f.write(example_ini(url, record, subscribe, pyramid_forksafe))
+    # the example's own gunicorn config, with the port and pidfile set
+    with open(os.path.join(EXAMPLE, "gunicorn.conf.py")) as f:
+        conf_text = f.read()
+    if not hooks:
+        # the same config without the forksafe hooks
+        marker = "globals().update(forksafe.hooks())\n"
+        assert conf_text.count(marker) == 1
+        conf_text = conf_text.replace(marker, "")
+    port = free_port()
+    pidfile = os.path.join(directory, "gunicorn.pid")
+    conf_text += textwrap.dedent('''
+        # the test's
+        HERE = %r
+        pythonpath = HERE
+        bind = "127.0.0.1:%d"
+        pidfile = %r
+        workers = %d
+        timeout = %d
+        graceful_timeout = %d
+    ''' % (EXAMPLE, port, pidfile, test_postgres.WORKERS,
+           PG_WORKER_TIMEOUT if hooks else HAZARD_WORKER_TIMEOUT,
+           PG_GRACEFUL_TIMEOUT if hooks else HAZARD_GRACEFUL_TIMEOUT))
+    conf_text += textwrap.dedent(extra_conf)
+    conf = os.path.join(directory, "gunicorn.conf.py")
+    with open(conf, "w") as f:
+        f.write(conf_text)
+    log = os.path.join(directory, "gunicorn.log")
+    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", FORKSAFE_LIBRARY=LIBRARY,
+               PYTHONPATH=PYTHON_PACKAGE)
+    with open(log, "ab") as logf:
+        proc = subprocess.Popen([GUNICORN, "--paste", ini, "-c", conf, "--preload",
+                                 "-w", str(test_postgres.WORKERS)],
+                                cwd=directory, env=env, stdin=subprocess.DEVNULL,
+                                stdout=logf, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    server = PgServer(proc, port, record, log, pidfile)
+    testcase.addCleanup(server.kill)
+    testcase.addCleanup(server.stop)
+    if wait:
+        server.wait_ready(test_postgres.WORKERS if hooks else 0)
+    return server
 
 
 class PgServer(ServerProcess):

@@ -2,7 +2,8 @@
 zope.interface and pyramid_forksafe hidden: a plain WSGI application (no
 framework at all) gets every event through its `[forksafe]` handlers and a
 plain callable in `_forksafe.listeners`, as a Flask or Django application
-would.
+would; and no fork hazard is said about it (the arbiter's own threads and
+sockets are none).
 
 The hiding is a `sitecustomize` first on PYTHONPATH that puts a finder at
 the front of sys.meta_path (and forgets the `zope` namespace module that a
@@ -19,7 +20,7 @@ import subprocess
 import sys
 import unittest
 
-from harness import BUILD, ROOT  # noqa: F401
+from harness import BUILD, ROOT, free_port  # noqa: F401
 from test_gunicorn import COMMON, EVENT_LOG, Gunicorn, setUpModule  # noqa: F401
 
 HIDDEN = ("pyramid", "zope", "pyramid_forksafe")
@@ -193,6 +194,23 @@ class PlainWsgiTest(unittest.TestCase):
     def test_every_event_loaded_in_the_workers(self):
         g = PlainGunicorn(self).start()
         self.check_run(g, preloaded=False)
+
+    def test_a_plain_app_has_no_fork_hazard(self):
+        # The arbiter's own threads and sockets (listener, wake-up pipe,
+        # statsd over UDP) are no hazard, at the first forks and at respawns.
+        g = PlainGunicorn(self).start("--preload", "--max-requests", "1",
+                                      "--statsd-host", "127.0.0.1:%d" % free_port())
+        for _ in range(4):
+            g.get("/")
+        g.wait_events("pre-fork", 4)
+        g.wait_events("worker-ready", 4)
+        self.assertEqual(g.stop(), 0, g.log_text()[-4000:])
+        log = g.log_text()
+        self.assertNotIn("will inherit", log)
+        self.assertNotIn("is forked while", log)
+        pre_forks = g.events(name="pre-fork")
+        self.assertGreater(max(e["child"]["respawn"] for e in pre_forks), 0)
+        self.assertEqual([e["hazards"] for e in pre_forks], [[]] * len(pre_forks))
 
 
 if __name__ == "__main__":

@@ -5,7 +5,10 @@ The broker URL comes from $CELERY_BROKER (also the result backend), the
 settings file from $FORKSAFE_SETTINGS (the adapter reads it); with
 $CELERY_APP_PYRAMID=1 the Pyramid application of that file is loaded in the
 main process (registry="bootstrap") and hears every event.  Extra
-subscriptions: $CELERY_APP_SUBSCRIBE, one per line.
+subscriptions: $CELERY_APP_SUBSCRIBE, one per line; install()'s hazards
+and hazard_allow: $CELERY_APP_HAZARDS and $CELERY_APP_HAZARD_ALLOW (one rule
+per line); task modules the worker imports: $CELERY_APP_IMPORTS
+(comma-separated).
 """
 import os
 import time
@@ -19,6 +22,7 @@ app = Celery("celery_app", broker=broker, backend=os.environ.get("CELERY_BROKER"
 app.conf.update(
     worker_hijack_root_logger=False,
     result_expires=None,
+    imports=[name for name in os.environ.get("CELERY_APP_IMPORTS", "").split(",") if name],
 )
 
 forksafe = install(
@@ -26,6 +30,8 @@ forksafe = install(
     subscriptions=os.environ.get("CELERY_APP_SUBSCRIBE", ""),
     registry="bootstrap" if os.environ.get("CELERY_APP_PYRAMID") == "1" else None,
     on_error=os.environ.get("CELERY_APP_ON_ERROR") or None,
+    hazards=os.environ.get("CELERY_APP_HAZARDS") or None,
+    hazard_allow=os.environ.get("CELERY_APP_HAZARD_ALLOW", ""),
 )
 
 
