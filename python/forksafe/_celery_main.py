@@ -369,7 +369,6 @@ class MainProcess(object):
                       "master-exit handler" % _word(result))
         if (result >= EXIT or self.hazard_refused) and self.worker is not None:
             self.worker.exitcode = 1
-        if self.hazard_refused:
             # Celery 5.2's `celery worker` exits 0 whatever worker.exitcode
             # says (click ignores what its command returns); a SystemExit
             # from this worker_shutdown receiver, the last step of the stop
@@ -382,7 +381,7 @@ class MainProcess(object):
         if self.is_master() and not self.master_exited:
             try:
                 result = self.finish()
-            except SystemExit:  # refused hazards: status 1 (atexit ignores SystemExit)
+            except SystemExit:  # status 1 (atexit ignores SystemExit)
                 result = FATAL
             if result >= EXIT:
                 os._exit(1)

@@ -521,5 +521,20 @@ class TestPolicyAndErrors(CeleryCase):
         self.assertIn("on-error=fatal: stopping the worker after a failed worker-ready", log)
 
 
+    def test_a_failed_master_exit_handler_makes_the_exit_status_1(self):
+        w = self.worker("""
+            [forksafe]
+            * = dl:{recorder}:record
+            master-exit = on-error=fatal python:handlers:boom
+            """.replace("{recorder}", RECORDER))
+        w.wait_ready(2)
+        status = w.stop()
+        log = w.log_text()
+        self.assertEqual(status, 1, log[-3000:])
+        self.assertIn("boom on master-exit", log)
+        self.assertIn("on-error=fatal: the worker exits with status 1 after a failed "
+                      "master-exit handler", log)
+
+
 if __name__ == "__main__":
     unittest.main()
