@@ -38,9 +38,20 @@ def start_thread(testcase, name="metrics-exporter"):
     stop = threading.Event()
     thread = threading.Thread(target=stop.wait, name=name, daemon=True)
     thread.start()
-    testcase.addCleanup(thread.join)
+    testcase.addCleanup(gone, thread)
     testcase.addCleanup(stop.set)
     return thread
+
+
+def gone(thread):
+    """Joins THREAD and waits until the kernel has no such thread either:
+    join() returns once Python is done with it, a moment before its OS
+    thread exits, and the next test's fork would see it."""
+    thread.join()
+    task = "/proc/self/task/%d" % thread.native_id
+    deadline = time.monotonic() + 30
+    while os.path.exists(task) and time.monotonic() < deadline:
+        time.sleep(0.001)
 
 
 def listener(testcase):
