@@ -11,12 +11,15 @@ BROKER_PORT=6390
 "$PYTHON" port_free.py "127.0.0.1:$BROKER_PORT" "run-celery.sh (BROKER_PORT)"
 mkdir -p var
 rm -f var/events.jsonl
-redis-server --bind 127.0.0.1 --port "$BROKER_PORT" --save '' --appendonly no --dir var \
+# In a session of its own: Ctrl-C reaches the worker, whose warm shutdown
+# still talks to the broker; the trap below stops the broker after it.
+setsid redis-server --bind 127.0.0.1 --port "$BROKER_PORT" --save '' --appendonly no --dir var \
     >var/redis.log 2>&1 &
 redis=$!
 worker=
-# The worker and the broker end with this script, however it ends.
-trap 'kill $worker $redis 2>/dev/null || :; wait' EXIT
+# The worker and the broker end with this script, however it ends: the
+# worker first, then the broker.
+trap 'kill $worker 2>/dev/null || :; wait $worker 2>/dev/null || :; kill $redis 2>/dev/null || :; wait' EXIT
 trap 'exit 130' INT TERM
 export FORKSAFE_SQLA_BROKER="redis://127.0.0.1:$BROKER_PORT/0"
 FORKSAFE_SETTINGS=production.ini "$PYTHON" -m celery -A forksafe_sqla.tasks worker \
