@@ -252,8 +252,8 @@ class RefusalTest(IntegrationCase):
         uwsgi = Uwsgi(self, body, settings={"hazard.connect": "127.0.0.1:%d" % port})
         uwsgi.start(wait_ready=2)
         self.addCleanup(uwsgi.kill)
-        worker = uwsgi.events("worker-ready")[0]["process"]["pid"]
-        os.kill(worker, signal.SIGKILL)
+        worker = uwsgi.events("worker-ready")[0]["process"]
+        os.kill(worker["pid"], signal.SIGKILL)
         try:
             status = uwsgi.proc.wait(timeout=60)
         except Exception:
@@ -261,8 +261,8 @@ class RefusalTest(IntegrationCase):
         log = uwsgi.log_text()
         # as a fatal handler stops it: uWSGI's own "the app cannot work"
         self.assertEqual(status, 22, log)
-        self.assertRegex(log, r"\[forksafe\] worker 1 will inherit fd \d+: TCP 127\.0\.0\.1:\d+ "
-                              r"-> 127\.0\.0\.1:%d, opened by the master" % port)
+        self.assertRegex(log, r"\[forksafe\] worker %d will inherit fd \d+: TCP 127\.0\.0\.1:\d+ "
+                              r"-> 127\.0\.0\.1:%d, opened by the master" % (worker["id"], port))
         self.assertIn("[forksafe] forksafe-hazards = fail: 1 hazard appeared (above); stopping "
                       "the instance", log)
         # the worker forked with it never served: no third worker-ready
