@@ -77,10 +77,11 @@ HOST_ROW = "debian12"
 
 # The suites each root runs (tests/integration modules): the lifecycle,
 # Python handlers, pyramid_forksafe, gunicorn, the fault matrix, the set-ups
-# refused at start-up, and the compatibility check the table is made from.
+# refused at start-up, the compatibility check the table is made from, and
+# fork hazards (uWSGI's threads and Python's thread names differ by release).
 INTEGRATION_MODULES = ["test_compat", "test_lifecycle", "test_python", "test_pyramid",
                        "test_gunicorn", "test_faults", "test_mismatch", "test_attribution",
-                       "test_reasons"]
+                       "test_reasons", "test_hazards"]
 
 ROW_TIMEOUT = 40 * 60
 PROVISION_TIMEOUT = 20 * 60
