@@ -14,7 +14,10 @@
  *                     python plugin's (children.c: glue_worker_pre_fork);
  *                     mules and spoolers: a pthread_atfork prepare handler
  *                     in the master that recognises uwsgi_mule() or
- *                     spooler_start() on the stack (children.c).
+ *                     spooler_start() on the stack (children.c).  Each
+ *                     pre-fork carries the fork hazards (lib/hazard_watch.c),
+ *                     and forksafe-hazards = fail refuses the fork
+ *                     (hazards.c).
  *   post-fork         post_fork (child.c): workers before lazy app loading,
  *                     mules and spoolers.  post_uwsgi_fork only guards the
  *                     stop and reload signals around a worker's fork
