@@ -140,3 +140,46 @@ class ModulesTestCase(unittest.TestCase):
         module = make_forksafe_module(**kwargs)
         sys.modules["_forksafe"] = module
         return module
+
+
+def run_in_own_group(body, bound):
+    """Runs BODY() in a forked process leading a process group of its own
+    (a billiard pool and its children), kills the whole group after it ends
+    or after BOUND seconds, and returns its pid and wait status (None: it
+    did not end in time).  BODY raising makes the status 1, its traceback on
+    stderr."""
+    import signal
+    import time
+
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.setpgid(0, 0)
+            body()
+            code = 0
+        except BaseException:
+            import traceback
+            traceback.print_exc()
+        finally:
+            os._exit(code)
+    try:
+        os.setpgid(pid, pid)
+    except OSError:
+        pass  # the child did it first
+    deadline = time.monotonic() + bound
+    status = None
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        time.sleep(0.05)
+    else:
+        status = None
+    try:
+        os.killpg(pid, signal.SIGKILL)  # the pool's children, and the pool if stuck
+    except ProcessLookupError:
+        pass
+    if status is None:
+        os.waitpid(pid, 0)
+    return pid, status

@@ -22,6 +22,7 @@ import unittest
 from contextlib import redirect_stderr
 from unittest import mock
 
+from forksafe_support import run_in_own_group
 from test_gunicorn import AdapterCase, App, Capture, FakeArbiter
 
 from forksafe import _celery_main
@@ -373,39 +374,10 @@ class TestCeleryPoolChild(unittest.TestCase):
     def test_a_child_forked_after_the_refusal_exits_at_once(self):
         out = tempfile.mkdtemp(prefix="forksafe-hazard-unit-")
         self.addCleanup(os.system, "rm -rf '%s'" % out)
-        pid = os.fork()
-        if pid == 0:
-            code = 1
-            try:
-                os.setpgid(0, 0)
-                self.run_pool(out)
-                code = 0
-            except BaseException:
-                import traceback
-                traceback.print_exc()
-            finally:
-                os._exit(code)
-        try:
-            os.setpgid(pid, pid)
-        except OSError:
-            pass  # the child did it first
-        deadline = time.monotonic() + POOL_BOUND
-        status = None
-        while time.monotonic() < deadline:
-            done, status = os.waitpid(pid, os.WNOHANG)
-            if done:
-                break
-            time.sleep(0.05)
-        else:
-            status = None
-        try:
-            os.killpg(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        _, status = run_in_own_group(lambda: self.run_pool(out), POOL_BOUND)
         with open(os.path.join(out, "stderr")) as f:
             stderr = f.read()
         if status is None:
-            os.waitpid(pid, 0)
             self.fail("the billiard pool did not finish in %d s:\n%s" % (POOL_BOUND, stderr))
         self.assertEqual(status, 0, stderr)
         with open(os.path.join(out, "terms.json")) as f:

@@ -14,6 +14,7 @@ import time
 import unittest
 from contextlib import redirect_stderr
 
+from forksafe_support import run_in_own_group
 from forksafe_support import ModulesTestCase
 from forksafe_support import Recorder
 from forksafe_support import make_app
@@ -430,37 +431,8 @@ class TestBilliardHooks(AdapterCase):
             json.dump([first, second], f)
 
     def test_pool_lifecycle(self):
-        pid = os.fork()
-        if pid == 0:
-            code = 1
-            try:
-                os.setpgid(0, 0)
-                self.run_pool()
-                code = 0
-            except BaseException:
-                import traceback
-                traceback.print_exc()
-            finally:
-                os._exit(code)
-        try:
-            os.setpgid(pid, pid)
-        except OSError:
-            pass  # the child did it first
-        deadline = time.monotonic() + POOL_BOUND
-        status = None
-        while time.monotonic() < deadline:
-            done, status = os.waitpid(pid, os.WNOHANG)
-            if done:
-                break
-            time.sleep(0.05)
-        else:
-            status = None
-        try:
-            os.killpg(pid, signal.SIGKILL)  # the pool's children, and the pool if stuck
-        except ProcessLookupError:
-            pass
+        pid, status = run_in_own_group(self.run_pool, POOL_BOUND)
         if status is None:
-            os.waitpid(pid, 0)
             self.fail("the billiard pool did not finish in %d s" % POOL_BOUND)
         self.assertEqual(status, 0)
         with open(os.path.join(self.dir, "pids.json")) as f:

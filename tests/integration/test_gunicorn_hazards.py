@@ -28,17 +28,11 @@ from load import run_load
 from pg import PostgresCluster
 from test_gunicorn import ALL_HOOKS, Gunicorn, serve_example, with_hooks
 from test_gunicorn import setUpModule as gunicorn_built
+from test_hazards import TCP_LINE, UNIX_LINE  # the same lines as under uWSGI
 
 WORKERS = 4
 PG = PostgresCluster()
 _databases = iter(range(1, 1000))
-
-TCP_LINE = (r"\[forksafe\] worker (\d) will inherit fd (\d+): TCP 127\.0\.0\.1:(\d+) -> "
-            r"127\.0\.0\.1:%d, opened by the master \(pid %d\); close it before forking "
-            r"\(pre-fork\) or reopen it in each child \(post-fork\)")
-UNIX_LINE = (r"\[forksafe\] worker (\d) will inherit fd (\d+): UNIX -> %s \(PostgreSQL\), "
-             r"opened by the master \(pid %d\); dispose the pool before forking \(pre-fork\) "
-             r"or in each child \(post-fork\)")
 
 
 def setUpModule():
