@@ -55,14 +55,6 @@ void forksafe__hazard_watch_own_this_thread(forksafe__hazard_watch *watch)
         __atomic_store_n(&watch->own_tids[slot], (pid_t)syscall(SYS_gettid), __ATOMIC_RELEASE);
 }
 
-void forksafe__hazard_watch_own_fd(forksafe__hazard_watch *watch, int fd)
-{
-    size_t max = sizeof(watch->own_fds) / sizeof(watch->own_fds[0]);
-
-    if (watch->own_fd_count < max)
-        watch->own_fds[watch->own_fd_count++] = fd;
-}
-
 /* "worker 3", "mule 1", "the master". */
 static void process_label(const forksafe__process *process, char *buf, size_t size)
 {
@@ -142,8 +134,6 @@ static int scan(forksafe__hazard_watch *watch, const forksafe__context *ctx)
         tids[i] = __atomic_load_n(&watch->own_tids[i], __ATOMIC_ACQUIRE);
     scope.own_tids = tids;
     scope.own_tid_count = registered;
-    scope.own_fds = watch->own_fds;
-    scope.own_fd_count = watch->own_fd_count;
     scope.rules = watch->rules;
     scope.rule_count = watch->rule_count;
     rc = forksafe__hazards_scan(&scope, &watch->found);

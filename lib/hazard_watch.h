@@ -1,6 +1,6 @@
 /*
  * hazard_watch.h - the hazard policy every host shares (lib/hazard_watch.c):
- * off, warn or fail; the allow rules; the threads and descriptors that are
+ * off, warn or fail; the allow rules; the threads that are
  * the host's own; and what was last said, so that a hazard is said once per
  * generation and again only when the set changes.  What the host does on
  * fail (refuse to fork, stop) is the host's: it knows its processes.
@@ -34,8 +34,6 @@ typedef struct forksafe__hazard_watch {
      * atomic operations, read by the forking thread. */
     pid_t own_tids[FORKSAFE__HAZARD_OWN_THREADS];
     unsigned own_tid_count;
-    int own_fds[8];
-    size_t own_fd_count;
     forksafe__hazard_list found; /* the last scan's, reused */
     /* What found was scanned from: a signature of the threads and
      * descriptors (lib/hazard.c), with the own threads then known. */
@@ -63,9 +61,6 @@ int forksafe__hazard_watch_allow(forksafe__hazard_watch *watch, const char *text
 /* The calling thread is the host's own: never a hazard.  Safe to call from
  * any thread, concurrently with a scan. */
 void forksafe__hazard_watch_own_this_thread(forksafe__hazard_watch *watch);
-
-/* Descriptor FD is the host's own (its stats socket, say). */
-void forksafe__hazard_watch_own_fd(forksafe__hazard_watch *watch, int fd);
 
 /* Dispatches OCC, a pre-fork in the calling process, with the hazards the
  * child is about to inherit in its payload ("hazards"): scanned before the

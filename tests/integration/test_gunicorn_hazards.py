@@ -24,11 +24,11 @@ import socket
 import unittest
 
 from harness import APP_DIR
-from load import run_load
 from pg import PostgresCluster
 from test_gunicorn import ALL_HOOKS, Gunicorn, serve_example, with_hooks
 from test_gunicorn import setUpModule as gunicorn_built
-from test_hazards import TCP_LINE, UNIX_LINE  # the same lines as under uWSGI
+# the same lines and payloads as under uWSGI
+from test_hazards import TCP_LINE, UNIX_LINE, assert_inherited_and_served
 
 WORKERS = 4
 PG = PostgresCluster()
@@ -57,18 +57,9 @@ class PostgresHazardTest(unittest.TestCase):
         self.assertEqual(sorted(int(w) for w, _, _ in lines), list(range(1, WORKERS + 1)), log)
         self.assertEqual(len({(fd, port) for _, fd, port in lines}), 1, lines)
         print("\n  " + re.search(r"\[forksafe\] worker 1 will inherit.*", log).group(0))
-        _, fd, port = lines[0]
         pre_forks = server.events("pre-fork")
         self.assertEqual(len(pre_forks), WORKERS)
-        for event in pre_forks:
-            self.assertEqual(event["hazards"], [{
-                "kind": "tcp", "fd": int(fd), "local": "127.0.0.1:%s" % port,
-                "peer": "127.0.0.1:%d" % PG.port, "service": None, "allowed": False}], event)
-        # the example's post-fork handler still gives each worker its own
-        result = run_load(server.port, "/db", total=200, concurrency=4, time_limit=120,
-                          request_timeout=30)
-        self.assertEqual(result.errors, 0, result.summary())
-        self.assertEqual(len(result.backend_pids), WORKERS, result.summary())
+        assert_inherited_and_served(self, pre_forks, lines[0], PG.port, server.port)
         self.assertEqual(server.stop(), 0, server.log_text()[-4000:])
 
     def test_over_the_unix_socket_it_is_named_postgresql(self):

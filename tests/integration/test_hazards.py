@@ -39,6 +39,21 @@ UNIX_LINE = (r"\[forksafe\] worker (\d) will inherit fd (\d+): UNIX -> %s \(Post
              r"or in each child \(post-fork\)")
 
 
+def assert_inherited_and_served(testcase, pre_forks, line, pg_port, port):
+    """Each pre-fork payload has the connection LINE (worker, fd, local
+    port) named, and the example's post-fork handler still gives each
+    worker a backend of its own (shared by the gunicorn tests)."""
+    _, fd, local_port = line
+    for event in pre_forks:
+        testcase.assertEqual(event["hazards"], [{
+            "kind": "tcp", "fd": int(fd), "local": "127.0.0.1:%s" % local_port,
+            "peer": "127.0.0.1:%d" % pg_port, "service": None, "allowed": False}], event)
+    result = run_load(port, "/db", total=200, concurrency=4, time_limit=120,
+                      request_timeout=30)
+    testcase.assertEqual(result.errors, 0, result.summary())
+    testcase.assertEqual(len(result.backend_pids), WORKERS, result.summary())
+
+
 def setUpModule():
     import unittest
 
@@ -85,16 +100,8 @@ class PostgresHazardTest(IntegrationCase):
         self.assertEqual(len({(fd, port) for _, fd, port in lines}), 1, lines)
         print("\n  " + re.search(r"\[forksafe\] worker 1 will inherit.*", log).group(0))
         # the pre-fork payload has them too, for handlers to act on
-        _, fd, port = lines[0]
-        for event in uwsgi.events("pre-fork"):
-            self.assertEqual(event["hazards"], [{
-                "kind": "tcp", "fd": int(fd), "local": "127.0.0.1:%s" % port,
-                "peer": "127.0.0.1:%d" % PG.port, "service": None, "allowed": False}], event)
-        # the example's post-fork handler still gives each worker its own
-        result = run_load(uwsgi.port, "/db", total=200, concurrency=4, time_limit=120,
-                          request_timeout=30)
-        self.assertEqual(result.errors, 0, result.summary())
-        self.assertEqual(len(result.backend_pids), WORKERS, result.summary())
+        assert_inherited_and_served(self, uwsgi.events("pre-fork"), lines[0], PG.port,
+                                    uwsgi.port)
 
     def test_the_unix_socket_is_named_as_postgresqls(self):
         _, url = new_database(over_unix=True)
