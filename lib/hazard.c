@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -96,6 +97,15 @@ static long entry_number(const char *name)
     return number;
 }
 
+/* One number per listed thread, mixed so that a sum of them stays a good
+ * hash of the set whatever order /proc lists it in. */
+static uint64_t mixed(uint64_t x)
+{
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+    return x ^ (x >> 31);
+}
+
 /* ---------------------------------------------------------------- threads */
 
 static int own_tid(const forksafe__hazard_scope *scope, pid_t tid)
@@ -130,7 +140,8 @@ static int read_comm(int task_fd, long tid, char *name, size_t size)
     return 1;
 }
 
-static int scan_threads(const forksafe__hazard_scope *scope, forksafe__hazard_list *out)
+static int scan_threads(const forksafe__hazard_scope *scope, forksafe__hazard_list *out,
+                        forksafe__hazards_mark *mark)
 {
     pid_t self = gettid();
     size_t first = out->count;
@@ -140,11 +151,15 @@ static int scan_threads(const forksafe__hazard_scope *scope, forksafe__hazard_li
 
     if (!tasks)
         return FORKSAFE__EIO;
+    if (mark)
+        mark->lowest_free_fd = dirfd(tasks);
     while ((errno = 0, entry = readdir(tasks)) != NULL) {
         long tid = entry_number(entry->d_name);
         char name[FORKSAFE__HAZARD_NAME_MAX];
         forksafe__hazard *hazard;
 
+        if (tid >= 0 && mark)
+            mark->threads += mixed((uint64_t)tid);
         if (tid < 0 || tid == self || own_tid(scope, (pid_t)tid))
             continue;
         if (!read_comm(dirfd(tasks), tid, name, sizeof(name)))
@@ -282,7 +297,43 @@ static int inspect_socket(int fd, int domain, forksafe__hazard *hazard)
     return 1;
 }
 
-static int scan_sockets(const forksafe__hazard_scope *scope, forksafe__hazard_list *out)
+/* Which socket FD is: its cookie (unique for the system's uptime), or on
+ * a kernel without cookies its inode; 0 when FD is no socket. */
+static uint64_t socket_identity(int fd)
+{
+    uint64_t cookie = 0;
+    socklen_t length = sizeof(cookie);
+    struct stat status;
+
+    if (getsockopt(fd, SOL_SOCKET, SO_COOKIE, &cookie, &length) == 0 && length == sizeof(cookie))
+        return cookie;
+    /* ENOPROTOOPT comes only from a socket (anything else is ENOTSOCK or
+     * EBADF), so this fstat reaches no file system. */
+    if (errno == ENOPROTOOPT && fstat(fd, &status) == 0)
+        return (uint64_t)status.st_ino | (1ULL << 63);
+    return 0;
+}
+
+static int note_socket(forksafe__hazards_mark *mark, int fd)
+{
+    if (mark->socket_count == mark->socket_capacity) {
+        size_t capacity = mark->socket_capacity ? mark->socket_capacity * 2 : 16;
+        struct forksafe__socket_seen *grown =
+            forksafe__realloc(mark->sockets, capacity * sizeof(*grown));
+
+        if (!grown)
+            return FORKSAFE__ENOMEM;
+        mark->sockets = grown;
+        mark->socket_capacity = capacity;
+    }
+    mark->sockets[mark->socket_count].fd = fd;
+    mark->sockets[mark->socket_count].identity = socket_identity(fd);
+    mark->socket_count++;
+    return 0;
+}
+
+static int scan_sockets(const forksafe__hazard_scope *scope, forksafe__hazard_list *out,
+                        forksafe__hazards_mark *mark)
 {
     size_t first = out->count;
     struct dirent *entry;
@@ -307,6 +358,11 @@ static int scan_sockets(const forksafe__hazard_scope *scope, forksafe__hazard_li
         domain = socket_option((int)fd, SO_DOMAIN);
         if (domain < 0)
             continue;
+        /* Every socket, not just the hazards: a listening one closed and a
+         * connection opened under its number must look changed. */
+        rc = mark ? note_socket(mark, (int)fd) : 0;
+        if (rc != 0)
+            break;
         memset(&found, 0, sizeof(found));
         if (!inspect_socket((int)fd, domain, &found))
             continue;
@@ -324,47 +380,6 @@ static int scan_sockets(const forksafe__hazard_scope *scope, forksafe__hazard_li
     return rc;
 }
 
-/* -------------------------------------------------------------- signature */
-
-/* One number per listed entry, mixed so that a sum of them stays a good
- * hash of the set whatever order /proc lists it in. */
-static uint64_t mixed(uint64_t x)
-{
-    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-    return x ^ (x >> 31);
-}
-
-static int sum_listing(const char *path, uint64_t tag, uint64_t *sum)
-{
-    struct dirent *entry;
-    DIR *listing = opendir(path);
-    int rc = 0;
-
-    if (!listing)
-        return FORKSAFE__EIO;
-    while ((errno = 0, entry = readdir(listing)) != NULL) {
-        long number = entry_number(entry->d_name);
-        if (number >= 0 && number != dirfd(listing))
-            *sum += mixed(((uint64_t)number << 1) ^ tag);
-    }
-    if (errno != 0)
-        rc = FORKSAFE__EIO;
-    closedir(listing);
-    return rc;
-}
-
-int forksafe__hazards_signature(uint64_t *signature)
-{
-    uint64_t sum = 0;
-    int rc = sum_listing("/proc/self/task", 1, &sum);
-
-    if (rc == 0)
-        rc = sum_listing("/proc/self/fd", 0, &sum);
-    *signature = sum;
-    return rc;
-}
-
 /* ------------------------------------------------------------------- scan */
 
 static void apply_rules(const forksafe__hazard_scope *scope, forksafe__hazard_list *list)
@@ -378,7 +393,8 @@ static void apply_rules(const forksafe__hazard_scope *scope, forksafe__hazard_li
     }
 }
 
-int forksafe__hazards_scan(const forksafe__hazard_scope *scope, forksafe__hazard_list *out)
+int forksafe__hazards_scan(const forksafe__hazard_scope *scope, forksafe__hazard_list *out,
+                           forksafe__hazards_mark *mark)
 {
     static const forksafe__hazard_scope nothing_excluded;
     int rc;
@@ -386,9 +402,57 @@ int forksafe__hazards_scan(const forksafe__hazard_scope *scope, forksafe__hazard
     if (!scope)
         scope = &nothing_excluded;
     out->count = 0;
-    rc = scan_threads(scope, out);
+    if (mark) {
+        mark->threads = 0;
+        mark->lowest_free_fd = -1;
+        mark->socket_count = 0;
+    }
+    rc = scan_threads(scope, out, mark);
     if (rc == 0)
-        rc = scan_sockets(scope, out);
+        rc = scan_sockets(scope, out, mark);
+    if (rc != 0 && mark)
+        mark->lowest_free_fd = -1; /* matches no look */
     apply_rules(scope, out);
     return rc;
+}
+
+/* ----------------------------------------------------------- change check */
+
+int forksafe__hazards_unchanged(const forksafe__hazards_mark *mark)
+{
+    uint64_t threads = 0;
+    struct dirent *entry;
+    DIR *tasks;
+    size_t i;
+    int same;
+
+    if (mark->lowest_free_fd < 0)
+        return 0;
+    tasks = opendir("/proc/self/task");
+    if (!tasks)
+        return 0;
+    /* The listing takes the lowest free number itself, as the scan's did. */
+    same = dirfd(tasks) == mark->lowest_free_fd;
+    while (same && (errno = 0, entry = readdir(tasks)) != NULL) {
+        long tid = entry_number(entry->d_name);
+        if (tid >= 0)
+            threads += mixed((uint64_t)tid);
+    }
+    if (same && errno != 0)
+        same = 0;
+    closedir(tasks);
+    if (!same || threads != mark->threads)
+        return 0;
+    for (i = 0; i < mark->socket_count; i++) {
+        if (socket_identity(mark->sockets[i].fd) != mark->sockets[i].identity)
+            return 0;
+    }
+    return 1;
+}
+
+void forksafe__hazards_mark_free(forksafe__hazards_mark *mark)
+{
+    forksafe__free(mark->sockets);
+    memset(mark, 0, sizeof(*mark));
+    mark->lowest_free_fd = -1;
 }

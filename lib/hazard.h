@@ -25,6 +25,7 @@
 #define FORKSAFE_HAZARD_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 #include "forksafe_base.h"
@@ -102,24 +103,48 @@ void forksafe__hazard_rule_free(forksafe__hazard_rule *rule);
 int forksafe__hazard_rule_matches(const forksafe__hazard_rule *rule,
                                   const forksafe__hazard *hazard);
 
+/* What a scan saw that a later, cheaper look can compare (the change
+ * check, forksafe__hazards_unchanged): which threads there were, the
+ * lowest free descriptor number, and each socket asked by number and
+ * identity.  {0} at first; reused across scans. */
+typedef struct forksafe__hazards_mark {
+    uint64_t threads;   /* a hash of every tid listed */
+    int lowest_free_fd; /* what the next open() gets */
+    struct forksafe__socket_seen {
+        int fd;
+        uint64_t identity; /* SO_COOKIE, or the inode where there is none */
+    } * sockets;
+    size_t socket_count;
+    size_t socket_capacity;
+} forksafe__hazards_mark;
+
 /* Scans the calling process: OUT gets every hazard (threads first, by tid;
  * then sockets, by fd), each with `allowed` set from SCOPE's rules (SCOPE
  * may be NULL: nothing excluded, no rules).  OUT ({0} at first) is emptied
  * first and may be reused across scans (no allocation once it has grown).
- * Returns 0, FORKSAFE__ENOMEM, or FORKSAFE__EIO when /proc cannot be read
- * (after either, OUT holds what was found before). */
-int forksafe__hazards_scan(const forksafe__hazard_scope *scope, forksafe__hazard_list *out);
+ * MARK (may be NULL) gets what forksafe__hazards_unchanged compares; after
+ * a failed scan it matches nothing.  Returns 0, FORKSAFE__ENOMEM, or
+ * FORKSAFE__EIO when /proc cannot be read (after either, OUT holds what
+ * was found before). */
+int forksafe__hazards_scan(const forksafe__hazard_scope *scope, forksafe__hazard_list *out,
+                           forksafe__hazards_mark *mark);
 
 /* Frees LIST's items and empties it. */
 void forksafe__hazard_list_free(forksafe__hazard_list *list);
 
-/* A hash of which threads and descriptor numbers the calling process has
- * (two directory listings, nothing asked of any descriptor): a scan is
- * several times dearer, and a master between two forks usually has the
- * same of both.  The same signature with another descriptor under a number
- * (one closed, another opened with its number, nothing else changed)
- * cannot be told apart.  Returns 0 or FORKSAFE__EIO. */
-int forksafe__hazards_signature(uint64_t *signature);
+/* 1 if a scan now would most likely find what the one that took MARK
+ * found, for a tenth of its cost: the same threads (one listing of
+ * /proc/self/task), the same lowest free descriptor (any open(), socket()
+ * or accept() takes the lowest, any close() below it frees one), and each
+ * socket seen then still there, the same socket (one getsockopt each).
+ * Not seen: a descriptor put under a high number with dup2() or
+ * F_DUPFD, or one that is not a socket closed and a socket opened under
+ * its number, with nothing else changed in between.  0 on any difference
+ * or when /proc cannot be read. */
+int forksafe__hazards_unchanged(const forksafe__hazards_mark *mark);
+
+/* Frees MARK's socket list and empties it. */
+void forksafe__hazards_mark_free(forksafe__hazards_mark *mark);
 
 /* The service at a TCP port or UNIX path ("PostgreSQL" for 5432 or a path
  * whose file name is ".s.PGSQL.*"), or NULL. */

@@ -109,25 +109,25 @@ static int news_for(forksafe__hazard_watch *watch, const forksafe__process *chil
     return 1;
 }
 
-/* Scans the calling process into watch->found, rules applied; returns how
- * many hazards no rule allows. */
-static int scan(forksafe__hazard_watch *watch, const forksafe__context *ctx)
+/* Scans the calling process into watch->found, rules applied, unless the
+ * change check says the last scan of this generation still holds; returns
+ * how many hazards no rule allows. */
+static int scan(forksafe__hazard_watch *watch, const forksafe__context *ctx, int generation)
 {
     pid_t tids[FORKSAFE__HAZARD_OWN_THREADS];
     forksafe__hazard_scope scope = {0};
     unsigned registered, i;
     size_t count = 0, k;
-    uint64_t signature;
-    int rc, signed_ok;
+    int rc;
 
     registered = __atomic_load_n(&watch->own_tid_count, __ATOMIC_ACQUIRE);
     if (registered > FORKSAFE__HAZARD_OWN_THREADS)
         registered = FORKSAFE__HAZARD_OWN_THREADS;
-    /* The same threads and descriptors as at the last scan: the same
-     * hazards (a respawn, where the master's set does not move). */
-    signed_ok = forksafe__hazards_signature(&signature) == 0;
-    if (signed_ok && watch->scanned && signature == watch->signature &&
-        registered == watch->signature_own_threads)
+    /* A respawn, where the master's threads and descriptors do not move.
+     * A new generation is looked at in full, so what the check cannot see
+     * (lib/hazard.h) lasts one generation at most. */
+    if (watch->scanned && generation == watch->mark_generation &&
+        registered == watch->mark_own_threads && forksafe__hazards_unchanged(&watch->mark))
         return watch->unallowed;
     watch->scanned = 0;
     for (i = 0; i < registered; i++)
@@ -136,7 +136,7 @@ static int scan(forksafe__hazard_watch *watch, const forksafe__context *ctx)
     scope.own_tid_count = registered;
     scope.rules = watch->rules;
     scope.rule_count = watch->rule_count;
-    rc = forksafe__hazards_scan(&scope, &watch->found);
+    rc = forksafe__hazards_scan(&scope, &watch->found, &watch->mark);
     if (rc == FORKSAFE__ENOMEM)
         forksafe__log(ctx, FORKSAFE__LOG_WARNING,
                       "out of memory while looking for fork hazards: some may go unsaid");
@@ -153,9 +153,9 @@ static int scan(forksafe__hazard_watch *watch, const forksafe__context *ctx)
             hazard->allowed = forksafe__hazard_rule_matches(&watch->rules[r], hazard);
         count += !hazard->allowed;
     }
-    watch->scanned = signed_ok && rc == 0;
-    watch->signature = signature;
-    watch->signature_own_threads = registered;
+    watch->scanned = rc == 0;
+    watch->mark_generation = generation;
+    watch->mark_own_threads = registered;
     watch->unallowed = (int)count;
     return (int)count;
 }
@@ -176,7 +176,7 @@ int forksafe__hazards_dispatch_pre_fork(forksafe__hazard_watch *watch, forksafe_
     *hazards = 0;
     if (watch->mode == FORKSAFE__HAZARDS_OFF || occ->type != FORKSAFE_PRE_FORK || !occ->child)
         return forksafe__dispatch(ctx, occ);
-    count = scan(watch, ctx);
+    count = scan(watch, ctx, occ->generation);
     occ->hazards = &watch->found;
     runs_before = handler_runs(ctx, FORKSAFE_PRE_FORK);
     result = forksafe__dispatch(ctx, occ);
@@ -184,7 +184,7 @@ int forksafe__hazards_dispatch_pre_fork(forksafe__hazard_watch *watch, forksafe_
     /* A handler may have closed what it was told about (a pool disposed
      * in the master): what the child inherits is what is left. */
     if (handler_runs(ctx, FORKSAFE_PRE_FORK) != runs_before || !ctx->stats)
-        count = scan(watch, ctx);
+        count = scan(watch, ctx, occ->generation);
     forksafe__stats_hazards(ctx, count, (int)watch->found.count - count);
     if (news_for(watch, occ->child, occ->generation, forksafe__hazards_fingerprint(&watch->found)))
         say(watch, ctx, &occ->self, occ->child);
@@ -200,6 +200,7 @@ void forksafe__hazard_watch_free(forksafe__hazard_watch *watch)
         forksafe__hazard_rule_free(&watch->rules[i]);
     forksafe__free(watch->rules);
     forksafe__hazard_list_free(&watch->found);
+    forksafe__hazards_mark_free(&watch->mark);
     forksafe__free(watch->said);
     memset(watch, 0, sizeof(*watch));
 }

@@ -35,11 +35,13 @@ typedef struct forksafe__hazard_watch {
     pid_t own_tids[FORKSAFE__HAZARD_OWN_THREADS];
     unsigned own_tid_count;
     forksafe__hazard_list found; /* the last scan's, reused */
-    /* What found was scanned from: a signature of the threads and
-     * descriptors (lib/hazard.c), with the own threads then known. */
+    /* What found was scanned from (lib/hazard.c's change check compares
+     * it), in which generation, with the own threads then known: a full
+     * scan is made once per generation and whenever the check fails. */
     int scanned;
-    uint64_t signature;
-    unsigned signature_own_threads;
+    forksafe__hazards_mark mark;
+    int mark_generation;
+    unsigned mark_own_threads;
     int unallowed;
     /* What each child was last told: one record per child slot. */
     struct forksafe__hazard_said {

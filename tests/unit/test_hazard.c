@@ -122,7 +122,7 @@ static const forksafe__hazard *find_tid(const forksafe__hazard_list *list, pid_t
 
 static void scan(const forksafe__hazard_scope *scope, forksafe__hazard_list *list)
 {
-    ck_assert_int_eq(forksafe__hazards_scan(scope, list), 0);
+    ck_assert_int_eq(forksafe__hazards_scan(scope, list, NULL), 0);
 }
 
 static char temp_dir[64];
@@ -226,7 +226,7 @@ START_TEST(stdio_and_own_fds_are_left_out)
     /* A host's stdio may be a socket (uWSGI's logger); it is the host's. */
     dup2(c.client, 0);
     dup2(c.client, 2);
-    ck_assert_int_eq(forksafe__hazards_scan(NULL, &list), 0);
+    ck_assert_int_eq(forksafe__hazards_scan(NULL, &list, NULL), 0);
     dup2(saved_stdin, 0);
     dup2(saved_stderr, 2);
     close(saved_stdin);
@@ -407,7 +407,7 @@ static void *scan_elsewhere(void *arg)
     scan_result *result = arg;
 
     result->tid = gettid();
-    result->rc = forksafe__hazards_scan(NULL, &result->list);
+    result->rc = forksafe__hazards_scan(NULL, &result->list, NULL);
     return NULL;
 }
 
@@ -790,7 +790,7 @@ START_TEST(the_scan_reuses_its_list)
     capacity = list.capacity;
     attempts = forksafe__alloc_attempts();
     forksafe__alloc_fail_after(0);
-    i = forksafe__hazards_scan(NULL, &list);
+    i = forksafe__hazards_scan(NULL, &list, NULL);
     forksafe__alloc_fail_after(-1);
     ck_assert_int_eq(i, 0);
     ck_assert_uint_eq(forksafe__alloc_attempts(), attempts);
@@ -813,13 +813,13 @@ START_TEST(the_scan_fails_cleanly_without_memory)
         ck_assert_int_eq(tcp_connect(AF_INET, &c[i]), 0);
     start_named(&exporter, "exporter");
     forksafe__alloc_fail_after(0);
-    rc = forksafe__hazards_scan(NULL, &list);
+    rc = forksafe__hazards_scan(NULL, &list, NULL);
     forksafe__alloc_fail_after(-1);
     ck_assert_int_eq(rc, FORKSAFE__ENOMEM);
     ck_assert_uint_eq(list.count, 0);
     /* The list's first 16 slots, then no more: OUT keeps what was found. */
     forksafe__alloc_fail_after(1);
-    rc = forksafe__hazards_scan(NULL, &list);
+    rc = forksafe__hazards_scan(NULL, &list, NULL);
     forksafe__alloc_fail_after(-1);
     ck_assert_int_eq(rc, FORKSAFE__ENOMEM);
     ck_assert_uint_eq(list.count, 16);
@@ -833,6 +833,166 @@ START_TEST(the_scan_fails_cleanly_without_memory)
 }
 END_TEST
 
+/* ---------------------------------------------------------- change check */
+
+/* Whether /proc/self/task still lists TID: a joined thread's task can
+ * linger there a moment after pthread_join returns. */
+static int task_listed(pid_t tid)
+{
+    char path[64];
+
+    snprintf(path, sizeof(path), "/proc/self/task/%d", (int)tid);
+    return access(path, F_OK) == 0;
+}
+
+static void wait_task_gone(pid_t tid)
+{
+    int tries;
+
+    for (tries = 0; task_listed(tid) && tries < 20000; tries++)
+        usleep(500);
+    ck_assert_msg(!task_listed(tid), "thread %d still listed after 10 s", (int)tid);
+}
+
+static void mark_now(forksafe__hazard_list *list, forksafe__hazards_mark *mark)
+{
+    ck_assert_int_eq(forksafe__hazards_scan(NULL, list, mark), 0);
+    ck_assert_int_eq(forksafe__hazards_unchanged(mark), 1);
+}
+
+START_TEST(the_change_check_holds_while_nothing_moves)
+{
+    forksafe__hazard_list list = {0};
+    forksafe__hazards_mark mark = {0};
+    connection c;
+
+    ck_assert_int_eq(tcp_connect(AF_INET, &c), 0);
+    ck_assert_int_eq(forksafe__hazards_unchanged(&mark), 0); /* never taken */
+    mark_now(&list, &mark);
+    ck_assert_uint_ge(mark.socket_count, 3);
+    ck_assert_int_eq(forksafe__hazards_unchanged(&mark), 1);
+    ck_assert_int_eq(forksafe__hazards_unchanged(&mark), 1);
+    disconnect(&c);
+    ck_assert_int_eq(forksafe__hazards_unchanged(&mark), 0);
+    forksafe__hazards_mark_free(&mark);
+    ck_assert_ptr_null(mark.sockets);
+    ck_assert_int_eq(forksafe__hazards_unchanged(&mark), 0);
+    forksafe__hazard_list_free(&list);
+}
+END_TEST
+
+/* Whatever opens a descriptor takes the lowest free number; whatever closes
+ * one below it frees a lower one. */
+START_TEST(the_change_check_sees_descriptors_come_and_go)
+{
+    forksafe__hazard_list list = {0};
+    forksafe__hazards_mark mark = {0};
+    int low, high;
+
+    low = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    high = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    ck_assert_int_ge(high, 0);
+    mark_now(&list, &mark);
+    close(low);
+    ck_assert_int_eq(forksafe__hazards_unchanged(&mark), 0);
+    low = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    ck_assert_int_eq(forksafe__hazards_unchanged(&mark), 1); /* the same numbers again */
+    low = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    ck_assert_int_ge(low, 0);
+    ck_assert_int_eq(forksafe__hazards_unchanged(&mark), 0);
+    close(low);
+    close(high);
+    forksafe__hazards_mark_free(&mark);
+    forksafe__hazard_list_free(&list);
+}
+END_TEST
+
+/* A pool that reconnects: its connection closed and another opened under
+ * the same number, every number as it was.  A listing of numbers cannot
+ * tell; the socket's identity does. */
+START_TEST(the_change_check_sees_a_socket_replaced_under_its_number)
+{
+    forksafe__hazard_list list = {0};
+    forksafe__hazards_mark mark = {0};
+    connection first, second;
+    int fd;
+
+    ck_assert_int_eq(tcp_connect(AF_INET, &first), 0);
+    ck_assert_int_eq(tcp_connect(AF_INET, &second), 0);
+    mark_now(&list, &mark);
+    fd = dup(second.client);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(dup2(fd, first.client), first.client);
+    close(fd);
+    ck_assert_int_eq(forksafe__hazards_unchanged(&mark), 0);
+    /* and a socket replaced by a file */
+    mark_now(&list, &mark);
+    fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    ck_assert_int_eq(dup2(fd, first.client), first.client);
+    close(fd);
+    ck_assert_int_eq(forksafe__hazards_unchanged(&mark), 0);
+    disconnect(&first);
+    disconnect(&second);
+    forksafe__hazards_mark_free(&mark);
+    forksafe__hazard_list_free(&list);
+}
+END_TEST
+
+START_TEST(the_change_check_sees_threads_come_and_go)
+{
+    forksafe__hazard_list list = {0};
+    forksafe__hazards_mark mark = {0};
+    named_thread exporter;
+    int pipe_fds[4];
+
+    /* The thread's pipes are opened first, so its start and stop move no
+     * descriptor number: the thread alone must be seen. */
+    ck_assert_int_eq(pipe2(pipe_fds, O_CLOEXEC), 0);
+    ck_assert_int_eq(pipe2(pipe_fds + 2, O_CLOEXEC), 0);
+    mark_now(&list, &mark);
+    exporter.name = "exporter";
+    exporter.ready[0] = pipe_fds[0];
+    exporter.ready[1] = pipe_fds[1];
+    exporter.stop[0] = pipe_fds[2];
+    exporter.stop[1] = pipe_fds[3];
+    {
+        char byte;
+        ck_assert_int_eq(pthread_create(&exporter.thread, NULL, run_named, &exporter), 0);
+        ck_assert_int_eq(read(exporter.ready[0], &byte, 1), 1);
+    }
+    ck_assert_int_eq(forksafe__hazards_unchanged(&mark), 0);
+    ck_assert_int_eq(write(exporter.stop[1], "x", 1), 1);
+    ck_assert_int_eq(pthread_join(exporter.thread, NULL), 0);
+    wait_task_gone(exporter.tid);
+    ck_assert_int_eq(forksafe__hazards_unchanged(&mark), 1);
+    close(pipe_fds[0]);
+    close(pipe_fds[1]);
+    close(pipe_fds[2]);
+    close(pipe_fds[3]);
+    forksafe__hazards_mark_free(&mark);
+    forksafe__hazard_list_free(&list);
+}
+END_TEST
+
+/* A scan that ran out of memory took no mark: the next look is a full one. */
+START_TEST(a_failed_scan_marks_nothing)
+{
+    forksafe__hazard_list list = {0};
+    forksafe__hazards_mark mark = {0};
+    connection c;
+
+    ck_assert_int_eq(tcp_connect(AF_INET, &c), 0);
+    forksafe__alloc_fail_after(0);
+    ck_assert_int_eq(forksafe__hazards_scan(NULL, &list, &mark), FORKSAFE__ENOMEM);
+    forksafe__alloc_fail_after(-1);
+    ck_assert_int_eq(forksafe__hazards_unchanged(&mark), 0);
+    mark_now(&list, &mark);
+    disconnect(&c);
+    forksafe__hazards_mark_free(&mark);
+    forksafe__hazard_list_free(&list);
+}
+END_TEST
+
 Suite *unit_suite(void)
 {
     Suite *suite = suite_create("hazard");
@@ -840,6 +1000,7 @@ Suite *unit_suite(void)
     TCase *threads = tcase_create("threads");
     TCase *rules = tcase_create("rules");
     TCase *report = tcase_create("report");
+    TCase *change = tcase_create("change check");
 
     tcase_add_test(sockets, tcp_ipv4_connections_are_found);
     tcase_add_test(sockets, tcp_ipv6_connections_are_found);
@@ -858,9 +1019,15 @@ Suite *unit_suite(void)
     tcase_add_test(report, fingerprints_follow_the_set);
     tcase_add_test(report, the_scan_reuses_its_list);
     tcase_add_test(report, the_scan_fails_cleanly_without_memory);
+    tcase_add_test(change, the_change_check_holds_while_nothing_moves);
+    tcase_add_test(change, the_change_check_sees_descriptors_come_and_go);
+    tcase_add_test(change, the_change_check_sees_a_socket_replaced_under_its_number);
+    tcase_add_test(change, the_change_check_sees_threads_come_and_go);
+    tcase_add_test(change, a_failed_scan_marks_nothing);
     suite_add_tcase(suite, sockets);
     suite_add_tcase(suite, threads);
     suite_add_tcase(suite, rules);
     suite_add_tcase(suite, report);
+    suite_add_tcase(suite, change);
     return suite;
 }
