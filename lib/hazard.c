@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -297,38 +298,65 @@ static int inspect_socket(int fd, int domain, forksafe__hazard *hazard)
     return 1;
 }
 
-/* Which socket FD is: its cookie (unique for the system's uptime), or on
- * a kernel without cookies its inode; 0 when FD is no socket. */
-static uint64_t socket_identity(int fd)
+/* What descriptor FD is, as the change check compares it: closed, not a
+ * socket, or which socket (its cookie, unique for the system's uptime; on a
+ * kernel without cookies its inode).  One getsockopt(), which answers at
+ * once for a descriptor that is no socket, reaching no file system. */
+#define DESCRIPTOR_CLOSED     0
+#define DESCRIPTOR_NOT_SOCKET 1
+#define DESCRIPTOR_UNKNOWN    2
+#define SOCKET_COOKIE         (1ULL << 63)
+/* How many numbers above the highest open one the change check reads. */
+#define ABOVE_HIGHEST 32
+static uint64_t descriptor_state(int fd)
 {
     uint64_t cookie = 0;
     socklen_t length = sizeof(cookie);
     struct stat status;
 
     if (getsockopt(fd, SOL_SOCKET, SO_COOKIE, &cookie, &length) == 0 && length == sizeof(cookie))
-        return cookie;
-    /* ENOPROTOOPT comes only from a socket (anything else is ENOTSOCK or
-     * EBADF), so this fstat reaches no file system. */
+        return cookie | SOCKET_COOKIE;
+    if (errno == EBADF)
+        return DESCRIPTOR_CLOSED;
+    if (errno == ENOTSOCK)
+        return DESCRIPTOR_NOT_SOCKET;
+    /* ENOPROTOOPT comes only from a socket, so this fstat reaches no file
+     * system. */
     if (errno == ENOPROTOOPT && fstat(fd, &status) == 0)
-        return (uint64_t)status.st_ino | (1ULL << 63);
-    return 0;
+        return ((uint64_t)status.st_ino << 2) | 3;
+    return DESCRIPTOR_UNKNOWN;
 }
 
-static int note_socket(forksafe__hazards_mark *mark, int fd)
+static int is_socket(uint64_t state)
 {
-    if (mark->socket_count == mark->socket_capacity) {
-        size_t capacity = mark->socket_capacity ? mark->socket_capacity * 2 : 16;
-        struct forksafe__socket_seen *grown =
-            forksafe__realloc(mark->sockets, capacity * sizeof(*grown));
+    return state != DESCRIPTOR_CLOSED && state != DESCRIPTOR_NOT_SOCKET &&
+           state != DESCRIPTOR_UNKNOWN;
+}
 
+/* Records STATE as descriptor FD's in MARK, every number below it not
+ * listed yet being closed. */
+static int note_descriptor(forksafe__hazards_mark *mark, int fd, uint64_t state)
+{
+    size_t needed = (size_t)fd + 1;
+
+    if (needed > mark->fd_capacity) {
+        size_t capacity = mark->fd_capacity ? mark->fd_capacity : 64;
+        uint64_t *grown;
+
+        while (capacity < needed)
+            capacity *= 2;
+        grown = forksafe__realloc(mark->fds, capacity * sizeof(*grown));
         if (!grown)
             return FORKSAFE__ENOMEM;
-        mark->sockets = grown;
-        mark->socket_capacity = capacity;
+        mark->fds = grown;
+        mark->fd_capacity = capacity;
     }
-    mark->sockets[mark->socket_count].fd = fd;
-    mark->sockets[mark->socket_count].identity = socket_identity(fd);
-    mark->socket_count++;
+    if (needed > mark->fd_count) {
+        memset(mark->fds + mark->fd_count, 0, (needed - mark->fd_count) * sizeof(*mark->fds));
+        mark->fd_count = needed;
+    }
+    mark->fds[fd] = state;
+    mark->open_count++;
     return 0;
 }
 
@@ -337,32 +365,43 @@ static int scan_sockets(const forksafe__hazard_scope *scope, forksafe__hazard_li
 {
     size_t first = out->count;
     struct dirent *entry;
+    struct rlimit limit;
+    rlim_t highest_openable = RLIM_INFINITY;
     DIR *fds = opendir("/proc/self/fd");
     int rc = 0;
 
     if (!fds)
         return FORKSAFE__EIO;
+    if (getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur != RLIM_INFINITY)
+        highest_openable = limit.rlim_cur;
     while ((errno = 0, entry = readdir(fds)) != NULL) {
         long fd = entry_number(entry->d_name);
         forksafe__hazard found, *slot;
+        uint64_t state;
         int domain;
 
-        /* stdin/out/err are the host's to hand down (uWSGI's logger may be
-         * a socket); dirfd(fds) is this listing. */
-        if (fd <= 2 || fd == dirfd(fds) || own_fd(scope, (int)fd))
+        if (fd < 0 || fd == dirfd(fds))
             continue;
         /* Asking a descriptor that is not a socket for a socket option
          * fails at once (ENOTSOCK) without reaching any file system: no
          * stat of a file on a hung mount, and no path lookup in /proc per
          * descriptor either, which costs several times more. */
+        state = descriptor_state((int)fd);
+        /* Listed but closed by now: a gap.  Past the soft RLIMIT_NOFILE
+         * nothing can be opened or put (valgrind keeps its own there): the
+         * check leaves those numbers out. */
+        rc = mark && state != DESCRIPTOR_CLOSED && (rlim_t)fd < highest_openable
+                 ? note_descriptor(mark, (int)fd, state)
+                 : 0;
+        if (rc != 0)
+            break;
+        /* stdin/out/err are the host's to hand down (uWSGI's logger may be
+         * a socket). */
+        if (fd <= 2 || !is_socket(state) || own_fd(scope, (int)fd))
+            continue;
         domain = socket_option((int)fd, SO_DOMAIN);
         if (domain < 0)
             continue;
-        /* Every socket, not just the hazards: a listening one closed and a
-         * connection opened under its number must look changed. */
-        rc = mark ? note_socket(mark, (int)fd) : 0;
-        if (rc != 0)
-            break;
         memset(&found, 0, sizeof(found));
         if (!inspect_socket((int)fd, domain, &found))
             continue;
@@ -405,7 +444,8 @@ int forksafe__hazards_scan(const forksafe__hazard_scope *scope, forksafe__hazard
     if (mark) {
         mark->threads = 0;
         mark->lowest_free_fd = -1;
-        mark->socket_count = 0;
+        mark->fd_count = 0;
+        mark->open_count = 0;
     }
     rc = scan_threads(scope, out, mark);
     if (rc == 0)
@@ -426,7 +466,9 @@ int forksafe__hazards_unchanged(const forksafe__hazards_mark *mark)
     size_t i;
     int same;
 
-    if (mark->lowest_free_fd < 0)
+    /* One getsockopt per number, gaps included: past this the scan's
+     * listing, which costs per open descriptor, is the cheaper look. */
+    if (mark->lowest_free_fd < 0 || mark->fd_count > 3 * mark->open_count + 64)
         return 0;
     tasks = opendir("/proc/self/task");
     if (!tasks)
@@ -443,8 +485,18 @@ int forksafe__hazards_unchanged(const forksafe__hazards_mark *mark)
     closedir(tasks);
     if (!same || threads != mark->threads)
         return 0;
-    for (i = 0; i < mark->socket_count; i++) {
-        if (socket_identity(mark->sockets[i].fd) != mark->sockets[i].identity)
+    /* The listing is closed again: its number reads as closed, as the
+     * scan's own listing did. */
+    for (i = 0; i < mark->fd_count; i++) {
+        if (descriptor_state((int)i) != mark->fds[i])
+            return 0;
+    }
+    /* Above the highest number then open, new ones appear when what was
+     * opened below them is closed again (a pool's process pipes, a file
+     * read while connecting), so the lowest free number is back where it
+     * was: the first numbers above must still be free. */
+    for (i = mark->fd_count; i < mark->fd_count + ABOVE_HIGHEST; i++) {
+        if (descriptor_state((int)i) != DESCRIPTOR_CLOSED)
             return 0;
     }
     return 1;
@@ -452,7 +504,7 @@ int forksafe__hazards_unchanged(const forksafe__hazards_mark *mark)
 
 void forksafe__hazards_mark_free(forksafe__hazards_mark *mark)
 {
-    forksafe__free(mark->sockets);
+    forksafe__free(mark->fds);
     memset(mark, 0, sizeof(*mark));
     mark->lowest_free_fd = -1;
 }

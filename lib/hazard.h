@@ -105,17 +105,16 @@ int forksafe__hazard_rule_matches(const forksafe__hazard_rule *rule,
 
 /* What a scan saw that a later, cheaper look can compare (the change
  * check, forksafe__hazards_unchanged): which threads there were, the
- * lowest free descriptor number, and each socket asked by number and
- * identity.  {0} at first; reused across scans. */
+ * lowest free descriptor number, and what each descriptor number up to the
+ * highest open one was: closed, not a socket, or which socket.  {0} at
+ * first; reused across scans. */
 typedef struct forksafe__hazards_mark {
     uint64_t threads;   /* a hash of every tid listed */
     int lowest_free_fd; /* what the next open() gets */
-    struct forksafe__socket_seen {
-        int fd;
-        uint64_t identity; /* SO_COOKIE, or the inode where there is none */
-    } * sockets;
-    size_t socket_count;
-    size_t socket_capacity;
+    uint64_t *fds;      /* per descriptor number (lib/hazard.c's states) */
+    size_t fd_count;    /* the highest open number + 1 */
+    size_t open_count;  /* how many of them were open */
+    size_t fd_capacity;
 } forksafe__hazards_mark;
 
 /* Scans the calling process: OUT gets every hazard (threads first, by tid;
@@ -132,18 +131,20 @@ int forksafe__hazards_scan(const forksafe__hazard_scope *scope, forksafe__hazard
 /* Frees LIST's items and empties it. */
 void forksafe__hazard_list_free(forksafe__hazard_list *list);
 
-/* 1 if a scan now would most likely find what the one that took MARK
- * found, for a tenth of its cost: the same threads (one listing of
- * /proc/self/task), the same lowest free descriptor (any open(), socket()
- * or accept() takes the lowest, any close() below it frees one), and each
- * socket seen then still there, the same socket (one getsockopt each).
- * Not seen: a descriptor put under a high number with dup2() or
- * F_DUPFD, or one that is not a socket closed and a socket opened under
- * its number, with nothing else changed in between.  0 on any difference
- * or when /proc cannot be read. */
+/* 1 if a scan now would find what the one that took MARK found, for a
+ * fraction of its cost: the same threads (one listing of /proc/self/task),
+ * the same lowest free descriptor, under each number up to the highest
+ * then open the same thing as then (closed, not a socket, the same socket:
+ * one getsockopt each, no listing of /proc/self/fd), and the next 32
+ * numbers still free.  Not seen: a descriptor opened further above than
+ * that, with everything opened below it since closed again (or put there
+ * with dup2()), and one closed above the soft RLIMIT_NOFILE (where none
+ * can be opened).  0 on any difference, when /proc cannot be read, and
+ * when the numbers open then were few and far apart (checking each gap
+ * would cost more than a scan). */
 int forksafe__hazards_unchanged(const forksafe__hazards_mark *mark);
 
-/* Frees MARK's socket list and empties it. */
+/* Frees MARK's descriptor list and empties it. */
 void forksafe__hazards_mark_free(forksafe__hazards_mark *mark);
 
 /* The service at a TCP port or UNIX path ("PostgreSQL" for 5432 or a path
