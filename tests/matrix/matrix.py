@@ -81,7 +81,7 @@ HOST_ROW = "debian12"
 # fork hazards (uWSGI's threads and Python's thread names differ by release).
 INTEGRATION_MODULES = ["test_compat", "test_lifecycle", "test_python", "test_pyramid",
                        "test_gunicorn", "test_faults", "test_mismatch", "test_attribution",
-                       "test_reasons", "test_hazards"]
+                       "test_reasons", "test_hazards", "test_python_atfork"]
 
 ROW_TIMEOUT = 40 * 60
 PROVISION_TIMEOUT = 20 * 60
