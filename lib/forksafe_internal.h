@@ -411,6 +411,19 @@ int forksafe__python_bridge_init(forksafe__context *ctx);
  * never does.  Touches no Python object. */
 void forksafe__python_bridge_forget(const forksafe__context *ctx);
 
+/* ------------------------------------------------------- python at fork */
+
+/* os.fork()'s semantics for a fork made from C (lib/python_fork.c), in the
+ * forking thread: forksafe__python_before_fork() right before fork(), then
+ * the parent's or the child's half right after it.  Before returns 0 when
+ * the before half ran (the GIL is held until the after half), or why it
+ * did not (nothing is then held, and either after half does nothing). */
+#define FORKSAFE__PYTHON_FORK_NO_PYTHON       1 /* no interpreter in this process */
+#define FORKSAFE__PYTHON_FORK_SUBINTERPRETERS 2 /* the child half would delete them */
+int forksafe__python_before_fork(void);
+void forksafe__python_after_fork_parent(void);
+void forksafe__python_after_fork_child(void);
+
 /* ---------------------------------------------------------- exec backend */
 
 /* Exposed for tests and for the host's exec-like needs: runs COMMAND with

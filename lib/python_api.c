@@ -44,6 +44,10 @@ static int resolve_api(void)
     /* Optional: without it the bridge asks Python for the listeners'
      * length on every event instead of reading it lock-free. */
     py.list_type = dlsym(RTLD_DEFAULT, "PyList_Type");
+    symbol = dlsym(RTLD_DEFAULT, "PyInterpreterState_Head");
+    memcpy(&py.PyInterpreterState_Head, &symbol, sizeof(symbol));
+    symbol = dlsym(RTLD_DEFAULT, "PyInterpreterState_Next");
+    memcpy(&py.PyInterpreterState_Next, &symbol, sizeof(symbol));
     resolved = 1;
     return 0;
 }

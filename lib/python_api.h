@@ -31,6 +31,9 @@ typedef struct forksafe__python_method {
     X(int, Py_IsInitialized, (void))                                           \
     X(int, PyGILState_Ensure, (void))                                          \
     X(void, PyGILState_Release, (int))                                         \
+    X(void, PyOS_BeforeFork, (void))                                           \
+    X(void, PyOS_AfterFork_Parent, (void))                                     \
+    X(void, PyOS_AfterFork_Child, (void))                                      \
     X(PyObject *, PyImport_ImportModule, (const char *))                       \
     X(PyObject *, PyImport_AddModule, (const char *))                          \
     X(PyObject *, PyObject_GetAttrString, (PyObject *, const char *))          \
@@ -75,6 +78,9 @@ typedef struct forksafe__python_api {
 #undef FORKSAFE__PYTHON_CALL_MEMBER
     PyObject *none;      /* Py_None */
     PyObject *list_type; /* &PyList_Type; NULL if the library does not export it */
+    /* The interpreters, in turn (NULL if not exported: then not asked). */
+    void *(*PyInterpreterState_Head)(void);
+    void *(*PyInterpreterState_Next)(void *);
 } forksafe__python_api;
 
 /* True if libpython's C-API is in the process and the interpreter is up. */

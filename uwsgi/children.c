@@ -303,24 +303,26 @@ static int forking_child_kind(void)
     }
 }
 
-/* Which mule or spooler: the one whose slot has no live process.  uWSGI
- * forks them in order at start (each pid stored before the next fork) and
- * respawns a dead one right after reaping it. */
-void glue_atfork_prepare(void)
+/* Which child the fork about to be made is, and the pre-fork of a mule or
+ * a spooler (a worker's ran in pre_uwsgi_fork).  Which mule or spooler:
+ * the one whose slot has no live process.  uWSGI forks them in order at
+ * start (each pid stored before the next fork) and respawns a dead one
+ * right after reaping it. */
+int glue_prepare_child_fork(void)
 {
     struct uwsgi_spooler *spooler;
     int i, id, kind;
 
     if (!glue.context_ready || !glue.slots || glue.dispatching || !glue.master_started ||
         !glue_is_master())
-        return;
+        return 0;
     if (glue.forking_worker) {
         glue.forking_worker = 0;
-        return;
+        return FORKSAFE__WORKER;
     }
     kind = forking_child_kind();
     if (kind == 0)
-        return;
+        return 0;
     for (spooler = uwsgi.spoolers, id = 1; kind != FORKSAFE__MULE && spooler;
          spooler = spooler->next, id++) {
         if (spooler->mode == UWSGI_SPOOLER_EXTERNAL)
@@ -329,7 +331,7 @@ void glue_atfork_prepare(void)
             glue.slots[glue_slot_index(FORKSAFE__SPOOLER, id)].known_pid == spooler->pid) {
             fire_pre_fork(FORKSAFE__SPOOLER, id);
             glue_guard_child_fork();
-            return;
+            return FORKSAFE__SPOOLER;
         }
     }
     for (i = 1; kind != FORKSAFE__SPOOLER && i <= uwsgi.mules_cnt; i++) {
@@ -337,7 +339,15 @@ void glue_atfork_prepare(void)
         if (pid_is_gone(pid) && glue.slots[glue_slot_index(FORKSAFE__MULE, i)].known_pid == pid) {
             fire_pre_fork(FORKSAFE__MULE, i);
             glue_guard_child_fork();
-            return;
+            return FORKSAFE__MULE;
         }
     }
+    return 0;
+}
+
+/* Without the fork wrapper (python_fork.c), inside fork() itself. */
+void glue_atfork_prepare(void)
+{
+    if (!glue.fork_wrapped)
+        glue_prepare_child_fork();
 }

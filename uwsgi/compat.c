@@ -201,7 +201,7 @@ int glue_extent_on_stack(const struct function_extent *functions, size_t count)
 /* ------------------------------------------ known-fatal uWSGI options */
 
 /* A flag option's last value, as uWSGI's uwsgi_opt_true reads it. */
-static int flag_option(const char *name)
+int glue_flag_option(const char *name)
 {
     int i, on = 0;
 
@@ -239,8 +239,8 @@ void glue_refuse_fatal_python_options(void)
     int python = embedded_python_version(), line;
     char file[PATH_MAX], where[PATH_MAX + 16] = "";
 
-    if (python < 313 || !flag_option("py-call-osafterfork") ||
-        flag_option("py-call-uwsgi-fork-hooks"))
+    if (python < 313 || !glue_flag_option("py-call-osafterfork") ||
+        glue_flag_option("py-call-uwsgi-fork-hooks"))
         return;
     /* a uWSGI after 2.0.31 may have fixed it */
     if (running_uwsgi_version(running) == 0 &&

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "glue.h"
@@ -49,6 +50,10 @@ struct uwsgi_option glue_options_table[] = {
     {"forksafe-hazard-allow", required_argument, 0,
      "a fork hazard not to warn about: thread:GLOB, tcp:HOST:PORT, unix:GLOB (repeatable)",
      uwsgi_opt_add_string_list, &glue.options.hazard_allow, 0},
+    {"forksafe-python-atfork", required_argument, 0,
+     "give every worker, mule and spooler fork what os.fork() does: os.register_at_fork "
+     "handlers, the GIL and the import lock (true, the default with the python plugin; false)",
+     uwsgi_opt_set_str, &glue.options.python_atfork, 0},
     {0, 0, 0, 0, 0, 0, 0},
 };
 
@@ -276,7 +281,7 @@ static void load_settings(forksafe__ini *ini, int *have_ini)
 /* The options uWSGI stores as text and forksafe reads as values, each
  * with its bounds: read once the ini files can be searched for the line a
  * bad value came from. */
-enum option_type { OPTION_POLICY, OPTION_HAZARDS, OPTION_SECONDS, OPTION_COUNT };
+enum option_type { OPTION_POLICY, OPTION_HAZARDS, OPTION_SECONDS, OPTION_COUNT, OPTION_BOOL };
 
 struct typed_option {
     const char *name;
@@ -293,6 +298,8 @@ static const struct typed_option typed_options[] = {
     {"forksafe-history", offsetof(struct glue_options, history), OPTION_COUNT, 0,
      FORKSAFE__HISTORY_MAX, "handler runs"},
     {"forksafe-hazards", offsetof(struct glue_options, hazards), OPTION_HAZARDS, 0, 0, NULL},
+    {"forksafe-python-atfork", offsetof(struct glue_options, python_atfork), OPTION_BOOL, 0, 0,
+     NULL},
 };
 
 static const char *option_text(const struct typed_option *option)
@@ -312,6 +319,16 @@ static int parse_typed(const struct typed_option *option, const char *text, doub
     case OPTION_HAZARDS:
         *value = forksafe__hazards_mode_from_name(text);
         return *value < 0 ? -1 : 0;
+    case OPTION_BOOL:
+        if (!strcasecmp(text, "true") || !strcasecmp(text, "yes") || !strcasecmp(text, "on") ||
+            !strcmp(text, "1"))
+            *value = 1;
+        else if (!strcasecmp(text, "false") || !strcasecmp(text, "no") ||
+                 !strcasecmp(text, "off") || !strcmp(text, "0"))
+            *value = 0;
+        else
+            return -1;
+        return 0;
     case OPTION_SECONDS:
         *value = strtod(text, &end);
         return !end || *end || end == text || !(*value > option->min) || *value > option->max ? -1
@@ -342,6 +359,9 @@ static void die_with_bad_option(const struct typed_option *option, const char *t
     else if (option->type == OPTION_HAZARDS)
         forksafe__error_set(&err, file, line, "%s must be warn, fail or off, not '%s'",
                             option->name, text);
+    else if (option->type == OPTION_BOOL)
+        forksafe__error_set(&err, file, line, "%s must be true or false, not '%s'", option->name,
+                            text);
     else
         forksafe__error_set(&err, file, line,
                             "%s must be a number of %s between %.0f and %.0f, "
@@ -383,6 +403,7 @@ void glue_configure(void)
     }
     glue.hazards.mode =
         (forksafe__hazards_mode)typed_value(&typed_options[3], FORKSAFE__HAZARDS_WARN);
+    glue.python_atfork = (int)typed_value(&typed_options[4], 1);
     for (item = glue.options.hazard_allow; item; item = item->next) {
         char file[PATH_MAX];
         int line = glue_locate_directive("forksafe-hazard-allow", item->value, file, sizeof(file));

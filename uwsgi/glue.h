@@ -13,6 +13,7 @@
  *   stats_server.c the forksafe-stats socket         -> config
  *   occurrence.c   an event occurs, lib/ dispatches  -> instance
  *   instance.c     running, reloading or stopping
+ *   python_fork.c  os.fork()'s semantics at its forks -> children, compat, config
  *   compat.c       which uWSGI this is               -> config
  *   config.c       options, directives, settings
  *
@@ -82,6 +83,7 @@ struct glue_options {
     char *history;
     char *hazards;
     struct uwsgi_string_list *hazard_allow;
+    char *python_atfork;
     int check;
     int verbose;
 };
@@ -118,6 +120,12 @@ struct glue_state {
     forksafe__hazard_watch hazards;
     int hazards_found; /* no rule allows them, at the last pre-fork */
     int hazard_refused;
+
+    /* forksafe-python-atfork (python_fork.c): uWSGI's forks of its
+     * children get os.fork()'s semantics.  fork_wrapped: the executable's
+     * fork() goes through python_fork.c, which tells the fork apart. */
+    int python_atfork;
+    int fork_wrapped;
 };
 
 extern struct glue_state glue;
@@ -158,6 +166,9 @@ void glue_check_uwsgi_build(void);
 
 /* Exits on uWSGI options known to kill every worker with this Python. */
 void glue_refuse_fatal_python_options(void);
+
+/* A flag option's last value (uWSGI's uwsgi_opt_true reading). */
+int glue_flag_option(const char *name);
 
 /* st_size of the dynamic symbol that starts at ADDRESS, -1 if none does. */
 long glue_symbol_size(const void *address);
@@ -233,11 +244,24 @@ void glue_scan_children(void);
 /* pre-fork of the worker uWSGI is about to fork. */
 void glue_worker_pre_fork(void);
 
-/* Which fork the master makes: pre-fork of a mule or a spooler. */
+/* Which fork the master is about to make: FORKSAFE__WORKER, __MULE or
+ * __SPOOLER (after the pre-fork of a mule or a spooler), 0 for any other.
+ * Called once per fork: by the fork wrapper (python_fork.c), or inside
+ * fork() by the atfork prepare handler when there is no wrapper. */
 void glue_find_forking_functions(void);
+int glue_prepare_child_fork(void);
 void glue_atfork_prepare(void);
 
 void glue_note_harakiri(int wid);
+
+/* ------------------------------------------------------- python_fork.c */
+
+/* forksafe-python-atfork against the python plugin's own fork options:
+ * py-call-osafterfork is taken over, py-call-uwsgi-fork-hooks refused. */
+void glue_settle_python_fork_options(void);
+
+/* From here on the executable's fork() is python_fork.c's. */
+void glue_wrap_fork(void);
 
 /* ----------------------------------------------------------- reasons.c */
 

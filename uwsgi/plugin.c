@@ -12,9 +12,12 @@
  *                     fork.
  *   pre-fork          workers: pre_uwsgi_fork, chained here in front of the
  *                     python plugin's (children.c: glue_worker_pre_fork);
- *                     mules and spoolers: a pthread_atfork prepare handler
- *                     in the master that recognises uwsgi_mule() or
- *                     spooler_start() on the stack (children.c).  Each
+ *                     mules and spoolers: the executable's fork(), wrapped
+ *                     (python_fork.c), recognises uwsgi_mule() or
+ *                     spooler_start() on the stack (children.c); without
+ *                     the wrapper a pthread_atfork prepare handler does.
+ *                     The wrapper also gives these forks os.fork()'s
+ *                     semantics (forksafe-python-atfork).  Each
  *                     pre-fork carries the fork hazards (lib/hazard_watch.c),
  *                     and forksafe-hazards = fail refuses the fork
  *                     (hazards.c).
@@ -235,8 +238,6 @@ static int forksafe_init(void)
         uwsgi_log("[forksafe] forksafe needs the master process: add `master = true`\n");
         exit(1);
     }
-    glue_refuse_fatal_python_options();
-
     forksafe__alloc_install_json();
     forksafe__python_set_lazy(uwsgi.lazy || uwsgi.lazy_apps);
     if (forksafe__context_init(&glue.context, log_to_uwsgi, NULL) != 0 ||
@@ -246,6 +247,7 @@ static int forksafe_init(void)
         exit(1);
     }
     glue_configure();
+    glue_settle_python_fork_options();
     glue_watch_uwsgi_threads();
 
     glue_setup_child_tracking();
@@ -328,6 +330,7 @@ static void forksafe_preinit_apps(void)
     }
     chain_pre_fork_hook();
     glue_find_forking_functions();
+    glue_wrap_fork();
     forksafe__log(&glue.context, FORKSAFE__LOG_INFO,
                   "%zu subscription(s), lifecycle hooks in request-plugin slot %d",
                   glue.context.subscription_count, lifecycle_slot);
