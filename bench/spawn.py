@@ -22,7 +22,9 @@ each, so only the variant being measured is busy):
   running the same command (target: forksafe adds at most half of what
   uWSGI's hook adds over bare); forksafe looking for fork hazards (the
   default, warn) in a master with 100 more descriptors open vs the same
-  with hazards off (target: <= 1.01x, within the run's noise floor).
+  with hazards off (target: <= 1.01x, within the run's noise floor); and
+  forksafe with nothing subscribed, os.fork()'s semantics on (the default)
+  vs forksafe-python-atfork = false (target: <= 1.02x).
 
 A worker that interns a few new strings (uWSGI's python plugin imports
 random in every new worker, and atexit as it exits) can push Python's
@@ -68,6 +70,9 @@ VARIANTS = [
     ("bare", COMMON + SIMPLE + "plugins = python3\n"),
     ("bare, again", COMMON + SIMPLE + "plugins = python3\n"),
     ("forksafe, no handler", COMMON + SIMPLE + FORKSAFE + SETTINGS),
+    # os.fork()'s semantics (the default) against uWSGI's own forks
+    ("forksafe, python-atfork off", COMMON + SIMPLE + FORKSAFE
+     + "forksafe-python-atfork = false\n" + SETTINGS),
     ("forksafe dl:", COMMON + SIMPLE + FORKSAFE
      + "forksafe-subscribe = post-fork dl:{bench_build}/note_pid.so:bench_note_pid\n"
      + SETTINGS),
@@ -243,12 +248,18 @@ def main():
     hazards_ms = vs("forksafe, 100 fds, hazards warn", "forksafe, 100 fds, hazards off")
     hazards_cpu = (median(master_cpu["forksafe, 100 fds, hazards warn"])
                    - median(master_cpu["forksafe, 100 fds, hazards off"])) * 1000
+    atfork_latency = median([a / b for a, b in pairs("forksafe, no handler",
+                                                      "forksafe, python-atfork off")])
+    atfork_ms = vs("forksafe, no handler", "forksafe, python-atfork off")
     exec_uwsgi = delta["uWSGI hook-post-fork exec:"]
     exec_forksafe = delta["forksafe exec:"]
     targets = {
         "bare": "baseline",
         "bare, again": "noise floor: %.1f%% apart" % (noise * 100),
-        "forksafe, no handler": "plugin loaded, nothing subscribed",
+        "forksafe, no handler": "plugin loaded, nothing subscribed; python-atfork on: <= "
+        "1.02x off (%.3fx, %+.3f ms): %s" % (atfork_latency, atfork_ms,
+                                             verdict(atfork_latency <= 1.02 + noise)),
+        "forksafe, python-atfork off": "reference for python-atfork",
         "forksafe dl:": "<= 1.01x bare (instructions %.4fx, latency %.3fx): %s"
         % (native_instr, native_latency, verdict(native_ok)),
         "uwsgidecorators @postfork": "reference for python:",

@@ -17,8 +17,9 @@
  *
  * The python plugin's own fork options do part of this for workers only:
  * py-call-osafterfork (the child half alone: Python 3.13 aborts on it) is
- * taken over, py-call-uwsgi-fork-hooks (both halves, its own GIL handling)
- * is refused, so that no handler ever runs twice.
+ * taken over; py-call-uwsgi-fork-hooks (both halves, its own GIL handling)
+ * and python-worker-override (the child half, in its own worker loop) are
+ * refused, so that no handler ever runs twice.
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -70,6 +71,17 @@ void glue_settle_python_fork_options(void)
                   "run os.register_at_fork handlers at each worker's fork, twice: drop "
                   "py-call-uwsgi-fork-hooks (forksafe-python-atfork does what it does, for mules "
                   "and spoolers too), or set forksafe-python-atfork = false\n",
+                  where);
+        if (glue.options.check)
+            uwsgi_log("[forksafe] configuration is NOT valid\n");
+        exit(1);
+    }
+    if (glue_flag_option("python-worker-override")) {
+        say_where("python-worker-override", where, sizeof(where));
+        uwsgi_log("[forksafe] %spython-worker-override makes the python plugin run "
+                  "PyOS_AfterFork_Child in each worker itself: with forksafe-python-atfork it "
+                  "would run twice (Python 3.13 aborts the worker on it); set "
+                  "forksafe-python-atfork = false\n",
                   where);
         if (glue.options.check)
             uwsgi_log("[forksafe] configuration is NOT valid\n");
@@ -137,5 +149,6 @@ void glue_wrap_fork(void)
     if (glue.python_atfork && dlsym(RTLD_DEFAULT, "Py_IsInitialized"))
         uwsgi_log("[forksafe] cannot wrap uWSGI's fork() (%s): its children are forked without "
                   "os.fork()'s semantics (forksafe-python-atfork)\n",
-                  replaced == 0 ? "the executable makes no call to it" : forksafe__strerror(replaced));
+                  replaced == 0 ? "the executable makes no call to it"
+                                : forksafe__strerror(replaced));
 }

@@ -164,6 +164,15 @@ class RefusedTest(IntegrationCase):
         self.assertIn("forksafe-python-atfork = false", log)
         self.assertNotIn("spawned uWSGI worker", log)
 
+    def test_python_worker_override_is_refused_at_start(self):
+        u = Uwsgi(self, COUNTING + PRELOADED + "python-worker-override = {app_dir}/atfork_app.py\n",
+                  settings={})
+        self.assertEqual(u.run_to_exit(), 1, u.log_text())
+        self.assertIn("[forksafe] %s: python-worker-override makes the python plugin run "
+                      "PyOS_AfterFork_Child in each worker itself"
+                      % line_of(u, "python-worker-override = %s/atfork_app.py" % APP_DIR),
+                      u.log_text())
+
     def test_uwsgis_own_hooks_without_forksafes(self):
         # no mule: uWSGI's hooks leave a mule's interpreter broken (it
         # crashes in a respawn loop), with or without forksafe
