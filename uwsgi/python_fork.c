@@ -56,6 +56,21 @@ static int *flag_storage(const char *name)
     return NULL;
 }
 
+/* Stops the start when OPTION is set: it runs os.fork()'s child half
+ * itself, and with forksafe's too a handler would run twice. */
+static void refuse_with(const char *option, const char *why)
+{
+    char where[PATH_MAX + 16];
+
+    if (!glue_flag_option(option))
+        return;
+    say_where(option, where, sizeof(where));
+    uwsgi_log("[forksafe] %s%s %s\n", where, option, why);
+    if (glue.options.check)
+        uwsgi_log("[forksafe] configuration is NOT valid\n");
+    exit(1);
+}
+
 void glue_settle_python_fork_options(void)
 {
     char where[PATH_MAX + 16];
@@ -65,28 +80,15 @@ void glue_settle_python_fork_options(void)
         glue_refuse_fatal_python_options();
         return;
     }
-    if (glue_flag_option("py-call-uwsgi-fork-hooks")) {
-        say_where("py-call-uwsgi-fork-hooks", where, sizeof(where));
-        uwsgi_log("[forksafe] %spy-call-uwsgi-fork-hooks and forksafe-python-atfork would both "
-                  "run os.register_at_fork handlers at each worker's fork, twice: drop "
-                  "py-call-uwsgi-fork-hooks (forksafe-python-atfork does what it does, for mules "
-                  "and spoolers too), or set forksafe-python-atfork = false\n",
-                  where);
-        if (glue.options.check)
-            uwsgi_log("[forksafe] configuration is NOT valid\n");
-        exit(1);
-    }
-    if (glue_flag_option("python-worker-override")) {
-        say_where("python-worker-override", where, sizeof(where));
-        uwsgi_log("[forksafe] %spython-worker-override makes the python plugin run "
-                  "PyOS_AfterFork_Child in each worker itself: with forksafe-python-atfork it "
-                  "would run twice (Python 3.13 aborts the worker on it); set "
-                  "forksafe-python-atfork = false\n",
-                  where);
-        if (glue.options.check)
-            uwsgi_log("[forksafe] configuration is NOT valid\n");
-        exit(1);
-    }
+    refuse_with("py-call-uwsgi-fork-hooks",
+                "and forksafe-python-atfork would both run os.register_at_fork handlers at each "
+                "worker's fork, twice: drop py-call-uwsgi-fork-hooks (forksafe-python-atfork "
+                "does what it does, for mules and spoolers too), or set forksafe-python-atfork "
+                "= false");
+    refuse_with("python-worker-override",
+                "makes the python plugin run PyOS_AfterFork_Child in each worker itself: with "
+                "forksafe-python-atfork it would run twice (Python 3.13 aborts the worker on "
+                "it); set forksafe-python-atfork = false");
     after_fork = flag_storage("py-call-osafterfork");
     if (after_fork && *after_fork) {
         say_where("py-call-osafterfork", where, sizeof(where));

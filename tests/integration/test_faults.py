@@ -28,7 +28,10 @@ forksafe-subscribe = * dl:{recorder}:record
 
 # uWSGI then runs PyOS_BeforeFork() and PyOS_AfterFork_Parent/Child()
 # around each worker's fork (only with threads enabled), as os.fork() does.
-FORK_HOOKS = "enable-threads = true\npy-call-uwsgi-fork-hooks = true\n"
+# uWSGI's own fork hooks, forksafe's os.fork() semantics off (the two
+# would run Python's at-fork handlers twice: refused, test_python_atfork).
+FORK_HOOKS = ("enable-threads = true\npy-call-uwsgi-fork-hooks = true\n"
+              "forksafe-python-atfork = false\n")
 
 # The status uWSGI exits with when forksafe stopped it (on-error=fatal):
 # uWSGI's own "the app cannot work" code, so a supervisor sees a failure.
@@ -439,16 +442,33 @@ class ForkingHandlerMatrix(FaultCase):
 
 
 class MasterThreadAtFork(FaultCase):
-    """uWSGI forks from C without telling Python, so a worker's copy of a
-    non-daemon thread a master-side handler started (and that was running
-    at the fork) looks alive forever, and Python's exit waits for it: the
-    worker ends only when the master's mercy runs out.  Bounded, nothing
-    survives; FORK_HOOKS avoid it (test above)."""
+    """Without os.fork()'s semantics (forksafe-python-atfork = false), uWSGI
+    forks from C without telling Python, so a worker's copy of a non-daemon
+    thread a master-side handler started (and that was running at the fork)
+    looks alive forever, and Python's exit waits for it: the worker ends
+    only when the master's mercy runs out.  Bounded, nothing survives.  With
+    them (the default), `threading` knows the thread is not in the child,
+    and the stop needs no mercy."""
+
+    THREADS = ("worker-reload-mercy = 2\n"
+               "forksafe-subscribe = master-start python:fault_handlers:start_threads\n"
+               "forksafe-subscribe = pre-fork python:fault_handlers:slow\n")
+
+    def test_with_os_fork_semantics_the_stop_needs_no_mercy(self):
+        u = self.start(self.THREADS,
+                       settings={"fault.sleep": "0.05", "fault.release": "release"})
+        with open(os.path.join(u.dir, "release"), "w"):
+            pass
+        self.assert_serving(u)
+        self.assertEqual(u.stop(timeout=60), 0, u.log_text()[-4000:])
+        self.assert_nothing_survives(u)
+        self.assertNotIn("NO MERCY", u.log_text())
 
     def test_stop_waits_for_the_mercy_only(self):
         # The plain thread runs until the test releases it, which it does
         # once both workers are ready: both were forked while it ran.
-        u = self.start("worker-reload-mercy = 2\n"
+        u = self.start("forksafe-python-atfork = false\n"
+                       "worker-reload-mercy = 2\n"
                        "forksafe-subscribe = master-start python:fault_handlers:start_threads\n"
                        "forksafe-subscribe = pre-fork python:fault_handlers:slow\n",
                        settings={"fault.sleep": "0.05", "fault.release": "release"})

@@ -52,7 +52,10 @@ class OsAfterFork(IntegrationCase):
     the python3 plugin embeds (/usr/bin/python3 of the same release)."""
 
     def test_alone(self):
-        u = Uwsgi(self, BASE + "py-call-osafterfork = true\n", settings={})
+        # forksafe's own semantics off: with them on (the default) the
+        # option is taken over instead (test_python_atfork)
+        u = Uwsgi(self, BASE + "py-call-osafterfork = true\nforksafe-python-atfork = false\n",
+                  settings={})
         if sys.version_info >= (3, 13):
             status = u.run_to_exit(timeout=60)
             log = u.log_text()
@@ -75,7 +78,8 @@ class OsAfterFork(IntegrationCase):
         # the python plugin then skips PyOS_AfterFork_Child() in post_fork
         # and runs PyOS_BeforeFork/AfterFork_* around each worker's fork
         u = Uwsgi(self, BASE + "py-call-osafterfork = true\nenable-threads = true\n"
-                  "py-call-uwsgi-fork-hooks = true\n", settings={})
+                  "py-call-uwsgi-fork-hooks = true\nforksafe-python-atfork = false\n",
+                  settings={})
         u.start(wait_ready=2)
         self.assertTrue(u.get("/").isdigit())
         self.assertNotIn("Fatal Python error", u.log_text())

@@ -69,10 +69,13 @@ summary as `matrix-ROW`).
   uWSGI registers it too.
 - **`py-call-osafterfork = true` on Python 3.13 and later** makes every
   worker abort at fork (`Fatal Python error: PyMutex_Unlock: unlocking mutex
-  that is not locked`, unbit/uwsgi#2710; uWSGI up to 2.0.31). forksafe stops
-  such a configuration at start-up with the file and line, before any
-  worker forks; use `enable-threads = true` with
-  `py-call-uwsgi-fork-hooks = true`, which run Python's own fork hooks.
+  that is not locked`, unbit/uwsgi#2710; uWSGI up to 2.0.31). With
+  `forksafe-python-atfork` on (the default) forksafe takes the option over
+  and gives every child both halves of `os.fork()` itself
+  ([python-atfork](python-atfork.md)); with it off, forksafe stops such a
+  configuration at start-up with the file and line, before any worker
+  forks, and points to `enable-threads = true` with
+  `py-call-uwsgi-fork-hooks = true`.
 - **A plugin built for another uWSGI** (another version, or the same one
   built with other options) stops uWSGI at start-up with one line naming
   both versions and how to rebuild, instead of crashing: uWSGI's internal
