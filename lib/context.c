@@ -83,6 +83,47 @@ static void resolve_error(forksafe__error *err, const forksafe__subscription *su
     forksafe__free(why);
 }
 
+/* "pre-fork, post-fork" for the event bits EVENTS. */
+static void events_phrase(uint32_t events, char *buf, size_t size)
+{
+    size_t used = 0;
+    int type;
+
+    buf[0] = '\0';
+    for (type = 0; type < FORKSAFE_EVENT_COUNT && used < size; type++) {
+        if (events & (1u << type))
+            used += (size_t)snprintf(buf + used, size - used, "%s%s", used ? ", " : "",
+                                     forksafe_event_type_name((forksafe_event_type)type));
+    }
+}
+
+/* A handler that knows its own events (a recipe) is delivered all of them
+ * from the one line that names it: a user who writes `post-fork =
+ * recipe:prometheus` should not have to know that it also needs
+ * child-death.  A line that names an event the handler has no part in is
+ * a mistake said at start-up ("*" names none in particular). */
+static int take_handler_events(forksafe__subscription *sub, const forksafe__backend *backend,
+                               forksafe__error *err)
+{
+    const uint32_t all = (1u << FORKSAFE_EVENT_COUNT) - 1;
+    uint32_t own = backend->events(backend->data, sub->handle);
+    char named[256], belongs[256], detail[640];
+
+    if (sub->events != all && (sub->events & ~own)) {
+        events_phrase(sub->events & ~own, named, sizeof(named));
+        events_phrase(own, belongs, sizeof(belongs));
+        snprintf(detail, sizeof(detail),
+                 "it has no part in %s; it runs at %s, whichever of them (or *) the line names",
+                 named, belongs);
+        resolve_error(err, sub, detail);
+        backend->release(backend->data, sub->handle);
+        sub->handle = NULL;
+        return FORKSAFE__EINVAL;
+    }
+    sub->events = own;
+    return 0;
+}
+
 static int resolve_subscription(forksafe__context *ctx, forksafe__subscription *sub,
                                 forksafe__error *err)
 {
@@ -116,7 +157,7 @@ static int resolve_subscription(forksafe__context *ctx, forksafe__subscription *
         return 0;
     rc = backend->resolve(ctx, backend->data, spec_argument(sub), &sub->handle, &why);
     if (rc == 0)
-        return 0;
+        return backend->events ? take_handler_events(sub, backend, err) : 0;
     if (rc == FORKSAFE__ENOMEM && !why.set)
         resolve_error(err, sub, "out of memory");
     else

@@ -565,7 +565,8 @@ static void exec_release(void *data, void *handle)
     forksafe__free(handle);
 }
 
-static forksafe__backend exec_backend = {"exec", exec_resolve, exec_run, exec_release, NULL};
+static forksafe__backend exec_backend = {
+    .kind = "exec", .resolve = exec_resolve, .run = exec_run, .release = exec_release};
 
 forksafe__backend *forksafe__exec_backend(void)
 {

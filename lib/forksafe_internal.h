@@ -110,6 +110,11 @@ struct forksafe__backend {
     /* Frees HANDLE (may be NULL). */
     void (*release)(void *data, void *handle);
     void *data;
+    /* Optional: the events a resolved handler belongs to (a bit per event),
+     * for a kind whose handlers know their own events (recipe:).  The
+     * subscription is then delivered all of them, whichever of them (or
+     * "*") it named; naming another is a start-up error. */
+    uint32_t (*events)(void *data, void *handle);
 };
 
 /* The built-in backends that forksafe__context_init registers: exec (exec.c),
@@ -396,6 +401,14 @@ forksafe__backend *forksafe__python_backend(void);
  * be found, and each process imports the module on first use (for
  * lazy-apps, where importing app code in the master is wrong). */
 void forksafe__python_set_lazy(int lazy);
+
+/* Whether forksafe__python_set_lazy said so. */
+int forksafe__python_lazy(void);
+
+/* The `recipe:NAME[?OPTIONS]` backend (lib/recipe.c): forksafe's own
+ * handlers for the libraries that break across a fork, written in Python
+ * (the forksafe package's forksafe.recipes).  Static object; never freed. */
+forksafe__backend *forksafe__recipe_backend(void);
 
 /* --------------------------------------------------------- python bridge */
 

@@ -187,6 +187,7 @@ FORKSAFE_EXPORT forksafe_host *forksafe_host_new(const forksafe_host_config *con
         forksafe__context_init(&host->context, config->log ? config->log : log_to_stderr,
                                config->log ? config->log_data : NULL) != 0 ||
         forksafe__context_add_backend(&host->context, forksafe__python_backend()) != 0 ||
+        forksafe__context_add_backend(&host->context, forksafe__recipe_backend()) != 0 ||
         forksafe__context_add_backend(&host->context, &uwsgi_only_hook_backend) != 0)
         goto fail;
     host->context.container = host->container;

@@ -148,7 +148,8 @@ fail:
     return rc;
 }
 
-static forksafe__backend dl_backend = {"dl", dl_resolve, native_run, native_release, NULL};
+static forksafe__backend dl_backend = {
+    .kind = "dl", .resolve = dl_resolve, .run = native_run, .release = native_release};
 
 forksafe__backend *forksafe__dl_backend(void)
 {
@@ -184,8 +185,8 @@ static int symbol_resolve(forksafe__context *ctx, void *data, const char *spec, 
     return new_handle(NULL, symbol, handle);
 }
 
-static forksafe__backend symbol_backend = {"symbol", symbol_resolve, native_run, native_release,
-                                           NULL};
+static forksafe__backend symbol_backend = {
+    .kind = "symbol", .resolve = symbol_resolve, .run = native_run, .release = native_release};
 
 forksafe__backend *forksafe__symbol_backend(void)
 {

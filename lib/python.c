@@ -25,6 +25,11 @@ void forksafe__python_set_lazy(int lazy)
     lazy_imports = lazy;
 }
 
+int forksafe__python_lazy(void)
+{
+    return lazy_imports;
+}
+
 /* ----------------------------------------------------------- importing */
 
 /* Imports MODULE and walks ATTRIBUTE ("a.b.c").  Returns a new reference or

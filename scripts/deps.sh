@@ -11,7 +11,7 @@ packages=(
     valgrind clang-format
     strace wrk # make bench: bench/no_parse_per_fork.py, bench/throughput.py
     clang libclang-rt-14-dev # make fuzz: libFuzzer and its sanitizer runtimes
-    python3-sqlalchemy python3-psycopg2 postgresql
+    python3-sqlalchemy python3-psycopg2 postgresql python3-prometheus-client
     python3-celery redis-server python3-redis
     debhelper dh-python python3-all python3-setuptools pybuild-plugin-pyproject lintian
     debootstrap # make check-matrix: Debian 13 and sid roots (tests/matrix)

@@ -242,7 +242,8 @@ static int forksafe_init(void)
     forksafe__python_set_lazy(uwsgi.lazy || uwsgi.lazy_apps);
     if (forksafe__context_init(&glue.context, log_to_uwsgi, NULL) != 0 ||
         forksafe__context_add_backend(&glue.context, &hook_backend) != 0 ||
-        forksafe__context_add_backend(&glue.context, forksafe__python_backend()) != 0) {
+        forksafe__context_add_backend(&glue.context, forksafe__python_backend()) != 0 ||
+        forksafe__context_add_backend(&glue.context, forksafe__recipe_backend()) != 0) {
         uwsgi_log("[forksafe] out of memory\n");
         exit(1);
     }

@@ -52,7 +52,7 @@ HARAKIRI = 30
 HAZARD_TIME_LIMIT = 15.0
 HAZARD_REQUEST_TIMEOUT = 5.0
 HAZARD_HARAKIRI = 4
-SUBSCRIPTION = "post-fork = python:forksafe_sqla.forksafe:dispose_engine"
+SUBSCRIPTION = "post-fork = recipe:sqlalchemy"
 
 # One throw-away cluster for the module, each test in a database of its own.
 PG = PostgresCluster()
@@ -71,7 +71,8 @@ def setUpModule():
     PG.start()
 
 
-def example_ini(name, url, subscribe=True, pyramid_forksafe=False, harakiri=HARAKIRI):
+def example_ini(name, url, subscribe=True, pyramid_forksafe=False, harakiri=HARAKIRI,
+                recipe=None):
     """The example's NAME ini, rewritten for a test instance (harness.Uwsgi
     fills the {placeholders}).  subscribe=False drops the python: post-fork
     subscription; pyramid_forksafe=True turns on the app's pyramid_forksafe
@@ -99,6 +100,10 @@ def example_ini(name, url, subscribe=True, pyramid_forksafe=False, harakiri=HARA
         sub(SUBSCRIPTION + "\n", "")
     sub("plugin-dir = %d../..", "plugin-dir = {plugin_dir}")
     sub("pythonpath = %d", "pythonpath = " + EXAMPLE)
+    if "python-path = %d../../python" in text:
+        sub("python-path = %d../../python", "python-path = " + os.path.join(ROOT, "python"))
+    if recipe is not None:
+        sub(SUBSCRIPTION, "post-fork = " + recipe)
     if pyramid_forksafe:
         sub("forksafe_sqla.pyramid_forksafe = false", "forksafe_sqla.pyramid_forksafe = true")
     sub("http-socket = 127.0.0.1:8080", "http-socket = 127.0.0.1:{port}")
@@ -115,15 +120,16 @@ class PostgresForkTest(IntegrationCase):
 
     pg = PG
 
-    def serve(self, ini_name, subscribe=True, pyramid_forksafe=False, harakiri=HARAKIRI):
+    def serve(self, ini_name, subscribe=True, pyramid_forksafe=False, harakiri=HARAKIRI,
+              recipe=None):
         database, url = new_database()
         # Python bytecode of the example stays out of the source tree.
         env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
         if pyramid_forksafe:
             env["PYTHONPATH"] = os.pathsep.join(
                 [os.path.join(ROOT, "python")] + [p for p in [env.get("PYTHONPATH")] if p])
-        uwsgi = Uwsgi(self, example_ini(ini_name, url, subscribe, pyramid_forksafe, harakiri),
-                      name="app.ini")
+        uwsgi = Uwsgi(self, example_ini(ini_name, url, subscribe, pyramid_forksafe, harakiri,
+                                        recipe), name="app.ini")
         try:
             uwsgi.start(wait_ready=WORKERS, env=env)
         except AssertionError as e:
@@ -146,7 +152,11 @@ class PostgresForkTest(IntegrationCase):
         return "%s\nerror samples: %s\nfirst answers: %s\nlog tail:\n%s" % (
             result.summary(), result.error_samples, result.bodies, uwsgi.log_text()[-6000:])
 
-    def assert_one_backend_per_worker(self, uwsgi, database, result):
+    def assert_one_backend_per_worker(self, uwsgi, database, result, disposer="app"):
+        """DISPOSER: who drops the inherited pool in each worker -- "app"
+        (the example's dispose_engine), "recipe" (recipe:sqlalchemy) or
+        "master" (recipe:sqlalchemy?before=dispose: the master closes its
+        pool before each fork, so nothing is inherited)."""
         why = self.context(uwsgi, result)
         self.assertEqual(result.errors, 0, why)
         self.assertFalse(result.hit_time_limit, why)
@@ -167,19 +177,51 @@ class PostgresForkTest(IntegrationCase):
         self.assertEqual(startup["pid"], uwsgi.master_pid, why)
         self.assertNotIn(startup["backend_pid"], result.backend_pids, why)
         live = self.pg.backends(database)
-        self.assertEqual(sorted(live), sorted(result.backend_pids | {startup["backend_pid"]}),
-                         why)
-        # and the handler said so, once in each worker
-        for answer in result.first_by_pid.values():
-            self.assertEqual([d["from_pid"] for d in answer["disposed"]],
-                             [uwsgi.master_pid], why)
-        self.assertEqual(uwsgi.log_text().count("[forksafe_sqla] worker "), WORKERS, why)
+        log = uwsgi.log_text()
+        if disposer == "master":
+            # closed in the master before the first fork: not inherited,
+            # so not said to be
+            self.assertEqual(sorted(live), sorted(result.backend_pids), why)
+            self.assertNotIn("will inherit", log, why)
+        else:
+            self.assertEqual(sorted(live), sorted(result.backend_pids | {startup["backend_pid"]}),
+                             why)
+        # and the disposer said so, once in each worker
+        app_disposed = [d["from_pid"] for answer in result.first_by_pid.values()
+                        for d in answer["disposed"]]
+        recipe_lines = re.findall(r"recipe:sqlalchemy: worker \d+ \(pid (\d+)\) dropped the pool "
+                                  r"of \S+ inherited from pid (\d+) \(1 connection", log)
+        if disposer == "app":
+            self.assertEqual(app_disposed, [uwsgi.master_pid] * len(result.first_by_pid), why)
+            self.assertEqual(log.count("[forksafe_sqla] worker "), WORKERS, why)
+            self.assertEqual(recipe_lines, [], why)
+        else:
+            self.assertEqual(app_disposed, [], why)
+            self.assertNotIn("[forksafe_sqla] worker ", log, why)
+            expected = ({(str(pid), str(uwsgi.master_pid)) for pid in workers}
+                        if disposer == "recipe" else set())
+            self.assertEqual(len(recipe_lines), len(expected), why)
+            self.assertEqual(set(recipe_lines), expected, why)
         return startup
 
     # ------------------------------------------------------------------
 
     def test_with_forksafe_each_worker_has_its_own_backend(self):
+        # production.ini as shipped: `post-fork = recipe:sqlalchemy`, no
+        # code of the app's for the fork
         uwsgi, database = self.serve("production.ini")
+        result = self.load(uwsgi)
+        self.assert_one_backend_per_worker(uwsgi, database, result, disposer="recipe")
+
+    def test_recipe_before_dispose_closes_the_pool_in_the_master(self):
+        uwsgi, database = self.serve("production.ini", recipe="recipe:sqlalchemy?before=dispose")
+        result = self.load(uwsgi)
+        self.assert_one_backend_per_worker(uwsgi, database, result, disposer="master")
+
+    def test_app_handler_instead_of_the_recipe(self):
+        # the example's own dispose_engine, as a python: handler
+        uwsgi, database = self.serve(
+            "production.ini", recipe="python:forksafe_sqla.forksafe:dispose_engine")
         result = self.load(uwsgi)
         self.assert_one_backend_per_worker(uwsgi, database, result)
 

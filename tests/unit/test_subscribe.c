@@ -133,7 +133,7 @@ START_TEST(short_names_hide_url_passwords)
 }
 END_TEST
 
-static forksafe__backend hook_backend = {"hook", NULL, NULL, NULL, NULL};
+static forksafe__backend hook_backend = {.kind = "hook"};
 
 START_TEST(host_backends_are_known)
 {

@@ -1,0 +1,112 @@
+"""``recipe:sqlalchemy``: no forked process uses a connection its parent
+opened.
+
+SQLAlchemy's own advice ("Using Connection Pools with Multiprocessing or
+os.fork()"): in each child, before it does anything, ``engine.dispose(
+close=False)`` -- the child drops the pool it inherited without closing its
+connections (closing them would end the parent's sessions over the shared
+sockets) and opens its own on first use.  Or, with ``?before=dispose``,
+``engine.dispose()`` in the parent just before each fork, so that nothing is
+inherited at all.
+
+The engines are found without the user naming them: at ``master-start``
+(the app is loaded, nothing is forked yet) every Engine alive in the
+process, and from then on every engine that connects (a class-level
+``engine_connect`` listener).  Pools are remembered by the process that
+made them, so an engine is disposed once per process however many lines
+(``recipe:auto`` too) subscribe the recipe.
+"""
+import gc
+import os
+import sys
+import weakref
+
+from .recipes import Recipe
+from .recipes import say
+from .recipes import where
+
+
+class SQLAlchemy(Recipe):
+    name = "sqlalchemy"
+    library = "sqlalchemy"
+    debian_package = "python3-sqlalchemy"
+    options = {"before": ("keep", "dispose")}
+
+    def __init__(self, options, lazy=False):
+        Recipe.__init__(self, options, lazy)
+        self.engines = weakref.WeakSet()
+        # pool -> pid of the process it is known to belong to
+        self.pool_owner = weakref.WeakKeyDictionary()
+        self.listening = False
+
+    # ------------------------------------------------------------ finding
+
+    def _track(self, engine):
+        if engine not in self.engines:
+            self.engines.add(engine)
+            self.pool_owner.setdefault(engine.pool, os.getpid())
+
+    def _on_connect(self, **kw):
+        self._track(kw["conn"].engine)
+
+    def _find_engines(self):
+        """Starts tracking, once SQLAlchemy is imported: every Engine that
+        exists now (one walk of the heap, in the master before it forks),
+        and every engine that connects later."""
+        if self.listening or "sqlalchemy" not in sys.modules:
+            return
+        from sqlalchemy import event
+        from sqlalchemy.engine import Engine
+
+        event.listen(Engine, "engine_connect", self._on_connect, named=True)
+        self.listening = True
+        for thing in gc.get_objects():
+            if isinstance(thing, Engine):
+                self._track(thing)
+
+    def master_start(self, payload):
+        self._find_engines()
+
+    # ------------------------------------------------------------- forking
+
+    def pre_fork(self, payload):
+        # An app that imported SQLAlchemy only after master-start (or a
+        # host that has no master-start) is looked at before its first fork.
+        self._find_engines()
+        if self.option["before"] != "dispose":
+            return
+        for engine in list(self.engines):
+            # close=True: the parent keeps no connection for a child to inherit.
+            engine.dispose()
+            self.pool_owner[engine.pool] = os.getpid()
+
+    def post_fork(self, payload):
+        pid = os.getpid()
+        for engine in list(self.engines):
+            pool = engine.pool
+            owner = self.pool_owner.get(pool)
+            if owner == pid:
+                continue  # its own pool (an engine that shares one, disposed already)
+            connections = _pooled(pool)
+            engine.dispose(close=False)
+            self.pool_owner[engine.pool] = pid
+            if connections:
+                say("recipe:sqlalchemy: %s dropped the pool of %s inherited from pid %s "
+                    "(%d connection%s left to it: dispose(close=False))"
+                    % (where(payload), _safe_url(engine), owner or "?", connections,
+                       "" if connections == 1 else "s"))
+
+
+def _pooled(pool):
+    """How many connections sit in POOL (0 for pools that do not say)."""
+    try:
+        return int(pool.checkedin())
+    except Exception:
+        return 0
+
+
+def _safe_url(engine):
+    try:
+        return engine.url.render_as_string(hide_password=True)
+    except Exception:
+        return "an engine"
