@@ -413,7 +413,8 @@ forksafe__backend *forksafe__recipe_backend(void);
 /* --------------------------------------------------------- python bridge */
 
 /* Creates the `_forksafe` module in sys.modules (listeners, delivered,
- * version, container, recorded()) for pyramid_forksafe, and makes its
+ * version, container, recorded(), claim_socket(), unclaim_socket()) for
+ * pyramid_forksafe and the recipes, and makes its
  * listeners CTX's listeners (lib/python_bridge.c), so that every event
  * dispatched in CTX runs them.  A no-op without Python.  Returns 0 or
  * FORKSAFE__ENOMEM. */

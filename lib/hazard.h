@@ -41,6 +41,9 @@ typedef enum forksafe__hazard_kind {
  * name is written "@name"). */
 #define FORKSAFE__HAZARD_ADDRESS_MAX 112
 
+/* Who took charge of a hazard: a handler's name, "recipe:sqlalchemy". */
+#define FORKSAFE__HAZARD_BY_MAX 48
+
 typedef struct forksafe__hazard {
     forksafe__hazard_kind kind;
     int fd;    /* sockets; -1 for a thread */
@@ -57,6 +60,9 @@ typedef struct forksafe__hazard {
     int peer_port;       /* TCP; 0 for UNIX and threads */
     const char *service; /* "PostgreSQL", "Redis", ... (static), or NULL */
     int allowed;         /* an allow rule matches: counted, not warned about */
+    /* A handler took charge of it (lib/hazard_claim.c): allowed too, and
+     * who, e.g. "recipe:sqlalchemy"; "" if none. */
+    char handled_by[FORKSAFE__HAZARD_BY_MAX];
 } forksafe__hazard;
 
 typedef struct forksafe__hazard_list {
@@ -181,5 +187,22 @@ uint64_t forksafe__hazards_fingerprint(const forksafe__hazard_list *list);
  * "fd", "local", "peer", "service" (null if unknown), "allowed"}; NULL
  * when out of memory. */
 json_t *forksafe__hazards_json(const forksafe__hazard_list *list);
+
+/* ------------------------------------------------------------- claims */
+
+/* Records that BY (a handler's name) takes charge of the socket FD in this
+ * process: each child drops it.  Returns 0, FORKSAFE__EINVAL (FD is not a
+ * socket) or FORKSAFE__ENOMEM (too many claims). */
+int forksafe__hazard_claim(int fd, const char *by);
+
+/* Forgets FD's claim (its connection is being closed). */
+void forksafe__hazard_unclaim(int fd);
+
+/* Who claimed FD, if FD is still the socket that was claimed; else NULL. */
+const char *forksafe__hazard_claimed_by(int fd);
+
+/* Changes with every claim and unclaim: a scan made under another version
+ * is made again. */
+unsigned forksafe__hazard_claims_version(void);
 
 #endif /* FORKSAFE_HAZARD_H */

@@ -172,6 +172,8 @@ static json_t *hazard_json(const forksafe__hazard *hazard)
                                       hazard->service ? json_string(hazard->service) : json_null());
     }
     failed |= json_object_set_new(object, "allowed", json_boolean(hazard->allowed));
+    if (hazard->handled_by[0])
+        failed |= json_object_set_new(object, "handled_by", json_string(hazard->handled_by));
     if (failed) {
         json_decref(object);
         return NULL;

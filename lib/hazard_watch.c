@@ -127,7 +127,9 @@ static int scan(forksafe__hazard_watch *watch, const forksafe__context *ctx, int
      * A new generation is looked at in full, so what the check cannot see
      * (lib/hazard.h) lasts one generation at most. */
     if (watch->scanned && generation == watch->mark_generation &&
-        registered == watch->mark_own_threads && forksafe__hazards_unchanged(&watch->mark))
+        registered == watch->mark_own_threads &&
+        forksafe__hazard_claims_version() == watch->mark_claims_version &&
+        forksafe__hazards_unchanged(&watch->mark))
         return watch->unallowed;
     watch->scanned = 0;
     for (i = 0; i < registered; i++)
@@ -149,13 +151,22 @@ static int scan(forksafe__hazard_watch *watch, const forksafe__context *ctx, int
     for (k = 0; k < watch->found.count; k++) {
         forksafe__hazard *hazard = &watch->found.items[k];
         size_t r;
+        const char *by;
+
         for (r = 0; r < watch->rule_count && !hazard->allowed; r++)
             hazard->allowed = forksafe__hazard_rule_matches(&watch->rules[r], hazard);
+        hazard->handled_by[0] = '\0';
+        if (hazard->kind != FORKSAFE__HAZARD_THREAD &&
+            (by = forksafe__hazard_claimed_by(hazard->fd)) != NULL) {
+            snprintf(hazard->handled_by, sizeof(hazard->handled_by), "%s", by);
+            hazard->allowed = 1;
+        }
         count += !hazard->allowed;
     }
     watch->scanned = rc == 0;
     watch->mark_generation = generation;
     watch->mark_own_threads = registered;
+    watch->mark_claims_version = forksafe__hazard_claims_version();
     watch->unallowed = (int)count;
     return (int)count;
 }

@@ -42,6 +42,7 @@ typedef struct forksafe__hazard_watch {
     forksafe__hazards_mark mark;
     int mark_generation;
     unsigned mark_own_threads;
+    unsigned mark_claims_version;
     int unallowed;
     /* What each child was last told: one record per child slot. */
     struct forksafe__hazard_said {

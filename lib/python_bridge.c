@@ -6,11 +6,14 @@
  * _forksafe.listeners is a list pyramid_forksafe changes in place; each
  * event's payload is also recorded in _forksafe.delivered, so that an app
  * loaded after an event (lazy-apps loads it after the fork) can replay it
- * with _forksafe.recorded(event).
+ * with _forksafe.recorded(event).  A recipe that makes every child drop a
+ * socket claims it with _forksafe.claim_socket((fd, by)), so that the
+ * fork hazard check counts it as handled (lib/hazard_claim.c).
  */
 #include <stdio.h>
 #include <string.h>
 
+#include "hazard.h"
 #include "python_api.h"
 
 /* The module, made once per process.  A reference of ours: sys.modules
@@ -219,6 +222,56 @@ static forksafe__python_method bridge_recorded_method = {
     "recorded", bridge_recorded, FORKSAFE__PYTHON_METH_O,
     "recorded(event) -> the payload of EVENT last delivered in this process, or None"};
 
+/* _forksafe.claim_socket((fd, by)): BY (a handler's name) takes charge of
+ * the socket FD, which every child drops (lib/hazard_claim.c); True if
+ * claimed, False if FD is not a socket.  A tuple, so that the one
+ * METH_O calling convention of the stable ABI serves. */
+static PyObject *bridge_claim_socket(PyObject *self, PyObject *argument)
+{
+    const forksafe__python_api *py = forksafe__python();
+    long long fd;
+    char *by;
+    int rc;
+
+    (void)self;
+    if (py->PyTuple_Size(argument) != 2)
+        return NULL; /* PyTuple_Size said why */
+    fd = py->PyLong_AsLongLong(py->PyTuple_GetItem(argument, 0));
+    if (py->PyErr_Occurred())
+        return NULL;
+    by = forksafe__python_utf8(py->PyTuple_GetItem(argument, 1));
+    if (!by)
+        return py->PyErr_Occurred() ? NULL : py->PyErr_NoMemory();
+    rc = fd >= 0 && fd <= 0x7fffffff ? forksafe__hazard_claim((int)fd, by) : FORKSAFE__EINVAL;
+    forksafe__free(by);
+    return py->PyBool_FromLong(rc == 0);
+}
+
+/* _forksafe.unclaim_socket(fd): the socket is being closed. */
+static PyObject *bridge_unclaim_socket(PyObject *self, PyObject *argument)
+{
+    const forksafe__python_api *py = forksafe__python();
+    long long fd;
+
+    (void)self;
+    fd = py->PyLong_AsLongLong(argument);
+    if (py->PyErr_Occurred())
+        return NULL;
+    if (fd >= 0 && fd <= 0x7fffffff)
+        forksafe__hazard_unclaim((int)fd);
+    py->Py_IncRef(py->none);
+    return py->none;
+}
+
+static forksafe__python_method bridge_claim_socket_method = {
+    "claim_socket", bridge_claim_socket, FORKSAFE__PYTHON_METH_O,
+    "claim_socket((fd, by)) -> whether BY now answers for the socket FD: the fork hazard "
+    "check counts it as handled"};
+
+static forksafe__python_method bridge_unclaim_socket_method = {
+    "unclaim_socket", bridge_unclaim_socket, FORKSAFE__PYTHON_METH_O,
+    "unclaim_socket(fd) -> None; the claimed socket FD is being closed"};
+
 /* Sets the module's attributes on a module made afresh. */
 static int populate(PyObject *module, const char *container)
 {
@@ -230,6 +283,8 @@ static int populate(PyObject *module, const char *container)
                       {"delivered", 1, NULL},
                       {"version", 2, FORKSAFE_VERSION},
                       {"container", 2, NULL}};
+    static forksafe__python_method *const methods[] = {
+        &bridge_recorded_method, &bridge_claim_socket_method, &bridge_unclaim_socket_method};
     const forksafe__python_api *py = forksafe__python();
     PyObject *value;
     size_t i;
@@ -246,9 +301,9 @@ static int populate(PyObject *module, const char *container)
         }
         forksafe__python_decref(value);
     }
-    if (rc == 0) {
-        value = py->PyCFunction_NewEx(&bridge_recorded_method, NULL, NULL);
-        if (!value || py->PyObject_SetAttrString(module, "recorded", value) != 0) {
+    for (i = 0; i < sizeof(methods) / sizeof(methods[0]) && rc == 0; i++) {
+        value = py->PyCFunction_NewEx(methods[i], NULL, NULL);
+        if (!value || py->PyObject_SetAttrString(module, methods[i]->name, value) != 0) {
             py->PyErr_Clear();
             rc = FORKSAFE__ENOMEM;
         }

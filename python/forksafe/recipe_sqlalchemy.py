@@ -66,6 +66,18 @@ class SQLAlchemy(Recipe):
 
     def master_start(self, payload):
         self._find_engines()
+        self._claim_pools()
+
+    def _claim_pools(self):
+        """Each child drops these pools' connections: the fork hazard check
+        need not tell the user to (claimed at master-start, so that the
+        first pre-fork's payload says so too, and again before each fork,
+        after which the check looks again)."""
+        if self.option["before"] == "dispose":
+            return
+        for engine in list(self.engines):
+            for fd in _pooled_sockets(engine.pool):
+                _claim(fd)
 
     # ------------------------------------------------------------- forking
 
@@ -74,6 +86,7 @@ class SQLAlchemy(Recipe):
         # host that has no master-start) is looked at before its first fork.
         self._find_engines()
         if self.option["before"] != "dispose":
+            self._claim_pools()
             return
         for engine in list(self.engines):
             # close=True: the parent keeps no connection for a child to inherit.
@@ -95,6 +108,33 @@ class SQLAlchemy(Recipe):
                     "(%d connection%s left to it: dispose(close=False))"
                     % (where(payload), _safe_url(engine), owner or "?", connections,
                        "" if connections == 1 else "s"))
+
+
+def _pooled_sockets(pool):
+    """The descriptors of the connections sitting in POOL, as far as the pool
+    and the driver say (psycopg2 and psycopg's connections have fileno());
+    nothing for a pool or driver that does not, so that the hazard is still
+    said rather than wrongly called handled."""
+    records = getattr(getattr(pool, "_pool", None), "queue", None)
+    fds = []
+    try:
+        for record in list(records or ()):
+            dbapi = getattr(record, "dbapi_connection", None)  # SQLAlchemy 2.0
+            if dbapi is None:
+                dbapi = getattr(record, "connection", None)  # 1.4
+            fileno = getattr(dbapi, "fileno", None)
+            if fileno is not None:
+                fds.append(int(fileno()))
+    except Exception:
+        return []
+    return fds
+
+
+def _claim(fd):
+    bridge = sys.modules.get("_forksafe")
+    claim = getattr(bridge, "claim_socket", None)
+    if claim is not None:
+        claim((fd, "recipe:sqlalchemy"))
 
 
 def _pooled(pool):

@@ -15,9 +15,12 @@ SIGTERM to the arbiter's pid (graceful), and its process group is SIGKILLed
 and reaped as a cleanup whatever happens.
 
 The PostgreSQL class serves examples/pyramid_sqlalchemy/production.ini with
-`gunicorn --paste ... --preload -w 4` against a throw-away cluster: with the
-forksafe hooks every worker has its own backend; without them the hazard of
-test_postgres.py shows.
+`gunicorn --paste production.ini -c gunicorn.conf.py` (the example's own
+config: preload_app, 4 workers) against a throw-away cluster: with the
+file's `post-fork = recipe:sqlalchemy` every worker drops the pool it
+inherited and has its own backend; without that line, or without the
+forksafe hooks, the hazard of test_postgres.py shows.  The same file under
+Celery: test_recipe_servers.py.
 """
 
 import collections
@@ -621,9 +624,10 @@ class GunicornLifecycleTest(unittest.TestCase):
 
 # The correctness runs must not lose a worker to a timeout on a busy
 # machine: a worker gunicorn kills adds events (an exact count is asserted)
-# and a request cut short is an error.  test_postgres.py's REQUEST_TIMEOUT
-# (5 s) and TIME_LIMIT are not changed there; these override them here.  The
-# hazard run keeps the short values: a shared connection may hang a worker.
+# and a request cut short is an error.  These bound those runs here, as
+# test_postgres.py's TIME_LIMIT and REQUEST_TIMEOUT do under uWSGI.  The
+# hazard runs use test_postgres.py's short HAZARD_* bounds and short worker
+# timeouts: a shared connection may hang a worker, gunicorn then kills it.
 PG_WORKER_TIMEOUT = 30
 PG_GRACEFUL_TIMEOUT = 30
 PG_REQUEST_TIMEOUT = 30.0
@@ -633,7 +637,9 @@ HAZARD_GRACEFUL_TIMEOUT = 5
 
 
 class GunicornPostgresTest(unittest.TestCase):
-    """test_postgres.py's proof, served by gunicorn --preload -w 4."""
+    """test_postgres.py's proof, served by gunicorn with the example's own
+    gunicorn.conf.py (preload_app: the app, and its engine, are loaded and
+    query the database in the arbiter; 4 workers)."""
 
     @classmethod
     def setUpClass(cls):
@@ -648,9 +654,10 @@ class GunicornPostgresTest(unittest.TestCase):
         name = "forksafe_gunicorn%d" % next(self.databases)
         return name, self.pg.create_database(name)
 
-    def serve(self, hooks=True, subscribe=True, pyramid_forksafe=False):
+    def serve(self, hooks=True, subscribe=True, pyramid_forksafe=False, hazard=False):
         database, url = self.new_database()
-        return serve_example(self, url, hooks, subscribe, pyramid_forksafe), database
+        return serve_example(self, url, hooks, subscribe, pyramid_forksafe,
+                             hazard=hazard), database
 
     def load(self, server, time_limit=None, request_timeout=None):
         import test_postgres
@@ -663,18 +670,49 @@ class GunicornPostgresTest(unittest.TestCase):
         print("\n  %s: %s" % (self.id().rsplit(".", 1)[-1], result.summary()))
         return result
 
-    def assert_one_backend_per_worker(self, server, database, result):
-        # test_postgres.py's own assertions, on this gunicorn
+    def hazard_load(self, server):
+        import test_postgres
+
+        return self.load(server, time_limit=test_postgres.HAZARD_TIME_LIMIT,
+                         request_timeout=test_postgres.HAZARD_REQUEST_TIMEOUT)
+
+    def assert_one_backend_per_worker(self, server, database, result, disposer="recipe"):
+        # test_postgres.py's own assertions, on this gunicorn: 0 errors,
+        # every worker served on one backend of its own, none the arbiter's
+        # (which is still alive), and DISPOSER's line once per worker naming
+        # the arbiter's pid
         import test_postgres
 
         case = test_postgres.PostgresForkTest("test_with_forksafe_each_worker_has_its_own_backend")
         case.pg = self.pg
-        return case.assert_one_backend_per_worker(server, database, result)
+        return case.assert_one_backend_per_worker(server, database, result, disposer)
+
+    def assert_hazard(self, server, result):
+        """test_postgres.py's hazard: errors, a backend shared by several
+        workers, or workers on the arbiter's pre-fork backend -- and nothing
+        disposed anything."""
+        why = "%s\nerrors: %s\nlog:\n%s" % (result.summary(), result.error_samples,
+                                            server.log_text()[-6000:])
+        startup = next((a["startup"] for a in result.bodies), None)
+        shared = {b: pids for b, pids in result.workers_by_backend().items() if len(pids) > 1}
+        on_master = {pid for pid, b in result.pairs if startup and b == startup["backend_pid"]}
+        print("  hazard: %d errors %s; backends shared by several workers: %s; workers on the "
+              "arbiter's pre-fork backend %s: %s"
+              % (result.errors, dict(result.error_kinds), shared,
+                 startup and startup["backend_pid"], sorted(on_master)))
+        self.assertTrue(result.errors > 0 or shared or on_master,
+                        "no hazard observed without a post-fork dispose:\n" + why)
+        for answer in result.first_by_pid.values():
+            self.assertEqual(answer["disposed"], [], why)
+        log = server.log_text()
+        self.assertNotIn("[forksafe_sqla] worker ", log, why)
+        self.assertNotIn("recipe:sqlalchemy", log, why)
 
     def test_with_forksafe_each_worker_has_its_own_backend(self):
+        # production.ini as shipped: `post-fork = recipe:sqlalchemy`
         server, database = self.serve()
         result = self.load(server)
-        self.assert_one_backend_per_worker(server, database, result)
+        self.assert_one_backend_per_worker(server, database, result, disposer="recipe")
         # the same production.ini as uWSGI: its hook:print handler prints
         # under gunicorn too, in every worker
         log = server.log_text()
@@ -688,35 +726,41 @@ class GunicornPostgresTest(unittest.TestCase):
                                  "master-exit": 1})
 
     def test_pyramid_forksafe_subscriber_instead(self):
+        # the example's own dispose_engine, as a Pyramid subscriber of
+        # pyramid_forksafe's ApplicationPostFork, instead of the recipe
         server, database = self.serve(subscribe=False, pyramid_forksafe=True)
         result = self.load(server)
-        self.assert_one_backend_per_worker(server, database, result)
+        self.assert_one_backend_per_worker(server, database, result, disposer="app")
+
+    def test_without_the_recipe_line_the_hazard_shows(self):
+        # the same production.ini minus `post-fork = recipe:sqlalchemy`; the
+        # forksafe hooks are on (every other handler runs)
+        server, _ = self.serve(subscribe=False, hazard=True)
+        result = self.hazard_load(server)
+        self.assert_hazard(server, result)
+        self.assertEqual(len(server.events("post-fork")), 4, server.log_text()[-4000:])
 
     def test_without_the_forksafe_hooks_the_hazard_shows(self):
-        import test_postgres
-
-        server, database = self.serve(hooks=False)
-        result = self.load(server, time_limit=test_postgres.HAZARD_TIME_LIMIT,
-                           request_timeout=test_postgres.REQUEST_TIMEOUT)
-        why = "%s\nerrors: %s\nlog:\n%s" % (result.summary(), result.error_samples,
-                                            server.log_text()[-6000:])
-        startup = next((a["startup"] for a in result.bodies), None)
-        shared = {b: pids for b, pids in result.workers_by_backend().items() if len(pids) > 1}
-        on_master = {pid for pid, b in result.pairs if startup and b == startup["backend_pid"]}
-        print("  hazard: %d errors %s; backends shared by several workers: %s; workers on the "
-              "arbiter's pre-fork backend %s: %s"
-              % (result.errors, dict(result.error_kinds), shared,
-                 startup and startup["backend_pid"], sorted(on_master)))
-        self.assertTrue(result.errors > 0 or shared or on_master,
-                        "no hazard observed without the forksafe hooks:\n" + why)
-        for answer in result.first_by_pid.values():
-            self.assertEqual(answer["disposed"], [], why)
-        self.assertNotIn("[forksafe_sqla] worker ", server.log_text(), why)
+        # the example's gunicorn.conf.py minus its forksafe hooks: the
+        # [forksafe] section (the recipe line included) is never read
+        server, _ = self.serve(hooks=False, hazard=True)
+        result = self.hazard_load(server)
+        self.assert_hazard(server, result)
         self.assertFalse(server.events(), "no forksafe event without the hooks")
 
 
+def _substitute(text, name, old, new, count=1):
+    """TEXT with OLD replaced by NEW, which must occur exactly COUNT times
+    (so that an edit of the example cannot silently change what is tested)."""
+    found = text.count(old)
+    assert found == count, "%s: expected %d x %r, found %d" % (name, count, old, found)
+    return text.replace(old, new)
+
+
 def example_ini(url, record, subscribe=True, pyramid_forksafe=False):
-    """The example's production.ini, with test_postgres.py's substitutions."""
+    """The example's production.ini, with test_postgres.py's substitutions:
+    the database URL and the event recorder; SUBSCRIBE=False drops the
+    `post-fork = recipe:sqlalchemy` line."""
     import test_postgres
 
     with open(os.path.join(EXAMPLE, "production.ini")) as f:
@@ -724,9 +768,7 @@ def example_ini(url, record, subscribe=True, pyramid_forksafe=False):
 
     def sub(old, new, count=1):
         nonlocal text
-        found = text.count(old)
-        assert found == count, "expected %d x %r, found %d" % (count, old, found)
-        text = text.replace(old, new)
+        text = _substitute(text, "production.ini", old, new, count)
 
     sub(re.search(r"^sqlalchemy\.url = sqlite:.*$", text, re.M).group(0),
         "sqlalchemy.url = %s" % url)
@@ -741,43 +783,60 @@ def example_ini(url, record, subscribe=True, pyramid_forksafe=False):
     return text
 
 
-def serve_example(testcase, url, hooks=True, subscribe=True, pyramid_forksafe=False,
-                  extra_conf="", wait=True):
-    """`gunicorn --paste production.ini -c gunicorn.conf.py --preload -w 4`:
-    the example's own files against the database URL, in a temp dir, with
-    the port, pidfile and timeouts set and EXTRA_CONF appended to the
-    config.  Stopped and killed as TESTCASE's cleanups; waited for until
-    ready unless not WAIT."""
+def example_conf(port, hooks=True):
+    """The example's gunicorn.conf.py, with only its directory (HERE, which
+    it computes from its own path; pythonpath and the python/ fallback use
+    it) and the port substituted; HOOKS=False drops the forksafe hooks.
+    What the proof relies on -- the app preloaded in the arbiter, 4
+    workers -- must be there as shipped."""
     import test_postgres
 
+    with open(os.path.join(EXAMPLE, "gunicorn.conf.py")) as f:
+        text = f.read()
+
+    def sub(old, new, count=1):
+        nonlocal text
+        text = _substitute(text, "gunicorn.conf.py", old, new, count)
+
+    sub("HERE = os.path.dirname(os.path.abspath(__file__))\n", "HERE = %r\n" % EXAMPLE)
+    sub('bind = "127.0.0.1:8080"\n', 'bind = "127.0.0.1:%d"\n' % port)
+    sub("serving on http://127.0.0.1:8080/", "serving on http://127.0.0.1:%d/" % port)
+    for line in ("preload_app = True\n", "workers = %d\n" % test_postgres.WORKERS,
+                 "pythonpath = HERE  # forksafe_sqla\n"):
+        sub(line, line)  # there, once
+    if not hooks:
+        sub("globals().update(forksafe.hooks())\n", "")
+    return text
+
+
+def serve_example(testcase, url, hooks=True, subscribe=True, pyramid_forksafe=False,
+                  extra_conf="", wait=True, hazard=None):
+    """`gunicorn --paste production.ini -c gunicorn.conf.py`: the example's
+    own files (example_ini, example_conf) against the database URL, in a
+    temp dir, with the test's pidfile and timeouts (short ones if HAZARD,
+    by default when not HOOKS) and EXTRA_CONF appended to the config.
+    Stopped and killed as TESTCASE's cleanups; waited for until ready
+    unless not WAIT."""
+    import test_postgres
+
+    if hazard is None:
+        hazard = not hooks
     directory = tempfile.mkdtemp(prefix="forksafe-gunicorn-pg-")
     testcase.addCleanup(shutil.rmtree, directory, True)
     record = os.path.join(directory, "events.jsonl")
     ini = os.path.join(directory, "production.ini")
     with open(ini, "w") as f:
         f.write(example_ini(url, record, subscribe, pyramid_forksafe))
-    # the example's own gunicorn config, with the port and pidfile set
-    with open(os.path.join(EXAMPLE, "gunicorn.conf.py")) as f:
-        conf_text = f.read()
-    if not hooks:
-        # the same config without the forksafe hooks
-        marker = "globals().update(forksafe.hooks())\n"
-        assert conf_text.count(marker) == 1
-        conf_text = conf_text.replace(marker, "")
     port = free_port()
     pidfile = os.path.join(directory, "gunicorn.pid")
+    conf_text = example_conf(port, hooks)
     conf_text += textwrap.dedent('''
         # the test's
-        HERE = %r
-        pythonpath = HERE
-        bind = "127.0.0.1:%d"
         pidfile = %r
-        workers = %d
         timeout = %d
         graceful_timeout = %d
-    ''' % (EXAMPLE, port, pidfile, test_postgres.WORKERS,
-           PG_WORKER_TIMEOUT if hooks else HAZARD_WORKER_TIMEOUT,
-           PG_GRACEFUL_TIMEOUT if hooks else HAZARD_GRACEFUL_TIMEOUT))
+    ''' % (pidfile, HAZARD_WORKER_TIMEOUT if hazard else PG_WORKER_TIMEOUT,
+           HAZARD_GRACEFUL_TIMEOUT if hazard else PG_GRACEFUL_TIMEOUT))
     conf_text += textwrap.dedent(extra_conf)
     conf = os.path.join(directory, "gunicorn.conf.py")
     with open(conf, "w") as f:
@@ -786,8 +845,7 @@ def serve_example(testcase, url, hooks=True, subscribe=True, pyramid_forksafe=Fa
     env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", FORKSAFE_LIBRARY=LIBRARY,
                PYTHONPATH=PYTHON_PACKAGE)
     with open(log, "ab") as logf:
-        proc = subprocess.Popen([GUNICORN, "--paste", ini, "-c", conf, "--preload",
-                                 "-w", str(test_postgres.WORKERS)],
+        proc = subprocess.Popen([GUNICORN, "--paste", ini, "-c", conf],
                                 cwd=directory, env=env, stdin=subprocess.DEVNULL,
                                 stdout=logf, stderr=subprocess.STDOUT,
                                 start_new_session=True)

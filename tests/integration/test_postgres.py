@@ -186,10 +186,16 @@ class PostgresForkTest(IntegrationCase):
         else:
             self.assertEqual(sorted(live), sorted(result.backend_pids | {startup["backend_pid"]}),
                              why)
+        if disposer == "recipe":
+            # inherited, and handled: in the payload, not said as a hazard
+            self.assertNotIn("will inherit", log, why)
+            handled = [h for e in uwsgi.events("pre-fork") for h in e.get("hazards", [])
+                       if h.get("handled_by") == "recipe:sqlalchemy" and h["allowed"]]
+            self.assertEqual(len(handled), len(uwsgi.events("pre-fork")), why)
         # and the disposer said so, once in each worker
         app_disposed = [d["from_pid"] for answer in result.first_by_pid.values()
                         for d in answer["disposed"]]
-        recipe_lines = re.findall(r"recipe:sqlalchemy: worker \d+ \(pid (\d+)\) dropped the pool "
+        recipe_lines = re.findall(r"recipe:sqlalchemy: \w+ \d+ \(pid (\d+)\) dropped the pool "
                                   r"of \S+ inherited from pid (\d+) \(1 connection", log)
         if disposer == "app":
             self.assertEqual(app_disposed, [uwsgi.master_pid] * len(result.first_by_pid), why)
@@ -198,7 +204,10 @@ class PostgresForkTest(IntegrationCase):
         else:
             self.assertEqual(app_disposed, [], why)
             self.assertNotIn("[forksafe_sqla] worker ", log, why)
-            expected = ({(str(pid), str(uwsgi.master_pid)) for pid in workers}
+            # every child drops it: the workers and the example's mule
+            children = {e["process"]["pid"] for e in uwsgi.events("post-fork")}
+            self.assertLess(workers, children, why)
+            expected = ({(str(pid), str(uwsgi.master_pid)) for pid in children}
                         if disposer == "recipe" else set())
             self.assertEqual(len(recipe_lines), len(expected), why)
             self.assertEqual(set(recipe_lines), expected, why)
@@ -217,6 +226,15 @@ class PostgresForkTest(IntegrationCase):
         uwsgi, database = self.serve("production.ini", recipe="recipe:sqlalchemy?before=dispose")
         result = self.load(uwsgi)
         self.assert_one_backend_per_worker(uwsgi, database, result, disposer="master")
+
+    def test_recipe_auto_applies_the_sqlalchemy_recipe(self):
+        uwsgi, database = self.serve("production.ini", recipe="recipe:auto")
+        result = self.load(uwsgi)
+        self.assert_one_backend_per_worker(uwsgi, database, result, disposer="recipe")
+        said = re.findall(r"recipe:auto (.*)$", uwsgi.log_text(), re.M)
+        self.assertEqual(said, ["applies sqlalchemy (sqlalchemy imported); "
+                                "not prometheus (prometheus_client not imported)"],
+                         self.context(uwsgi, result))
 
     def test_app_handler_instead_of_the_recipe(self):
         # the example's own dispose_engine, as a python: handler
@@ -245,6 +263,8 @@ class PostgresForkTest(IntegrationCase):
         print("  raised in the workers (uWSGI log): %s" % dict(raised))
         self.assertTrue(result.errors > 0 or shared or on_master_backend,
                         "no hazard observed without the post-fork handler:\n" + why)
+        # said at the fork, once per child
+        self.assertGreaterEqual(uwsgi.log_text().count("will inherit fd"), WORKERS, why)
         # nothing disposed anything: the handler really was not subscribed
         for answer in result.first_by_pid.values():
             self.assertEqual(answer["disposed"], [], why)
