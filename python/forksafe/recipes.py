@@ -131,7 +131,7 @@ def parse(spec):
     for item in query.split("&") if query else ():
         key, equals, value = item.partition("=")
         if not key or not equals:
-            raise RecipeError("recipe:%s: options are written KEY=VALUE (joined by &), not %r"
+            raise RecipeError("recipe:%s: an option is written option=value (several joined by &), not %r"
                               % (name, item))
         if key in options:
             raise RecipeError("recipe:%s: option %s= given twice" % (name, key))

@@ -25,8 +25,8 @@ import os
 import shutil
 import subprocess
 
-from harness import (APP_DIR, BUILD, EMBEDDED, FAILING, PLUGIN_DIR, RECORDER, UWSGI, UWSGI_HEAD,
-                     IntegrationCase, Uwsgi)
+from harness import (APP_DIR, BUILD, EMBEDDED, FAILING, PLUGIN_DIR, RECORDER, ROOT, UWSGI,
+                     UWSGI_HEAD, IntegrationCase, Uwsgi)
 
 HEAD = UWSGI_HEAD + """wsgi-file = {app_dir}/simple_app.py
 forksafe-set = forksafe.event_log={record}
@@ -39,6 +39,9 @@ forksafe-subscribe = post-fork exec:touch {dir}/forked
 PASTE_HEAD = HEAD.replace("forksafe-subscribe = post-fork exec:touch {dir}/forked\n", "")
 PASTE_WITNESS = "\n[forksafe]\npost-fork = exec:touch %(here)s/forked\n"
 
+# forksafe's Python package, where the recipe: handlers live (installed:
+# python3-forksafe).
+RECIPES = "python-path = %s\n" % os.path.join(ROOT, "python")
 SETTINGS = "forksafe-settings = {dir}/app.ini\n"
 JSON_SETTINGS = "forksafe-settings = {dir}/settings.json\n"
 MIB = 1 << 20
@@ -315,6 +318,35 @@ CASES = {
     "python_without_callable": dict(
         body="forksafe-subscribe = post-fork python:os\n",
         expect=r"python:MODULE:CALLABLE", at=("uwsgi.ini", "python:os")),
+    # ---- recipe: (forksafe's Python package on the path, so that only the recipe is wrong)
+    "recipe_unknown": dict(
+        body=RECIPES + "forksafe-subscribe = post-fork recipe:sqlalchemi\n",
+        expect=r"unknown recipe 'sqlalchemi'; the recipes are auto, gc-freeze, prometheus, "
+               r"sqlalchemy", at=("uwsgi.ini", "sqlalchemi")),
+    "recipe_unknown_option": dict(
+        body=RECIPES + "forksafe-subscribe = post-fork recipe:sqlalchemy?befor=dispose\n",
+        expect=r"recipe:sqlalchemy has no option befor= \(its options: before=\)",
+        at=("uwsgi.ini", "befor=")),
+    "recipe_bad_option_value": dict(
+        body=RECIPES + "forksafe-subscribe = post-fork recipe:sqlalchemy?before=now\n",
+        expect=r"before=now is not one of keep, dispose", at=("uwsgi.ini", "before=now")),
+    "recipe_option_without_value": dict(
+        body=RECIPES + "forksafe-subscribe = pre-fork recipe:gc-freeze?fast\n",
+        expect=r"an option is written option=value \(several joined by &\), not .fast.", at=("uwsgi.ini", "gc-freeze?fast")),
+    "recipe_at_an_event_it_has_no_part_in": dict(
+        body=RECIPES + "forksafe-subscribe = worker-ready recipe:gc-freeze\n",
+        expect=r"it has no part in worker-ready; it runs at pre-fork",
+        at=("uwsgi.ini", "recipe:gc-freeze")),
+    "recipe_without_forksafe_package": dict(
+        body="forksafe-subscribe = post-fork recipe:sqlalchemy\n",
+        expect=r"recipe: handlers need forksafe's Python package.*python3-forksafe",
+        at=("uwsgi.ini", "recipe:sqlalchemy")),
+    "recipe_in_the_forksafe_section": dict(
+        head=PASTE_HEAD, body="paste = config:%p\npythonpath = {app_dir}\n" + RECIPES,
+        extra="\n[app:main]\nuse = call:simple_app:make_app\n" + PASTE_WITNESS
+              + "pre-fork = recipe:gc-freeze?collect=no\n",
+        expect=r"recipe:gc-freeze has no option collect= \(its options: none\)",
+        at=("uwsgi.ini", "collect=no")),
     # ---- policy, timeout, history, stats, overrides -------------------------------------
     "on_error_list": dict(
         body="forksafe-on-error = exit,fatal\n",
