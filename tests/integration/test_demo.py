@@ -28,7 +28,9 @@ class DemoTest(unittest.TestCase):
             text = f.read()
         text = (text.replace("127.0.0.1:8080", "127.0.0.1:%d" % port)
                 .replace("%(here)s/../../build/", BUILD + "/")
-                .replace("plugin-dir = %d../..", "plugin-dir = " + ROOT))
+                .replace("plugin-dir = %d../..", "plugin-dir = " + ROOT)
+                .replace("python-path = %d../../python",
+                         "python-path = " + os.path.join(ROOT, "python")))
         with open(ini, "w") as f:
             f.write(text)
         log = open(os.path.join(work, "uwsgi.log"), "wb")

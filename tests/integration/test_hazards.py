@@ -74,7 +74,11 @@ def new_database(over_unix=False):
 class PostgresHazardTest(IntegrationCase):
 
     def instance(self, url, extra="", subscriptions=""):
-        text = example_ini("production.ini", url) + extra
+        # The app's own handler, which drops the pool in each child but, unlike
+        # recipe:sqlalchemy (test_postgres.py), does not claim its sockets:
+        # the connection is inherited and said.
+        text = example_ini("production.ini", url,
+                           recipe="python:forksafe_sqla.forksafe:dispose_engine") + extra
         # [forksafe] is PasteDeploy's too: a key may appear once per section.
         assert text.count("\n[forksafe]\n") == 1
         text = text.replace("\n[forksafe]\n", "\n[forksafe]\n" + subscriptions)
