@@ -38,8 +38,7 @@ static int socket_cookie(int fd, uint64_t *cookie)
 {
     socklen_t length = sizeof(*cookie);
 
-    return getsockopt(fd, SOL_SOCKET, SO_COOKIE, cookie, &length) == 0 &&
-                   length == sizeof(*cookie)
+    return getsockopt(fd, SOL_SOCKET, SO_COOKIE, cookie, &length) == 0 && length == sizeof(*cookie)
                ? 0
                : -1;
 }
