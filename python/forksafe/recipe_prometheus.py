@@ -171,8 +171,8 @@ class Prometheus(Recipe):
                     % (path, kept, "; removed %d live gauge file(s) of processes that are gone"
                        % removed if removed else ""))
         elif removed:
-            say("recipe:prometheus: removed %d live gauge file(s) of processes that are gone from %s"
-                % (removed, path))
+            say("recipe:prometheus: removed %d live gauge file(s) of processes that are gone "
+                "from %s" % (removed, path))
 
     def child_death(self, payload):
         child = payload.get("child") or {}
