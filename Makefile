@@ -174,9 +174,10 @@ bench: deps $(BENCH_C) $(PLUGIN) $(EXAMPLE_SO)
 	@echo "== bench/no_parse_per_fork.py"; UWSGI=$(UWSGI) $(PYTHON) bench/no_parse_per_fork.py
 
 # Against a real uWSGI, every variant in one run (bench/*.py): throughput
-# (wrk), spawn -> ready latency and respawn rate, memory.  Each prints its
-# table; build/bench/results.md holds the latest ones.
-BENCH_PY := throughput spawn memory crash_loop
+# (wrk), spawn -> ready latency and respawn rate, memory, worker memory
+# with recipe:gc-freeze vs without.  Each prints its table;
+# build/bench/results.md holds the latest ones.
+BENCH_PY := throughput spawn memory crash_loop gc_freeze
 .PHONY: bench-py
 bench: bench-py
 bench-py: deps $(PLUGIN) $(EXAMPLE_SO) $(BENCH_SO) $(CRASHER)

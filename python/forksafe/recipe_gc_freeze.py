@@ -39,6 +39,7 @@ class GCFreeze(Recipe):
         started = time.monotonic()
         collected = gc.collect()
         gc.freeze()
+        pause = (time.monotonic() - started) * 1e3
+        # counted after the pause is taken: the count walks every frozen object
         say("recipe:gc-freeze: the master froze %d objects before its first fork of generation %s "
-            "(%d collected first, %.1f ms)"
-            % (gc.get_freeze_count(), generation, collected, (time.monotonic() - started) * 1e3))
+            "(%d collected first, %.1f ms)" % (gc.get_freeze_count(), generation, collected, pause))
