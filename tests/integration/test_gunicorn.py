@@ -738,7 +738,10 @@ class GunicornPostgresTest(unittest.TestCase):
         server, _ = self.serve(subscribe=False, hazard=True)
         result = self.hazard_load(server)
         self.assert_hazard(server, result)
-        self.assertEqual(len(server.events("post-fork")), 4, server.log_text()[-4000:])
+        log = server.log_text()
+        self.assertEqual(len(server.events("post-fork")), 4, log[-4000:])
+        # and forksafe said, at each fork, what the worker would inherit
+        self.assertGreaterEqual(log.count("will inherit fd"), 4, log[-4000:])
 
     def test_without_the_forksafe_hooks_the_hazard_shows(self):
         # the example's gunicorn.conf.py minus its forksafe hooks: the
@@ -757,10 +760,10 @@ def _substitute(text, name, old, new, count=1):
     return text.replace(old, new)
 
 
-def example_ini(url, record, subscribe=True, pyramid_forksafe=False):
+def example_ini(url, record, subscribe=True, pyramid_forksafe=False, recipe=None):
     """The example's production.ini, with test_postgres.py's substitutions:
     the database URL and the event recorder; SUBSCRIBE=False drops the
-    `post-fork = recipe:sqlalchemy` line."""
+    `post-fork = recipe:sqlalchemy` line, RECIPE replaces its handler."""
     import test_postgres
 
     with open(os.path.join(EXAMPLE, "production.ini")) as f:
@@ -778,6 +781,8 @@ def example_ini(url, record, subscribe=True, pyramid_forksafe=False):
         "* = dl:%s:record" % EVENT_LOG)
     if not subscribe:
         sub(test_postgres.SUBSCRIPTION + "\n", "")
+    elif recipe is not None:
+        sub(test_postgres.SUBSCRIPTION, "post-fork = " + recipe)
     if pyramid_forksafe:
         sub("forksafe_sqla.pyramid_forksafe = false", "forksafe_sqla.pyramid_forksafe = true")
     return text
@@ -810,11 +815,12 @@ def example_conf(port, hooks=True):
 
 
 def serve_example(testcase, url, hooks=True, subscribe=True, pyramid_forksafe=False,
-                  extra_conf="", wait=True, hazard=None):
+                  extra_conf="", wait=True, hazard=None, recipe=None):
     """`gunicorn --paste production.ini -c gunicorn.conf.py`: the example's
     own files (example_ini, example_conf) against the database URL, in a
     temp dir, with the test's pidfile and timeouts (short ones if HAZARD,
-    by default when not HOOKS) and EXTRA_CONF appended to the config.
+    by default when not HOOKS) and EXTRA_CONF appended to the config;
+    RECIPE, if given, is the post-fork handler instead of the file's.
     Stopped and killed as TESTCASE's cleanups; waited for until ready
     unless not WAIT."""
     import test_postgres
@@ -826,7 +832,7 @@ def serve_example(testcase, url, hooks=True, subscribe=True, pyramid_forksafe=Fa
     record = os.path.join(directory, "events.jsonl")
     ini = os.path.join(directory, "production.ini")
     with open(ini, "w") as f:
-        f.write(example_ini(url, record, subscribe, pyramid_forksafe))
+        f.write(example_ini(url, record, subscribe, pyramid_forksafe, recipe))
     port = free_port()
     pidfile = os.path.join(directory, "gunicorn.pid")
     conf_text = example_conf(port, hooks)

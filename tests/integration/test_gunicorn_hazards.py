@@ -7,8 +7,10 @@ queries PostgreSQL in the arbiter before the workers are forked:
 
   - warn (the default): each worker is told, once, which descriptor it will
     inherit (the pre-fork payload has it too), over TCP on the cluster's
-    port and over its UNIX socket, named as PostgreSQL's, and the example's
-    post-fork handler still gives each worker its own connection;
+    port and over its UNIX socket, named as PostgreSQL's, and the app's own
+    post-fork handler (python:forksafe_sqla.forksafe:dispose_engine, which
+    does not claim the socket as recipe:sqlalchemy does) still gives each
+    worker its own connection;
   - forksafe_hazards = "fail": gunicorn exits non-zero before it forks
     anything;
   - forksafe_hazard_allow: an allowed connection is not said.
@@ -46,11 +48,20 @@ def new_database():
     return name, PG.create_database(name)
 
 
+def serve(testcase, url, **kwargs):
+    """The example under gunicorn with the app's own post-fork handler,
+    which drops the pool in each worker but, unlike recipe:sqlalchemy
+    (test_gunicorn.GunicornPostgresTest), does not claim its sockets: the
+    connection is inherited and said (as test_hazards.py does under uWSGI)."""
+    return serve_example(testcase, url, recipe="python:forksafe_sqla.forksafe:dispose_engine",
+                         **kwargs)
+
+
 class PostgresHazardTest(unittest.TestCase):
 
     def test_warn_names_the_postgresql_connection_for_each_worker(self):
         _, url = new_database()
-        server = serve_example(self, url)
+        server = serve(self, url)
         log = server.log_text()
         lines = re.findall(TCP_LINE % (PG.port, server.master_pid), log)
         # once per worker, each the same inherited descriptor
@@ -65,7 +76,7 @@ class PostgresHazardTest(unittest.TestCase):
     def test_over_the_unix_socket_it_is_named_postgresql(self):
         name, _ = new_database()
         url = "postgresql+psycopg2://postgres@/%s?host=%s&port=%d" % (name, PG.dir, PG.port)
-        server = serve_example(self, url)
+        server = serve(self, url)
         path = os.path.join(PG.dir, ".s.PGSQL.%d" % PG.port)
         log = server.log_text()
         lines = re.findall(UNIX_LINE % (re.escape(path), server.master_pid), log)
@@ -77,7 +88,7 @@ class PostgresHazardTest(unittest.TestCase):
 
     def test_fail_exits_before_the_first_worker(self):
         _, url = new_database()
-        server = serve_example(self, url, extra_conf='forksafe_hazards = "fail"\n', wait=False)
+        server = serve(self, url, extra_conf='forksafe_hazards = "fail"\n', wait=False)
         try:
             status = server.proc.wait(timeout=120)
         except Exception:
@@ -95,8 +106,8 @@ class PostgresHazardTest(unittest.TestCase):
 
     def test_an_allowed_connection_is_not_said(self):
         _, url = new_database()
-        server = serve_example(self, url, extra_conf='forksafe_hazard_allow = ["tcp:*:%d"]\n'
-                               % PG.port)
+        server = serve(self, url, extra_conf='forksafe_hazard_allow = ["tcp:*:%d"]\n'
+                       % PG.port)
         self.assertNotIn("will inherit", server.log_text())
         for event in server.events("pre-fork"):
             self.assertEqual([(h["kind"], h["peer"], h["allowed"]) for h in event["hazards"]],
