@@ -80,11 +80,12 @@ HOST_ROW = "debian12"
 # refused at start-up, the compatibility check the table is made from, fork
 # hazards (uWSGI's threads and Python's thread names differ by release), and
 # os.register_at_fork handlers under gunicorn (the Celery half of that module
-# needs redis-server, which the roots do not have, as test_celery does).
+# needs redis-server, which the roots do not have, as test_celery does), and
+# recipe:sqlalchemy on PostgreSQL (SQLAlchemy 2.0 there, 1.4 here).
 INTEGRATION_MODULES = ["test_compat", "test_lifecycle", "test_python", "test_pyramid",
                        "test_gunicorn", "test_faults", "test_mismatch", "test_attribution",
                        "test_reasons", "test_hazards", "test_python_atfork",
-                       "test_atfork_servers.GunicornAtForkTest"]
+                       "test_atfork_servers.GunicornAtForkTest", "test_postgres"]
 
 ROW_TIMEOUT = 40 * 60
 PROVISION_TIMEOUT = 20 * 60
