@@ -180,8 +180,6 @@ static int python_run(forksafe__context *ctx, void *data, void *handle, const fo
 {
     const forksafe__python_api *py = forksafe__python();
     python_handle *python = handle;
-    PyObject *payload;
-    char failed[256]; /* a name is at most NAME_MAX_LENGTH (subscribe.c) */
     int gil, rc;
 
     (void)data;
@@ -208,18 +206,37 @@ static int python_run(forksafe__context *ctx, void *data, void *handle, const fo
         py->PyGILState_Release(gil);
         return FORKSAFE__ENOTFOUND;
     }
-    payload = forksafe__python_event_payload(ev);
+    rc = forksafe__python_run_handler(ctx, python->callable, ev, why, why_size);
+    py->PyGILState_Release(gil);
+    return rc;
+}
+
+int forksafe__python_run_handler(const forksafe__context *ctx, PyObject *callable,
+                                 const forksafe_event *ev, char *why, size_t why_size)
+{
+    char failed[256]; /* a name is at most NAME_MAX_LENGTH (subscribe.c) */
+    PyObject *payload = forksafe__python_event_payload(ev);
+    int rc;
+
     if (!payload) {
-        char *traceback = forksafe__python_take_exception(why, why_size);
-        forksafe__free(traceback);
-        py->PyGILState_Release(gil);
+        forksafe__free(forksafe__python_take_exception(why, why_size));
         return FORKSAFE__EHANDLER;
     }
     snprintf(failed, sizeof(failed), "handler '%s' raised", ev->subscription->name);
-    rc = forksafe__python_call(ctx, python->callable, payload, failed, ev, why, why_size);
+    rc = forksafe__python_call(ctx, callable, payload, failed, ev, why, why_size);
     forksafe__python_decref(payload);
-    py->PyGILState_Release(gil);
     return rc;
+}
+
+void forksafe__python_release_object(PyObject *object)
+{
+    if (object && forksafe__python_available()) {
+        const forksafe__python_api *py = forksafe__python();
+        int gil = py->PyGILState_Ensure();
+
+        forksafe__python_decref(object);
+        py->PyGILState_Release(gil);
+    }
 }
 
 static void python_release(void *data, void *handle)
@@ -229,13 +246,7 @@ static void python_release(void *data, void *handle)
     (void)data;
     if (!python)
         return;
-    if (python->callable && forksafe__python_available()) {
-        const forksafe__python_api *py = forksafe__python();
-        int gil = py->PyGILState_Ensure();
-
-        forksafe__python_decref(python->callable);
-        py->PyGILState_Release(gil);
-    }
+    forksafe__python_release_object(python->callable);
     forksafe__free(python->module);
     forksafe__free(python->attribute);
     forksafe__free(python);

@@ -125,4 +125,13 @@ PyObject *forksafe__python_event_payload(const forksafe_event *ev);
 int forksafe__python_call(const forksafe__context *ctx, PyObject *callable, PyObject *payload,
                           const char *failed, const forksafe_event *ev, char *why, size_t why_size);
 
+/* Runs the handler CALLABLE for EV with EV's payload, GIL held, as
+ * forksafe__python_call does ("handler 'NAME' raised" on an exception). */
+int forksafe__python_run_handler(const forksafe__context *ctx, PyObject *callable,
+                                 const forksafe_event *ev, char *why, size_t why_size);
+
+/* Drops a handler's reference to OBJECT (may be NULL), taking the GIL; a
+ * no-op once Python is gone. */
+void forksafe__python_release_object(PyObject *object);
+
 #endif /* FORKSAFE_PYTHON_API_H */

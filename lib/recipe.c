@@ -147,10 +147,7 @@ static int recipe_resolve(forksafe__context *ctx, void *data, const char *spec, 
 static int recipe_run(forksafe__context *ctx, void *data, void *handle, const forksafe_event *ev,
                       char *why, size_t why_size)
 {
-    const forksafe__python_api *py = forksafe__python();
     recipe_handle *resolved = handle;
-    PyObject *payload;
-    char failed[256]; /* a name is at most NAME_MAX_LENGTH (subscribe.c) */
     int gil, rc;
 
     (void)data;
@@ -158,17 +155,9 @@ static int recipe_run(forksafe__context *ctx, void *data, void *handle, const fo
         snprintf(why, why_size, "Python is not initialised in this process");
         return FORKSAFE__EHANDLER;
     }
-    gil = py->PyGILState_Ensure();
-    payload = forksafe__python_event_payload(ev);
-    if (!payload) {
-        forksafe__free(forksafe__python_take_exception(why, why_size));
-        py->PyGILState_Release(gil);
-        return FORKSAFE__EHANDLER;
-    }
-    snprintf(failed, sizeof(failed), "handler '%s' raised", ev->subscription->name);
-    rc = forksafe__python_call(ctx, resolved->recipe, payload, failed, ev, why, why_size);
-    forksafe__python_decref(payload);
-    py->PyGILState_Release(gil);
+    gil = forksafe__python()->PyGILState_Ensure();
+    rc = forksafe__python_run_handler(ctx, resolved->recipe, ev, why, why_size);
+    forksafe__python()->PyGILState_Release(gil);
     return rc;
 }
 
@@ -179,13 +168,7 @@ static void recipe_release(void *data, void *handle)
     (void)data;
     if (!resolved)
         return;
-    if (resolved->recipe && forksafe__python_available()) {
-        const forksafe__python_api *py = forksafe__python();
-        int gil = py->PyGILState_Ensure();
-
-        forksafe__python_decref(resolved->recipe);
-        py->PyGILState_Release(gil);
-    }
+    forksafe__python_release_object(resolved->recipe);
     forksafe__free(resolved);
 }
 

@@ -206,6 +206,15 @@ def kill_group(proc):
         pass
 
 
+def running(pid):
+    """True while PID runs: not exited, or exited and not a zombie yet."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
 def wait_exited(pid, timeout=10.0):
     """Until PID has exited (its atexit handlers -- worker-exit -- have all
     run): a pidfd becomes readable then, zombie or not."""

@@ -14,7 +14,7 @@ import signal
 import time
 
 from harness import (FAILING, RECORDER, UWSGI_HEAD, IntegrationCase, Uwsgi, read_socket,
-                     wait_for)
+                     running, wait_for)
 
 BASE = UWSGI_HEAD + """pythonpath = {app_dir}
 wsgi-file = {app_dir}/simple_app.py
@@ -83,14 +83,6 @@ def zombies_of(sid):
 
 def survivors_of(sid):
     return {pid: info for pid, info in session_of(sid).items() if info[0] != "Z"}
-
-
-def alive(pid):
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 class FaultCase(IntegrationCase):
@@ -191,12 +183,12 @@ class HandlerFailureMatrix(FaultCase):
                           "handler" % (victim["id"], victim["pid"]), log)
             wait_for(lambda: [p for p in self.ready_pids(u, victim["id"]) if p != victim["pid"]],
                      what="worker %d respawned" % victim["id"])
-            self.assertFalse(alive(victim["pid"]))
+            self.assertFalse(running(victim["pid"]))
             exits = [e for e in u.events("worker-exit") if e["process"]["pid"] == victim["pid"]]
             self.assertEqual([e["reason"] for e in exits], ["exit"])
         else:
             self.assertNotIn("on-error=", log)
-            self.assertTrue(alive(victim["pid"]))
+            self.assertTrue(running(victim["pid"]))
         self.assert_serving(u)
         self.assert_no_zombies(u)
         self.stop_cleanly(u)
@@ -252,7 +244,7 @@ class KilledWorkerMatrix(FaultCase):
         self.assertEqual((death["child"]["pid"], death["child"]["signal"]), (worker, 9))
         if kind == "exec":
             # the sleep would last 300 s: gone now, it was killed
-            wait_for(lambda: not alive(runner), what="the exec handler killed")
+            wait_for(lambda: not running(runner), what="the exec handler killed")
             self.assertRegex(u.log_text(), r"killed the exec handler .*worker 1 \(pid %d\)" % worker)
         doc = self.stats(u)
         self.assertEqual(doc["events"]["worker-ready"]["failed"], 0)
@@ -299,7 +291,7 @@ class InterruptedMasterMatrix(FaultCase):
                          % (u.master_pid, "killed by signal 9" if kind == "exec"
                             else "KeyboardInterrupt"))
         self.assertIn("stop requested during start-up", log)
-        self.assertFalse(alive(runner))
+        self.assertFalse(running(runner))
         self.assertEqual([e["reason"] for e in u.events("master-exit")], ["shutdown"])
         self.assert_nothing_survives(u)
 
@@ -348,7 +340,7 @@ class ReloadMatrix(FaultCase):
                  what="the handler failing in generation 1")
         # it would block 300 s: gone, it was killed with its worker
         try:
-            wait_for(lambda: not alive(runner), what="the interrupted handler gone")
+            wait_for(lambda: not running(runner), what="the interrupted handler gone")
         except AssertionError:
             self.fail("the interrupted handler survived")
         self.assertNotIn("NO MERCY", u.log_text())
@@ -418,7 +410,7 @@ class ForkingHandlerMatrix(FaultCase):
         left = pids_in(u, "exec-bg.pids") + pids_in(u, "exec-orphan.pids")
         self.assertEqual(len(left), 4)
         # each would sleep 300 s: gone now, they were killed
-        wait_for(lambda: not any(alive(p) for p in left),
+        wait_for(lambda: not any(running(p) for p in left),
                  what="what the exec handlers left killed")
         self.assertEqual(len(pids_in(u, "grandchild.pids")), 3)  # master + 2 workers
         self.assertEqual(len(pids_in(u, "child.pids")), 2)  # one per pre-fork

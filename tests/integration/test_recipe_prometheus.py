@@ -46,7 +46,8 @@ import re
 import signal
 import subprocess
 
-from harness import APP_DIR, ROOT, UWSGI, IntegrationCase, Uwsgi, children, wait_exited, wait_for
+from harness import (APP_DIR, ROOT, UWSGI, IntegrationCase, Uwsgi, children, running,
+                     wait_exited, wait_for)
 
 PYTHON = "/usr/bin/python3"
 PYTHON_PACKAGE = os.path.join(ROOT, "python")
@@ -128,14 +129,6 @@ def live_gauge_pids(directory):
     return {pid for name, pid in files_of(directory).items() if name.startswith("gauge_live")}
 
 
-def alive(pid):
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
 class PrometheusCase(IntegrationCase):
 
     def instance(self, recipe=RECIPE, env_line=MULTIPROC_ENV, forksafe=FORKSAFE, make_dir=True):
@@ -200,7 +193,7 @@ class PrometheusCase(IntegrationCase):
             served[pid] = served.get(pid, 0) + 1
 
     def workers(self, u):
-        return sorted(pid for pid in children(u.master_pid) if alive(pid))
+        return sorted(pid for pid in children(u.master_pid) if running(pid))
 
     def kill_workers(self, u, victims, killed):
         """SIGKILLs VICTIMS and waits for the master's child-death of each
@@ -537,7 +530,7 @@ class GunicornTest(IntegrationCase):
                 served[pid] = served.get(pid, 0) + 1
 
         def kill(count):
-            live = sorted(p for p in children(g.master_pid) if alive(p))
+            live = sorted(p for p in children(g.master_pid) if running(p))
             victims = sorted(live, key=lambda p: -served.get(p, 0))[:count]
             self.assertTrue(served.get(victims[0]), (served, live))
             for pid in victims:
@@ -552,7 +545,7 @@ class GunicornTest(IntegrationCase):
         request(20)
         kill(1)
         request(10)
-        live = sorted(p for p in children(g.master_pid) if alive(p))
+        live = sorted(p for p in children(g.master_pid) if running(p))
         self.assertEqual(len(live), WORKERS)
         return 60, served, killed, live
 
@@ -583,7 +576,7 @@ class GunicornTest(IntegrationCase):
         live gauges), the scrape has every request."""
         g = self.serve()
         old_master = g.master_pid
-        old_workers = set(p for p in children(old_master) if alive(p))
+        old_workers = set(p for p in children(old_master) if running(p))
         served = {}
         for _ in range(20):
             pid = g.get("/")
@@ -599,7 +592,7 @@ class GunicornTest(IntegrationCase):
             raise AssertionError("%s\n%s" % (e, g.log_text()[-6000:])) from None
 
         def new_master_stop():
-            if alive(new):
+            if running(new):
                 os.kill(new, signal.SIGTERM)
                 wait_exited(new, timeout=60)
         self.addCleanup(new_master_stop)
@@ -609,7 +602,7 @@ class GunicornTest(IntegrationCase):
         self.assertTrue(all(wait_exited(p) for p in old_workers))
         # the new master is promoted: its pidfile takes the configured name
         wait_for(lambda: new_master_pid(g.pidfile) == new, what="the promoted master's pidfile")
-        new_workers = set(p for p in children(new) if alive(p))
+        new_workers = set(p for p in children(new) if running(p))
         self.assertEqual(len(new_workers), WORKERS)
         for _ in range(10):
             pid = g.get("/")
