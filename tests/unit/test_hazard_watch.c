@@ -101,6 +101,9 @@ static void teardown(void)
             close(*fds[i]);
         *fds[i] = -1;
     }
+    /* claims are the process's: none is left for the next test */
+    for (i = 0; i < 1024; i++)
+        forksafe__hazard_unclaim((int)i);
     forksafe__hazard_watch_free(&watch);
     forksafe__context_free(&ctx);
 }
@@ -175,6 +178,64 @@ START_TEST(an_allowed_hazard_is_counted_not_said)
 }
 END_TEST
 
+/* A recipe took charge of both ends: handled, in the payload, not said;
+ * the claim is seen although no descriptor changed since the last look. */
+START_TEST(a_claimed_socket_is_handled_not_said)
+{
+    ck_assert_int_eq(pre_fork(1, 0), 2);
+    ck_assert_int_eq(lines_said, 2);
+    ck_assert_int_eq(forksafe__hazard_claim(client, "recipe:test"), 0);
+    ck_assert_int_eq(forksafe__hazard_claim(accepted, "recipe:test"), 0);
+    ck_assert_int_eq(pre_fork(2, 0), 0);
+    ck_assert_int_eq(lines_said, 2);
+    ck_assert_ptr_nonnull(strstr(payload_hazards, "\"handled_by\":\"recipe:test\""));
+    ck_assert_ptr_null(strstr(payload_hazards, "\"allowed\":false"));
+    ck_assert_int_eq(ctx.stats->hazards.last_allowed, 2);
+}
+END_TEST
+
+/* A claim is for the socket it was made on: the same number, reused by
+ * another connection, is a hazard again. */
+START_TEST(a_claim_does_not_pass_to_a_reused_number)
+{
+    struct sockaddr_in address;
+    socklen_t length = sizeof(address);
+    int other;
+
+    ck_assert_int_eq(forksafe__hazard_claim(client, "recipe:test"), 0);
+    ck_assert_int_eq(forksafe__hazard_claim(accepted, "recipe:test"), 0);
+    ck_assert_int_eq(pre_fork(1, 0), 0);
+    ck_assert_int_eq(getsockname(listener, (struct sockaddr *)&address, &length), 0);
+    other = socket(AF_INET, SOCK_STREAM, 0);
+    ck_assert_int_eq(connect(other, (struct sockaddr *)&address, sizeof(address)), 0);
+    ck_assert_int_eq(dup2(other, client), client);
+    close(other);
+    other = accept(listener, NULL, NULL);
+    ck_assert_int_ge(other, 0);
+    /* the new connection's two ends; the old accepted end stays claimed */
+    ck_assert_int_eq(pre_fork(1, 0), 2);
+    ck_assert_int_eq(lines_said, 2);
+    close(other);
+}
+END_TEST
+
+START_TEST(only_sockets_are_claimed)
+{
+    int pipe_ends[2];
+
+    ck_assert_int_eq(pipe(pipe_ends), 0);
+    ck_assert_int_eq(forksafe__hazard_claim(pipe_ends[0], "recipe:test"), FORKSAFE__EINVAL);
+    ck_assert_int_eq(forksafe__hazard_claim(-1, "recipe:test"), FORKSAFE__EINVAL);
+    ck_assert_ptr_null(forksafe__hazard_claimed_by(pipe_ends[0]));
+    close(pipe_ends[0]);
+    close(pipe_ends[1]);
+    ck_assert_int_eq(forksafe__hazard_claim(client, "recipe:test"), 0);
+    ck_assert_str_eq(forksafe__hazard_claimed_by(client), "recipe:test");
+    forksafe__hazard_unclaim(client);
+    ck_assert_ptr_null(forksafe__hazard_claimed_by(client));
+}
+END_TEST
+
 START_TEST(off_looks_for_nothing)
 {
     watch.mode = FORKSAFE__HAZARDS_OFF;
@@ -215,6 +276,9 @@ Suite *unit_suite(void)
     tcase_add_test(tc, said_once_per_child_and_generation);
     tcase_add_test(tc, a_changed_set_is_said_again);
     tcase_add_test(tc, an_allowed_hazard_is_counted_not_said);
+    tcase_add_test(tc, a_claimed_socket_is_handled_not_said);
+    tcase_add_test(tc, a_claim_does_not_pass_to_a_reused_number);
+    tcase_add_test(tc, only_sockets_are_claimed);
     tcase_add_test(tc, off_looks_for_nothing);
     tcase_add_test(tc, a_handler_that_closes_them_clears_them);
     tcase_add_test(tc, modes_by_name);

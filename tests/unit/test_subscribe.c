@@ -154,6 +154,90 @@ START_TEST(host_backends_are_known)
 }
 END_TEST
 
+/* A kind whose handlers know their events, as recipe: does: pre-fork and
+ * post-fork.  Resolving counts, releasing counts back. */
+static int own_events_live;
+
+static int own_events_resolve(forksafe__context *c, void *data, const char *spec, void **handle,
+                              forksafe__error *err)
+{
+    (void)c;
+    (void)data;
+    (void)spec;
+    (void)err;
+    own_events_live++;
+    *handle = &own_events_live;
+    return 0;
+}
+
+static int own_events_run(forksafe__context *c, void *data, void *handle, const forksafe_event *ev,
+                          char *why, size_t why_size)
+{
+    (void)c;
+    (void)data;
+    (void)handle;
+    (void)ev;
+    (void)why;
+    (void)why_size;
+    return 0;
+}
+
+static void own_events_release(void *data, void *handle)
+{
+    (void)data;
+    if (handle)
+        own_events_live--;
+}
+
+static uint32_t own_events(void *data, void *handle)
+{
+    (void)data;
+    (void)handle;
+    return (1u << FORKSAFE_PRE_FORK) | (1u << FORKSAFE_POST_FORK);
+}
+
+static forksafe__backend own_events_backend = {.kind = "mine",
+                                               .resolve = own_events_resolve,
+                                               .run = own_events_run,
+                                               .release = own_events_release,
+                                               .events = own_events};
+
+START_TEST(a_handler_that_knows_its_events_gets_them_all)
+{
+    const uint32_t both = (1u << FORKSAFE_PRE_FORK) | (1u << FORKSAFE_POST_FORK);
+    forksafe__error err = {0};
+
+    own_events_live = 0;
+    ck_assert_int_eq(forksafe__context_add_backend(&ctx, &own_events_backend), 0);
+    ck_assert_int_eq(forksafe__subscribe(&ctx, "post-fork mine:a", "a.ini", 3, &err), 0);
+    ck_assert_int_eq(forksafe__subscribe(&ctx, "* mine:b", "a.ini", 4, &err), 0);
+    ck_assert_int_eq(forksafe__context_seal(&ctx, &err), 0);
+    ck_assert_uint_eq(ctx.subscriptions[0].events, both);
+    ck_assert_uint_eq(ctx.subscriptions[1].events, both);
+    ck_assert_int_eq(own_events_live, 2);
+}
+END_TEST
+
+START_TEST(a_handler_named_at_an_event_it_has_no_part_in_is_refused)
+{
+    forksafe__error err = {0};
+    char text[1200];
+
+    own_events_live = 0;
+    ck_assert_int_eq(forksafe__context_add_backend(&ctx, &own_events_backend), 0);
+    ck_assert_int_eq(
+        forksafe__subscribe(&ctx, "post-fork,worker-ready,master-exit mine:a", "a.ini", 7, &err),
+        0);
+    ck_assert_int_eq(forksafe__context_seal(&ctx, &err), FORKSAFE__EINVAL);
+    forksafe__error_format(&err, text, sizeof(text));
+    ck_assert_str_eq(text, "a.ini:7: handler 'mine:a': it has no part in worker-ready, "
+                           "master-exit; it runs at pre-fork, post-fork, whichever of them (or "
+                           "*) the line names");
+    /* what it resolved is released, not leaked */
+    ck_assert_int_eq(own_events_live, 0);
+}
+END_TEST
+
 /* Every refused line: the code, the full message, and nothing appended. */
 static const struct {
     const char *text;
@@ -472,6 +556,8 @@ Suite *unit_suite(void)
     tcase_add_loop_test(tc, refused, 0, sizeof(refusals) / sizeof(refusals[0]));
     tcase_add_test(tc, default_source);
     tcase_add_test(tc, nothing_added_after_seal);
+    tcase_add_test(tc, a_handler_that_knows_its_events_gets_them_all);
+    tcase_add_test(tc, a_handler_named_at_an_event_it_has_no_part_in_is_refused);
     tcase_add_test(tc, out_of_memory_leaves_the_table_unchanged);
     suite_add_tcase(suite, tc);
 
