@@ -166,6 +166,41 @@ class SQLAlchemyRecipeTest(unittest.TestCase):
         self.assertEqual(self.early.pool.checkedin(), 0)
 
 
+class AutoRecipeTest(unittest.TestCase):
+    """recipe:auto decides at master-start from what is imported, and says so."""
+
+    def master_start(self, environ):
+        import prometheus_client  # noqa: F401  (imported, as an app would)
+        import sqlalchemy  # noqa: F401
+
+        saved = {k: os.environ.pop(k) for k in list(os.environ) if k.lower() ==
+                 "prometheus_multiproc_dir"}
+        self.addCleanup(os.environ.update, saved)
+        os.environ.update(environ)
+        for key in environ:
+            self.addCleanup(os.environ.pop, key, None)
+        host = Host("gunicorn", subscriptions=["* recipe:auto"], log=lambda *a: None)
+        self.addCleanup(host.close)
+        said = io.StringIO()
+        with contextlib.redirect_stderr(said):
+            host.dispatch("master-start", "master", 0)
+        return re.findall(r"recipe:auto (.*)", said.getvalue())
+
+    def test_applies_what_is_imported_and_set_up(self):
+        directory = tempfile.TemporaryDirectory()
+        self.addCleanup(directory.cleanup)
+        self.assertEqual(self.master_start({"PROMETHEUS_MULTIPROC_DIR": directory.name}),
+                         ["applies prometheus (prometheus_client imported), "
+                          "sqlalchemy (sqlalchemy imported)"])
+
+    def test_says_why_a_recipe_is_left_out(self):
+        said = self.master_start({})
+        self.assertEqual(len(said), 1, said)
+        self.assertTrue(said[0].startswith(
+            "applies sqlalchemy (sqlalchemy imported); not prometheus (recipe:prometheus: "
+            "PROMETHEUS_MULTIPROC_DIR is not set"), said)
+
+
 class GCFreezeRecipeTest(unittest.TestCase):
 
     def test_freezes_once_per_generation(self):
