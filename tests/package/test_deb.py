@@ -209,6 +209,8 @@ class DebTest(unittest.TestCase):
             "/usr/lib/python3/dist-packages/forksafe/adapter.py": "python3-forksafe",
             "/usr/lib/python3/dist-packages/forksafe/gunicorn.py": "python3-forksafe",
             "/usr/lib/python3/dist-packages/forksafe/celery.py": "python3-forksafe",
+            "/usr/lib/python3/dist-packages/forksafe/recipes.py": "python3-forksafe",
+            "/usr/lib/python3/dist-packages/forksafe/recipe_sqlalchemy.py": "python3-forksafe",
             "/usr/share/doc/python3-forksafe/copyright": "python3-forksafe",
         }
         for path, package in owners.items():
@@ -253,6 +255,7 @@ class DebTest(unittest.TestCase):
             pythonpath = {app_dir}
             paste = config:%p
             forksafe-subscribe = * dl:HANDLER:record
+            forksafe-subscribe = pre-fork recipe:gc-freeze
             """.replace("HANDLER", self.handler)
         app = """
             [app:main]
@@ -280,6 +283,9 @@ class DebTest(unittest.TestCase):
                      "master-exit"):
             self.assertIn(name, names, u.log_text()[-3000:])
         self.assertEqual(len(u.events("worker-ready")), 2)
+        # the recipe came from python3-forksafe: no python-path names it
+        self.assertRegex(u.log_text(), r"recipe:gc-freeze: the master froze \d+ objects before "
+                                       r"its first fork of generation 0")
         for e in events:
             self.assertEqual(e["container"], "uwsgi")
             self.assertEqual(e["settings"]["answer"], "42")
