@@ -64,6 +64,17 @@ class SQLAlchemy(Recipe):
             if isinstance(thing, Engine):
                 self._track(thing)
 
+    def _engines_now(self):
+        """The engines tracked, as a list.  Another thread of the master may
+        connect an engine (and so track it) while this one forks; a lock
+        would be held across the fork, so the copy is simply made again."""
+        for _ in range(100):
+            try:
+                return list(self.engines)
+            except RuntimeError:  # the set changed size while copied
+                continue
+        return list(self.engines)
+
     def master_start(self, payload):
         self._find_engines()
         self._claim_pools()
@@ -75,7 +86,7 @@ class SQLAlchemy(Recipe):
         after which the check looks again)."""
         if self.option["before"] == "dispose":
             return
-        for engine in list(self.engines):
+        for engine in self._engines_now():
             for fd in _pooled_sockets(engine.pool):
                 _claim(fd)
 
@@ -88,14 +99,14 @@ class SQLAlchemy(Recipe):
         if self.option["before"] != "dispose":
             self._claim_pools()
             return
-        for engine in list(self.engines):
+        for engine in self._engines_now():
             # close=True: the parent keeps no connection for a child to inherit.
             engine.dispose()
             self.pool_owner[engine.pool] = os.getpid()
 
     def post_fork(self, payload):
         pid = os.getpid()
-        for engine in list(self.engines):
+        for engine in self._engines_now():
             pool = engine.pool
             owner = self.pool_owner.get(pool)
             if owner == pid:
