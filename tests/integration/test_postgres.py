@@ -186,6 +186,10 @@ class PostgresForkTest(IntegrationCase):
         else:
             self.assertEqual(sorted(live), sorted(result.backend_pids | {startup["backend_pid"]}),
                              why)
+        # the app sees it: the pool its engine was made with in the master
+        # is not the one it uses (none was inherited with before=dispose)
+        for answer in result.first_by_pid.values():
+            self.assertEqual(answer["pool_dropped_from"], uwsgi.master_pid, why)
         if disposer == "recipe":
             # inherited, and handled: in the payload, not said as a hazard
             self.assertNotIn("will inherit", log, why)

@@ -26,6 +26,7 @@ _engines = {}    # URL string -> Engine
 _pool_pid = {}   # URL string -> pid of the process whose pool the engine has now
 _disposed = []   # (url, from pid) disposed in this process, for the /db view
 _startup = {}    # Engine -> what startup_check saw (pid, backend pid)
+_first_pool = {}  # Engine -> (the pool it was made with, the pid that made it)
 
 
 def _key(url):
@@ -62,6 +63,7 @@ def engine_for(settings, prefix=PREFIX):
             engine = engine_from_config(settings, prefix)
             _engines[key] = engine
             _pool_pid[key] = os.getpid()
+            _first_pool[engine] = (engine.pool, os.getpid())
         return engine
 
 
@@ -95,6 +97,17 @@ def dispose_inherited(url=None, reason="post-fork"):
             _disposed.append({"url": safe_url(engine.url), "from_pid": origin,
                               "reason": reason})
     return done
+
+
+def pool_dropped_from(engine):
+    """The pid of the process the engine's pool was inherited from, if this
+    process has dropped that pool since (engine.dispose(close=False), by
+    recipe:sqlalchemy or by dispose_engine); None otherwise."""
+    with _lock:
+        pool, pid = _first_pool.get(engine, (None, None))
+    if pool is None or pid == os.getpid() or engine.pool is pool:
+        return None
+    return pid
 
 
 def backend_id(conn):
@@ -133,5 +146,6 @@ def probe(engine):
             "url": safe_url(engine.url),
             "startup": _startup.get(engine),
             "disposed": list(_disposed),
+            "pool_dropped_from": pool_dropped_from(engine),
             "pool": engine.pool.status(),
         }

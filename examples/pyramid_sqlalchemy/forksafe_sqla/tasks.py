@@ -39,4 +39,4 @@ def where():
     """Which pool process ran the task, on which database backend."""
     info = db.probe(db.engine_for(forksafe.settings))
     return {"pid": info["pid"], "backend_pid": info["backend_pid"], "url": info["url"],
-            "disposed": info["disposed"]}
+            "disposed": info["disposed"], "pool_dropped_from": info["pool_dropped_from"]}
