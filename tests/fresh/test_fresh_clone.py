@@ -171,7 +171,15 @@ class FreshCloneTest(unittest.TestCase):
         self.assertFalse(os.path.exists(os.path.join(self.clone, "forksafe_plugin.so")))
 
     def kill_session(self, make):
-        """Whatever is left of make run's session, SIGKILLed and reaped."""
+        """Whatever is left of make run's session, SIGKILLed and reaped --
+        after a Ctrl-C first, when a failed test left it running: run-celery.sh
+        stops its broker, which runs in a session of its own, only then."""
+        if make.poll() is None:
+            os.killpg(make.pid, signal.SIGINT)
+            try:
+                make.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                pass
         for pid in session_members(make.pid):
             try:
                 os.kill(pid, signal.SIGKILL)
