@@ -31,7 +31,7 @@ import sys
 import types
 import unittest
 
-from harness import ROOT, IntegrationCase, Uwsgi
+from harness import ROOT, IntegrationCase, Uwsgi, wait_for
 from load import run_load
 from pg import PostgresCluster
 
@@ -229,6 +229,37 @@ class PostgresForkTest(IntegrationCase):
         uwsgi, database = self.serve("production.ini")
         result = self.load(uwsgi)
         self.assert_one_backend_per_worker(uwsgi, database, result, disposer="recipe")
+
+    def test_recipe_holds_for_a_respawned_worker(self):
+        # a worker killed after it served on its own backend: its
+        # replacement is forked from the same master, whose pool still holds
+        # the start-up connection, and drops it too
+        uwsgi, database = self.serve("production.ini")
+        first = self.load(uwsgi)
+        self.assertEqual(first.errors, 0, self.context(uwsgi, first))
+        victim = sorted(first.worker_pids)[0]
+        os.kill(victim, signal.SIGKILL)
+        wait_for(lambda: len(uwsgi.events("worker-ready")) > WORKERS,
+                 what="the killed worker's replacement to be ready")
+        replacement = uwsgi.events("worker-ready")[-1]["process"]["pid"]
+        result = self.load(uwsgi)
+        why = self.context(uwsgi, result)
+        self.assertEqual(result.errors, 0, why)
+        self.assertIn(replacement, result.worker_pids, why)
+        self.assertNotIn(victim, result.worker_pids, why)
+        startup = result.bodies[0]["startup"]["backend_pid"]
+        self.assertNotIn(startup, result.backend_pids, why)
+        self.assertEqual(len(result.backends_by_worker()[replacement]), 1, why)
+        self.assertEqual(result.first_by_pid[replacement]["pool_dropped_from"],
+                         uwsgi.master_pid, why)
+        self.assertRegex(uwsgi.log_text(), r"recipe:sqlalchemy: worker \d+ \(pid %d\) dropped "
+                                           r"the pool of \S+ inherited from pid %d"
+                                           % (replacement, uwsgi.master_pid))
+        # the respawn's pre-fork was told the connection is handled
+        last = uwsgi.events("pre-fork")[-1]
+        self.assertTrue([h for h in last.get("hazards", [])
+                         if h.get("handled_by") == "recipe:sqlalchemy"], why)
+        self.assertNotIn("will inherit", uwsgi.log_text(), why)
 
     def test_recipe_before_dispose_closes_the_pool_in_the_master(self):
         uwsgi, database = self.serve("production.ini", recipe="recipe:sqlalchemy?before=dispose")
