@@ -725,6 +725,28 @@ class GunicornPostgresTest(unittest.TestCase):
                                  "post-fork": 4, "worker-ready": 4, "worker-exit": 4,
                                  "master-exit": 1})
 
+    def test_the_recipe_holds_for_a_respawned_worker(self):
+        # a worker SIGKILLed after it served: the arbiter forks its
+        # replacement from the same pool, and the replacement drops it too
+        server, _ = self.serve()
+        first = self.load(server)
+        self.assertEqual(first.errors, 0, first.summary())
+        victim = sorted(first.worker_pids)[0]
+        os.kill(victim, signal.SIGKILL)
+        wait_for(lambda: len(server.events("worker-ready")) > 4,
+                 what="the killed worker's replacement to be ready")
+        replacement = server.events("worker-ready")[-1]["process"]["pid"]
+        result = self.load(server)
+        why = "%s\n%s" % (result.summary(), server.log_text()[-6000:])
+        self.assertEqual(result.errors, 0, why)
+        self.assertIn(replacement, result.worker_pids, why)
+        self.assertNotIn(victim, result.worker_pids, why)
+        self.assertNotIn(result.bodies[0]["startup"]["backend_pid"], result.backend_pids, why)
+        self.assertEqual(len(result.backends_by_worker()[replacement]), 1, why)
+        self.assertEqual(result.first_by_pid[replacement]["pool_dropped_from"],
+                         server.master_pid, why)
+        self.assertNotIn("will inherit", server.log_text(), why)
+
     def test_pyramid_forksafe_subscriber_instead(self):
         # the example's own dispose_engine, as a Pyramid subscriber of
         # pyramid_forksafe's ApplicationPostFork, instead of the recipe
