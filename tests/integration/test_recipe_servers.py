@@ -48,6 +48,8 @@ EXAMPLE = os.path.join(ROOT, "examples", "pyramid_sqlalchemy")
 RUN_CELERY = os.path.join(EXAMPLE, "run-celery.sh")
 POOL = test_postgres.WORKERS  # run-celery.sh's --concurrency, checked below
 TASKS = 1000
+# each pool process replaced after this many tasks (the recycling test)
+RECYCLE = 100
 TASK = "forksafe_sqla.where"
 # A safety net for the run that expects 0 errors: every answer within this
 # many seconds (a busy machine included).
@@ -296,6 +298,29 @@ class CeleryPostgresTest(unittest.TestCase):
         for name, count in (("master-start", 1), ("pre-fork", POOL), ("post-fork", POOL),
                             ("worker-ready", POOL), ("master-exit", 1)):
             self.assertEqual(names[name], count, names)
+
+    def test_the_recipe_holds_for_replaced_pool_processes(self):
+        # --max-tasks-per-child: Celery replaces each pool process after
+        # RECYCLE tasks, forking the replacement from the same main process,
+        # whose pool still holds its start-up connection
+        worker, database = self.serve(extra_args=["--max-tasks-per-child=%d" % RECYCLE])
+        main = self.main_backend(worker, database)
+        result = run_tasks(self.client(), TASKS, TIME_LIMIT)
+        print("\n  celery, recycling every %d tasks: %s" % (RECYCLE, tasks_summary(result)))
+        why = self.context(worker, result)
+        self.assertEqual(result.errors, 0, why)
+        self.assertEqual(result.ok, TASKS, why)
+        forked = worker.pool_pids()
+        self.assertGreater(len(forked), POOL, "no pool process was replaced\n" + why)
+        for pid, backends in result.backends_by_worker().items():
+            self.assertEqual(len(backends), 1, "pool process %d used backends %s\n%s"
+                             % (pid, backends, why))
+        self.assertNotIn(main, result.backend_pids, why)
+        # every pool process, the replacements too, dropped the main's pool
+        lines = re.findall(RECIPE_LINE, worker.log_text())
+        self.assertEqual(sorted(int(pid) for _, _, pid, _, _ in lines), sorted(forked), why)
+        self.assertEqual({int(origin) for _, _, _, _, origin in lines}, {worker.pid}, why)
+        self.assertNotIn("will inherit", worker.log_text(), why)
 
     def test_without_the_recipe_line_the_hazard_shows(self):
         # the same production.ini minus `post-fork = recipe:sqlalchemy`
