@@ -255,7 +255,6 @@ class DebTest(unittest.TestCase):
             pythonpath = {app_dir}
             paste = config:%p
             forksafe-subscribe = * dl:HANDLER:record
-            forksafe-subscribe = pre-fork recipe:gc-freeze
             """.replace("HANDLER", self.handler)
         app = """
             [app:main]
@@ -263,6 +262,9 @@ class DebTest(unittest.TestCase):
             answer = 42
             pyramid_log = %(here)s/pyramid.jsonl
             forksafe.event_log = %(here)s/events.jsonl
+
+            [forksafe]
+            pre-fork = recipe:gc-freeze
             """
         u = Uwsgi(self, body, extra_sections=app)
         u.start(wait_ready=2, env=clean_env())
