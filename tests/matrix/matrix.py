@@ -54,7 +54,7 @@ PACKAGES = [
     "uwsgi-core", "uwsgi-dev", "uwsgi-plugin-python3",
     "python3", "python3-pastedeploy", "python3-pyramid", "python3-uwsgidecorators",
     "gunicorn", "python3-sqlalchemy", "python3-psycopg2", "postgresql",
-    "python3-celery",
+    "python3-celery", "python3-prometheus-client",
 ]
 
 
