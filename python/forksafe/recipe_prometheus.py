@@ -68,32 +68,39 @@ def _variable():
     return "PROMETHEUS_MULTIPROC_DIR"
 
 
-def mapped_by(path, pid):
-    """True if process PID has the file PATH mapped (prometheus_client maps
-    every file it writes for the life of the process), False if it does not
-    or there is no such process.  A process whose maps this one may not read
-    counts as having it: a file is removed only when it is known unused."""
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        return False
-    real = os.path.realpath(path)
-    device = "%02x:%02x" % (os.major(st.st_dev), os.minor(st.st_dev))
+def mapped_files(pid):
+    """What process PID has mapped, as a set of paths and of (device,
+    inode) pairs (prometheus_client maps every file it writes for the life
+    of the process); an empty set if there is no such process, None if its
+    maps may not be read -- then every file counts as its: a file is removed
+    only when it is known unused.  Read once per process, not per file."""
+    mapped = set()
     try:
         with open("/proc/%d/maps" % pid) as f:
             for line in f:
                 fields = line.split(None, 5)
                 if len(fields) < 5:
                     continue
-                if len(fields) == 6 and fields[5].rstrip("\n") == real:
-                    return True
-                if fields[4] == str(st.st_ino) and fields[3] == device:
-                    return True
+                mapped.add((fields[3], fields[4]))
+                if len(fields) == 6:
+                    mapped.add(fields[5].rstrip("\n"))
     except (FileNotFoundError, ProcessLookupError):
-        return False
+        return set()
     except OSError:
+        return None
+    return mapped
+
+
+def is_mapped(path, mapped):
+    """Whether PATH is among MAPPED (mapped_files's answer)."""
+    if mapped is None:
         return True
-    return False
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return False
+    device = "%02x:%02x" % (os.major(st.st_dev), os.minor(st.st_dev))
+    return os.path.realpath(path) in mapped or (device, str(st.st_ino)) in mapped
 
 
 class Prometheus(Recipe):
@@ -128,10 +135,12 @@ class Prometheus(Recipe):
 
     def _left(self, path, names):
         """Those of NAMES (files in PATH) that no live process has mapped."""
-        left = []
+        left, maps = [], {}
         for name in names:
             pid = int(LIBRARY_FILE.match(name).group(2))
-            if not mapped_by(os.path.join(path, name), pid):
+            if pid not in maps:
+                maps[pid] = mapped_files(pid)
+            if not is_mapped(os.path.join(path, name), maps[pid]):
                 left.append(name)
         return left
 

@@ -75,6 +75,14 @@ class SQLAlchemy(Recipe):
                 continue
         return list(self.engines)
 
+    def _stop_listening(self):
+        if self.listening:
+            from sqlalchemy import event
+            from sqlalchemy.engine import Engine
+
+            event.remove(Engine, "engine_connect", self._on_connect)
+            self.listening = False
+
     def master_start(self, payload):
         self._find_engines()
         self._claim_pools()
@@ -106,6 +114,9 @@ class SQLAlchemy(Recipe):
 
     def post_fork(self, payload):
         pid = os.getpid()
+        # Tracking is for the process that forks: a worker's own engines
+        # are never inherited, so its requests do not pay the listener.
+        self._stop_listening()
         for engine in self._engines_now():
             pool = engine.pool
             owner = self.pool_owner.get(pool)

@@ -46,6 +46,13 @@ def child(run):
     return answer
 
 
+def _sqlalchemy_recipes():
+    """The recipe:sqlalchemy objects alive in this process."""
+    from forksafe.recipe_sqlalchemy import SQLAlchemy
+
+    return [thing for thing in gc.get_objects() if isinstance(thing, SQLAlchemy)]
+
+
 class SpecTest(unittest.TestCase):
     """What the core says at start-up, FILE:LINE first."""
 
@@ -132,8 +139,11 @@ class SQLAlchemyRecipeTest(unittest.TestCase):
         from sqlalchemy import create_engine
         from sqlalchemy.pool import QueuePool
 
+        before = {id(r) for r in _sqlalchemy_recipes()}
         host, _ = self.host("recipe:sqlalchemy")
+        mine = [r for r in _sqlalchemy_recipes() if id(r) not in before]
         host.dispatch("master-start", "master", 0)
+        self.assertEqual([r.listening for r in mine], [True])
         # made after master-start: found by the engine_connect listener
         late = create_engine(self.url, poolclass=QueuePool)
         self.addCleanup(late.dispose)
@@ -146,14 +156,21 @@ class SQLAlchemyRecipeTest(unittest.TestCase):
         def in_child():
             host.dispatch("post-fork", "worker", 1)
             host.dispatch("post-fork", "worker", 1)  # twice: disposed once
+            from sqlalchemy import event
+            from sqlalchemy.engine import Engine
+
             return {"early": id(self.early.pool), "late": id(late.pool),
-                    "early_checkedin": self.early.pool.checkedin()}
+                    "early_checkedin": self.early.pool.checkedin(),
+                    "listening": [event.contains(Engine, "engine_connect", r._on_connect)
+                                  for r in mine]}
 
         answer = child(in_child)
         self.assertEqual(held, 1)
         self.assertNotEqual(answer["early"], before["early"])
         self.assertNotEqual(answer["late"], before["late"])
         self.assertEqual(answer["early_checkedin"], 0)
+        # the child's own requests do not pay the master's tracking
+        self.assertEqual(answer["listening"], [False])
         # the parent's pool is untouched: close=False in the child
         self.assertEqual(id(self.early.pool), before["early"])
         self.assertEqual(self.early.pool.checkedin(), 1)
