@@ -12,7 +12,7 @@
 
 /* hook: is registered by the uWSGI plugin, not by lib/; the parser only
  * needs the kind to exist. */
-static forksafe__backend hook_backend = {"hook", NULL, NULL, NULL, NULL};
+static forksafe__backend hook_backend = {.kind = "hook"};
 
 static void quiet(void *userdata, int level, const char *message)
 {
