@@ -266,7 +266,7 @@ void glue_start_stats_server(void)
     }
     if (glue.options.metrics) {
         metrics_fd = bind_or_die("forksafe-metrics", glue.options.metrics);
-        uwsgi_log("[forksafe] Prometheus metrics on http://%s/metrics\n", glue.options.metrics);
+        uwsgi_log("[forksafe] Prometheus metrics (GET /metrics) on %s\n", glue.options.metrics);
     }
     if (glue_start_own_thread(&thread, serve, NULL) != 0) {
         uwsgi_log("[forksafe] cannot start the stats thread\n");
