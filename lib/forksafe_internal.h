@@ -211,9 +211,21 @@ typedef struct forksafe__hazard_stats {
     int64_t last_allowed;       /* hazards a rule allows, at the last look */
 } forksafe__hazard_stats;
 
+/* Counters of one subscription (slot 0: pyramid_forksafe's listeners,
+ * slot N: subscription index N - 1); subscriptions past the last slot are
+ * counted per event only. */
+typedef struct forksafe__subscription_stats {
+    int64_t runs;
+    int64_t failed;
+    int64_t duration_sum_us;
+} forksafe__subscription_stats;
+
+#define FORKSAFE__SUBSCRIPTION_STATS 256
+
 typedef struct forksafe__stats {
     forksafe__event_stats events[FORKSAFE_EVENT_COUNT];
     forksafe__hazard_stats hazards;
+    forksafe__subscription_stats subscriptions[FORKSAFE__SUBSCRIPTION_STATS];
     uint64_t next_sequence;
     uint32_t history_capacity;
     forksafe__run_record history[];

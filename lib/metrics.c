@@ -205,6 +205,27 @@ static void hazard_families(metrics_out *out, const forksafe__hazard_stats *haza
          (long long)load(&hazards->last_allowed));
 }
 
+/* index="N",handler="SPEC" of subscription SUBSCRIPTION (-1: the
+ * listeners), its handler redacted as in the stats JSON. */
+static void subscription_labels(metrics_out *out, const forksafe__context *ctx, int subscription)
+{
+    char number[24], *shown;
+
+    snprintf(number, sizeof(number), "%d", subscription < 0 ? -1 : subscription + 1);
+    label(out, "index", number, 1);
+    if (subscription < 0) {
+        label(out, "handler", "pyramid_forksafe", 0);
+        return;
+    }
+    shown = forksafe__redact("handler", ctx->subscriptions[subscription].spec);
+    if (!shown) {
+        out->failed = 1;
+        return;
+    }
+    label(out, "handler", shown, 0);
+    forksafe__free(shown);
+}
+
 static void subscription_family(metrics_out *out, const forksafe__context *ctx)
 {
     size_t i;
@@ -213,23 +234,52 @@ static void subscription_family(metrics_out *out, const forksafe__context *ctx)
            "The subscriptions, 1 each: their handler (secrets redacted) and where it was read.");
     for (i = 0; i < ctx->subscription_count; i++) {
         const forksafe__subscription *sub = &ctx->subscriptions[i];
-        char *shown = forksafe__redact("handler", sub->spec);
         char number[24];
 
-        if (!shown) {
-            out->failed = 1;
-            return;
-        }
-        snprintf(number, sizeof(number), "%u", sub->index + 1);
         append(out, "forksafe_subscription_info{", 27);
-        label(out, "index", number, 1);
-        label(out, "handler", shown, 0);
+        subscription_labels(out, ctx, (int)i);
         label(out, "source", sub->source ? sub->source : "", 0);
         snprintf(number, sizeof(number), "%d", sub->line);
         label(out, "line", number, 0);
         append(out, "} 1\n", 4);
-        forksafe__free(shown);
     }
+}
+
+/* One counter per subscription; the listeners' row once they exist. */
+static void subscription_counter(metrics_out *out, const forksafe__context *ctx, const char *name,
+                                 const char *help, size_t field, int seconds)
+{
+    int slot;
+
+    family(out, name, "counter", help);
+    for (slot = 0; slot < FORKSAFE__SUBSCRIPTION_STATS && (size_t)slot <= ctx->subscription_count;
+         slot++) {
+        const forksafe__subscription_stats *counters = &ctx->stats->subscriptions[slot];
+        int64_t value = load((const int64_t *)(const void *)((const char *)counters + field));
+
+        if (slot == 0 && !ctx->listeners && load(&counters->runs) == 0)
+            continue;
+        emit(out, "%s{", name);
+        subscription_labels(out, ctx, slot - 1);
+        if (seconds)
+            emit(out, "} %.6f\n", (double)value / 1e6);
+        else
+            emit(out, "} %lld\n", (long long)value);
+    }
+}
+
+static void subscription_families(metrics_out *out, const forksafe__context *ctx)
+{
+    subscription_family(out, ctx);
+    subscription_counter(out, ctx, "forksafe_subscription_runs_total",
+                         "Runs of each subscription's handler, in any process.",
+                         offsetof(forksafe__subscription_stats, runs), 0);
+    subscription_counter(out, ctx, "forksafe_subscription_failures_total",
+                         "Runs of each subscription's handler that failed.",
+                         offsetof(forksafe__subscription_stats, failed), 0);
+    subscription_counter(out, ctx, "forksafe_subscription_duration_seconds_total",
+                         "Time each subscription's handler ran, added up.",
+                         offsetof(forksafe__subscription_stats, duration_sum_us), 1);
 }
 
 static void memory_family(metrics_out *out, const char *name, const char *help,
@@ -315,7 +365,7 @@ char *forksafe__metrics_text(const forksafe__context *ctx, const char *container
                  "The slowest handler run of each event.",
                  offsetof(forksafe__event_stats, max_duration_us), 1);
     hazard_families(&out, &ctx->stats->hazards);
-    subscription_family(&out, ctx);
+    subscription_families(&out, ctx);
     memory_families(&out, processes, count);
     if (out.failed || !out.text) {
         forksafe__free(out.text);

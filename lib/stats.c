@@ -98,6 +98,15 @@ void forksafe__stats_handler_ran(forksafe__context *ctx, const forksafe__occurre
     __atomic_add_fetch(&counters->duration_sum_us, duration_us, __ATOMIC_RELAXED);
     __atomic_add_fetch(&counters->duration_buckets[duration_bucket(duration_us)], 1,
                        __ATOMIC_RELAXED);
+    if (subscription >= FORKSAFE__STATS_LISTENERS &&
+        subscription + 1 < FORKSAFE__SUBSCRIPTION_STATS) {
+        forksafe__subscription_stats *mine = &stats->subscriptions[subscription + 1];
+
+        __atomic_add_fetch(&mine->runs, 1, __ATOMIC_RELAXED);
+        if (result != 0)
+            __atomic_add_fetch(&mine->failed, 1, __ATOMIC_RELAXED);
+        __atomic_add_fetch(&mine->duration_sum_us, duration_us, __ATOMIC_RELAXED);
+    }
 
     if (stats->history_capacity == 0)
         return;

@@ -183,6 +183,20 @@ START_TEST(counters_histogram_and_subscriptions)
                       "\\\"a\\\\b\\\"' postgresql://app:***@db/app\",source=\"metrics "
                       "\\\"x\\\".ini\",line=\"3\"} 1");
     ck_assert_ptr_null(strstr(text, "hunter2"));
+    /* Per subscription: the same runs, by handler; no listeners' row
+     * without listeners. */
+    assert_line(text, "forksafe_subscription_runs_total{index=\"1\",handler=\"symbol:forksafe_test_"
+                      "metrics_ok\"} 2");
+    assert_line(text, "forksafe_subscription_failures_total{index=\"2\",handler=\"symbol:"
+                      "forksafe_test_metrics_fail\"} 1");
+    assert_line(text, "forksafe_subscription_failures_total{index=\"1\",handler=\"symbol:"
+                      "forksafe_test_metrics_ok\"} 0");
+    ck_assert_ptr_nonnull(strstr(text, "\nforksafe_subscription_duration_seconds_total{index=\"3\","
+                                       "handler=\"symbol:forksafe_test_metrics_slow\"} 0.2"));
+    ck_assert_ptr_nonnull(strstr(text, "\nforksafe_subscription_runs_total{index=\"4\",handler="
+                                       "\"exec:/bin/sh -c 'echo \\\"a\\\\b\\\"' "
+                                       "postgresql://app:***@db/app\"} 0\n"));
+    ck_assert_ptr_null(strstr(text, "index=\"-1\""));
     ck_assert_ptr_nonnull(
         strstr(text, "\nforksafe_process_private_bytes{kind=\"master\",id=\"0\"} "));
     forksafe__free(text);
