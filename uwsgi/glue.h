@@ -10,7 +10,9 @@
  *   reasons.c      why the master ends a child       -> children, compat
  *   children.c     the master's children             -> signals, occurrence, compat, wake
  *   signals.c      stop and reload signals           -> instance
- *   stats_server.c the forksafe-stats socket         -> config
+ *   stats_server.c the forksafe-stats and -metrics    -> config, metrics
+ *                  sockets
+ *   metrics.c      one GET /metrics for Prometheus   -> children
  *   occurrence.c   an event occurs, lib/ dispatches  -> instance
  *   instance.c     running, reloading or stopping
  *   python_fork.c  os.fork()'s semantics at its forks -> children, compat, config, wake
@@ -85,6 +87,7 @@ struct glue_options {
     char *on_error;
     char *timeout;
     char *stats;
+    char *metrics;
     char *history;
     char *hazards;
     struct uwsgi_string_list *hazard_allow;
@@ -326,8 +329,14 @@ void glue_unwatch_death(int fd);
 void glue_register_metrics(void);
 void glue_start_stats_server(void);
 
-/* A child has no business with the master's listening socket. */
+/* A child has no business with the master's listening sockets. */
 void glue_close_stats_socket(void);
+
+/* ----------------------------------------------------------- metrics.c */
+
+/* Reads CLIENT's HTTP request and answers it (GET /metrics: Prometheus'
+ * text format); the caller closes CLIENT. */
+void glue_serve_metrics(int client);
 
 /* -------------------------------------------------------------- clock */
 
