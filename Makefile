@@ -160,8 +160,13 @@ $(BUILD)/bench/%: bench/%.c $(LIB_OBJ)
 	$(CC) $(BASE_CFLAGS) $(JANSSON_CFLAGS) -Wno-missing-prototypes -rdynamic $< $(LIB_OBJ) \
 	    -o $@ $(JANSSON_LIBS) -ldl -lm
 
-# The spawn benchmark's native handler (bench/apps/note_pid.c).
-BENCH_SO := $(BUILD)/bench/note_pid.so
+# The spawn benchmark's native handler (bench/apps/note_pid.c) and its
+# inert uWSGI plugin (bench/apps/inert_plugin.c, built like the crasher).
+BENCH_SO := $(BUILD)/bench/note_pid.so $(BUILD)/bench/inert_plugin.so
+$(BUILD)/bench/inert_plugin.so: bench/apps/inert_plugin.c $(UWSGI_H) $(BUILD)/uwsgi/cflags
+	@mkdir -p $(dir $@)
+	$(CC) $$(cat $(BUILD)/uwsgi/cflags) -I$(BUILD)/uwsgi $(BASE_CFLAGS) -Wno-unused-parameter \
+	    -Wno-strict-prototypes -shared -o $@ $<
 $(BUILD)/bench/%.so: bench/apps/%.c include/forksafe.h
 	@mkdir -p $(dir $@)
 	$(CC) $(BASE_CFLAGS) -fPIC -shared -Iinclude $< -o $@
@@ -177,7 +182,7 @@ bench: deps $(BENCH_C) $(PLUGIN) $(EXAMPLE_SO)
 # (wrk), spawn -> ready latency and respawn rate, memory, worker memory
 # with recipe:gc-freeze vs without.  Each prints its table;
 # build/bench/results.md holds the latest ones.
-BENCH_PY := throughput spawn memory crash_loop gc_freeze
+BENCH_PY := throughput spawn spawn_faults memory crash_loop gc_freeze
 .PHONY: bench-py
 bench: bench-py
 bench-py: deps $(PLUGIN) $(EXAMPLE_SO) $(BENCH_SO) $(CRASHER)
