@@ -82,14 +82,18 @@ $(BUILD)/plugin/uwsgi/%.o: uwsgi/%.c $(GLUE_HDR) $(LIB_HDR) $(UWSGI_H) $(BUILD)/
 	@mkdir -p $(dir $@)
 	$(CC) $$(cat $(BUILD)/uwsgi/cflags) -I$(BUILD)/uwsgi $(GLUE_CFLAGS) -c $< -o $@
 
-$(PLUGIN): $(GLUE_OBJ) $(LIB_OBJ)
-	$(CC) -shared $(LDFLAGS) -o $@ $^ $(JANSSON_LIBS) -ldl
+# lib/child_page.ld: what a new child writes of forksafe's static data on
+# one page of its own.
+CHILD_PAGE_LD := -Wl,-T,lib/child_page.ld
+$(PLUGIN): $(GLUE_OBJ) $(LIB_OBJ) lib/child_page.ld
+	$(CC) -shared $(LDFLAGS) $(CHILD_PAGE_LD) -o $@ $(GLUE_OBJ) $(LIB_OBJ) $(JANSSON_LIBS) -ldl
 
 # The core alone, for other servers' adapters (ctypes) and native tools:
 # exports only what include/forksafe.h and forksafe_host.h declare.
 LIBFORKSAFE := $(BUILD)/libforksafe.so
-$(LIBFORKSAFE): $(LIB_OBJ)
-	$(CC) -shared $(LDFLAGS) -Wl,-soname,libforksafe.so.0 -o $@ $^ $(JANSSON_LIBS) -ldl
+$(LIBFORKSAFE): $(LIB_OBJ) lib/child_page.ld
+	$(CC) -shared $(LDFLAGS) $(CHILD_PAGE_LD) -Wl,-soname,libforksafe.so.0 -o $@ $(LIB_OBJ) \
+	    $(JANSSON_LIBS) -ldl
 
 $(BUILD)/tests/%: tests/unit/%.c $(LIB_OBJ) tests/unit/unit.h
 	@mkdir -p $(dir $@)

@@ -27,16 +27,20 @@ Target: forksafe's faults per spawn within those of the inert plugin + 2
 (nothing subscribed and a dl: handler).
 """
 
+import shutil
 import sys
 import time
 
 from common import RESPAWNING, Uwsgi, env_int, median, report, table, verdict, wait_exited
 
 SPAWNS = env_int("BENCH_FAULT_SPAWNS", 40)
-# A worker's count is the same spawn after spawn, but moves by a few faults
-# from one instance to another (where its memory landed): every variant
-# runs in several instances, and its samples are pooled.
+# A worker's count is the same spawn after spawn, but with address space
+# randomization it moves by a few faults from one instance to another
+# (where its stack, heap and libraries landed): the instances run without
+# it (setarch -R), where every instance of a variant counts the same, and
+# in several instances, their samples pooled.
 INSTANCES = env_int("BENCH_FAULT_INSTANCES", 3)
+NO_ASLR = ["setarch", "-R"] if shutil.which("setarch") else []
 
 APP = "wsgi-file = {bench_apps}/fault_app.py\n"
 FORKSAFE = "plugins = python3,forksafe\nforksafe-settings = %p\n"
@@ -83,7 +87,8 @@ class Respawner:
 
 
 def main():
-    servers = [Uwsgi(name, body).start() for _ in range(INSTANCES) for name, body in VARIANTS]
+    servers = [Uwsgi(name, body).start(NO_ASLR) for _ in range(INSTANCES)
+               for name, body in VARIANTS]
     for u in servers:
         u.wait_ready()
     spawners = [Respawner(u) for u in servers]
@@ -126,7 +131,7 @@ def main():
            + "\n\nFaults: the new worker's getrusage(RUSAGE_SELF).ru_minflt as it serves its "
            "first request (it counts from the fork). Latency: from waking the master to that "
            "answer; the ratio is the median over respawns of the pair (variant, bare) taken "
-           "in turn; range: the lowest and highest count of any instance. On a VM where a fault is expensive the faults are the spawn's cost.")
+           "in turn; range: the lowest and highest count of any instance (%s). On a VM where a fault is expensive the faults are the spawn's cost." % ("address space randomization off" if NO_ASLR else "randomized"))
     return 0
 
 
