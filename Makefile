@@ -82,14 +82,18 @@ $(BUILD)/plugin/uwsgi/%.o: uwsgi/%.c $(GLUE_HDR) $(LIB_HDR) $(UWSGI_H) $(BUILD)/
 	@mkdir -p $(dir $@)
 	$(CC) $$(cat $(BUILD)/uwsgi/cflags) -I$(BUILD)/uwsgi $(GLUE_CFLAGS) -c $< -o $@
 
-$(PLUGIN): $(GLUE_OBJ) $(LIB_OBJ)
-	$(CC) -shared $(LDFLAGS) -o $@ $^ $(JANSSON_LIBS) -ldl
+# lib/child_page.ld: what a new child writes of forksafe's static data on
+# one page of its own.
+CHILD_PAGE_LD := -Wl,-T,lib/child_page.ld
+$(PLUGIN): $(GLUE_OBJ) $(LIB_OBJ) lib/child_page.ld
+	$(CC) -shared $(LDFLAGS) $(CHILD_PAGE_LD) -o $@ $(GLUE_OBJ) $(LIB_OBJ) $(JANSSON_LIBS) -ldl
 
 # The core alone, for other servers' adapters (ctypes) and native tools:
 # exports only what include/forksafe.h and forksafe_host.h declare.
 LIBFORKSAFE := $(BUILD)/libforksafe.so
-$(LIBFORKSAFE): $(LIB_OBJ)
-	$(CC) -shared $(LDFLAGS) -Wl,-soname,libforksafe.so.0 -o $@ $^ $(JANSSON_LIBS) -ldl
+$(LIBFORKSAFE): $(LIB_OBJ) lib/child_page.ld
+	$(CC) -shared $(LDFLAGS) $(CHILD_PAGE_LD) -Wl,-soname,libforksafe.so.0 -o $@ $(LIB_OBJ) \
+	    $(JANSSON_LIBS) -ldl
 
 $(BUILD)/tests/%: tests/unit/%.c $(LIB_OBJ) tests/unit/unit.h
 	@mkdir -p $(dir $@)
@@ -160,8 +164,13 @@ $(BUILD)/bench/%: bench/%.c $(LIB_OBJ)
 	$(CC) $(BASE_CFLAGS) $(JANSSON_CFLAGS) -Wno-missing-prototypes -rdynamic $< $(LIB_OBJ) \
 	    -o $@ $(JANSSON_LIBS) -ldl -lm
 
-# The spawn benchmark's native handler (bench/apps/note_pid.c).
-BENCH_SO := $(BUILD)/bench/note_pid.so
+# The spawn benchmark's native handler (bench/apps/note_pid.c) and its
+# inert uWSGI plugin (bench/apps/inert_plugin.c, built like the crasher).
+BENCH_SO := $(BUILD)/bench/note_pid.so $(BUILD)/bench/inert_plugin.so
+$(BUILD)/bench/inert_plugin.so: bench/apps/inert_plugin.c $(UWSGI_H) $(BUILD)/uwsgi/cflags
+	@mkdir -p $(dir $@)
+	$(CC) $$(cat $(BUILD)/uwsgi/cflags) -I$(BUILD)/uwsgi $(BASE_CFLAGS) -Wno-unused-parameter \
+	    -Wno-strict-prototypes -shared -o $@ $<
 $(BUILD)/bench/%.so: bench/apps/%.c include/forksafe.h
 	@mkdir -p $(dir $@)
 	$(CC) $(BASE_CFLAGS) -fPIC -shared -Iinclude $< -o $@
@@ -177,7 +186,7 @@ bench: deps $(BENCH_C) $(PLUGIN) $(EXAMPLE_SO)
 # (wrk), spawn -> ready latency and respawn rate, memory, worker memory
 # with recipe:gc-freeze vs without.  Each prints its table;
 # build/bench/results.md holds the latest ones.
-BENCH_PY := throughput spawn memory crash_loop gc_freeze fast_respawn
+BENCH_PY := throughput spawn spawn_faults memory crash_loop gc_freeze fast_respawn
 .PHONY: bench-py
 bench: bench-py
 bench-py: deps $(PLUGIN) $(EXAMPLE_SO) $(BENCH_SO) $(CRASHER)

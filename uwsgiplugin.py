@@ -40,7 +40,11 @@ here = plugin_dir()
 # (FORKSAFE_EXPORT) and the plugin struct are exported, also from a
 # monolithic uwsgi, which exports its symbols (-rdynamic).
 CFLAGS = ['-I%s/include' % here, '-I%s/lib' % here, '-I%s/uwsgi' % here, '-fvisibility=hidden'] + pkg_config('--cflags')
-LDFLAGS = []
+# lib/child_page.ld: what a new child writes of forksafe's static data on
+# one page of its own (as `make` links it); a copy of the sources without
+# it still builds, that section unaligned.
+CHILD_PAGE_LD = os.path.join(here, 'lib', 'child_page.ld')
+LDFLAGS = ['-Wl,-T,%s' % CHILD_PAGE_LD] if os.path.exists(CHILD_PAGE_LD) else []
 LIBS = (pkg_config('--libs') or ['-ljansson']) + ['-ldl']
 # The uWSGI glue (uwsgi/) and the core (lib/).
 GCC_LIST = sorted(

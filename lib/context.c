@@ -352,7 +352,7 @@ void forksafe__context_free(forksafe__context *ctx)
     if (ctx->once_flags)
         munmap((void *)ctx->once_flags, ctx->once_flags_size);
     if (ctx->stats)
-        munmap(ctx->stats, ctx->stats_size);
+        munmap((char *)ctx->stats - ctx->stats_room, ctx->stats_size);
     if (ctx->has_settings)
         forksafe__settings_free(&ctx->settings);
     memset(ctx, 0, sizeof(*ctx));

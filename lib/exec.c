@@ -432,7 +432,7 @@ static int await_exit(pid_t pid, double deadline)
 
 /* Where the process publishes the pid (= process group) of the command it
  * is running, so that whoever outlives it can kill what it left. */
-static volatile pid_t *running_command;
+FORKSAFE__CHILD_WRITES static volatile pid_t *running_command;
 
 void forksafe__exec_track(volatile pid_t *slot)
 {

@@ -19,6 +19,14 @@
 #define FORKSAFE__PRINTF(fmt_index, args_index) \
     __attribute__((format(printf, fmt_index, args_index)))
 
+/* Static state a new child writes as it starts (post-fork, worker-ready,
+ * the child half of a fork): every such variable of every file goes in
+ * one section, which lib/child_page.ld aligns to a page and which is
+ * far smaller than one, so a child copies one page of the master's static
+ * data instead of one per file (bench/spawn_faults.py).  Not for const
+ * data, nor for what only the master writes. */
+#define FORKSAFE__CHILD_WRITES __attribute__((section("forksafe_child_writes")))
+
 /* ------------------------------------------------------------------ errors */
 
 #define FORKSAFE__ERRORS(X)                     \

@@ -299,9 +299,11 @@ struct forksafe__context {
     size_t once_flags_size;
 
     /* Counters and recent history shared by every process; made by
-     * forksafe__stats_setup (or by seal with the default size). */
+     * forksafe__stats_setup (or by seal with the default size), after
+     * stats_room bytes of the host's own in the same mapping. */
     forksafe__stats *stats;
-    size_t stats_size;
+    size_t stats_size; /* the whole mapping, the host's room included */
+    size_t stats_room;
 
     /* Set by a successful forksafe__context_seal: handlers resolved, no
      * more subscriptions may be added. */
@@ -361,6 +363,16 @@ void forksafe__context_free(forksafe__context *ctx);
  * does nothing.  Returns 0, FORKSAFE__EINVAL (HISTORY too large) or
  * FORKSAFE__ENOMEM. */
 int forksafe__stats_setup(forksafe__context *ctx, unsigned history);
+
+/* The same, with ROOM zeroed bytes for the host at the start of the
+ * mapping, just before the counters: what a new child writes there and the
+ * counters its first events add to are then on one page, one fault where
+ * separate mappings would each cost one (bench/spawn_faults.py).  The room
+ * is forksafe__stats_room(CTX), 64-byte aligned, shared like the counters. */
+int forksafe__stats_setup_with_room(forksafe__context *ctx, unsigned history, size_t room);
+
+/* The host's room of forksafe__stats_setup_with_room, NULL without one. */
+void *forksafe__stats_room(const forksafe__context *ctx);
 
 /* Counts one occurrence of TYPE. */
 void forksafe__stats_occurred(forksafe__context *ctx, forksafe_event_type type);

@@ -31,7 +31,7 @@ static int delivered_dirty;
 /* This process's post-fork when no listener heard it, kept as the bare
  * occurrence: most workers never need its payload.  An app loaded after
  * the fork (lazy-apps) gets it from _forksafe.recorded("post-fork"). */
-static struct {
+FORKSAFE__CHILD_WRITES static struct {
     int kept;
     const forksafe__context *ctx;
     forksafe__occurrence occ;

@@ -23,8 +23,8 @@
 #include "python_api.h"
 
 /* The before half happened in this process and the after half is due. */
-static int before_done;
-static int gil_state;
+FORKSAFE__CHILD_WRITES static int before_done;
+FORKSAFE__CHILD_WRITES static int gil_state;
 
 /* Whether the interpreter that would survive the fork is the only one.
  * PyInterpreterState_Head/Next are the debugger API: public, exported and

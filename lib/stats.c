@@ -16,23 +16,37 @@
 
 #include "forksafe_internal.h"
 
-int forksafe__stats_setup(forksafe__context *ctx, unsigned history)
+int forksafe__stats_setup_with_room(forksafe__context *ctx, unsigned history, size_t room)
 {
     size_t size;
-    void *memory;
+    char *memory;
 
     if (ctx->stats)
         return 0;
-    if (history > FORKSAFE__HISTORY_MAX)
+    if (history > FORKSAFE__HISTORY_MAX || room > (size_t)1 << 30)
         return FORKSAFE__EINVAL;
-    size = sizeof(forksafe__stats) + (size_t)history * sizeof(forksafe__run_record);
+    room = (room + 63) & ~(size_t)63;
+    size = room + sizeof(forksafe__stats) + (size_t)history * sizeof(forksafe__run_record);
     memory = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (memory == MAP_FAILED)
         return FORKSAFE__ENOMEM;
-    ctx->stats = memory;
+    ctx->stats = (forksafe__stats *)(memory + room);
     ctx->stats_size = size;
+    ctx->stats_room = room;
     ctx->stats->history_capacity = history;
     return 0;
+}
+
+int forksafe__stats_setup(forksafe__context *ctx, unsigned history)
+{
+    return forksafe__stats_setup_with_room(ctx, history, 0);
+}
+
+void *forksafe__stats_room(const forksafe__context *ctx)
+{
+    if (!ctx->stats || !ctx->stats_room)
+        return NULL;
+    return (char *)ctx->stats - ctx->stats_room;
 }
 
 void forksafe__stats_occurred(forksafe__context *ctx, forksafe_event_type type)

@@ -139,7 +139,7 @@ build() {
     mkdir -p "$out/forksafe/uwsgi" "$out/forksafe/lib" "$out/forksafe/include" "$out/handlers"
     cp -p "$root/uwsgiplugin.py" "$out/forksafe/"
     cp -p "$root"/uwsgi/*.c "$root"/uwsgi/*.h "$out/forksafe/uwsgi/"
-    cp -p "$root"/lib/*.c "$root"/lib/*.h "$out/forksafe/lib/"
+    cp -p "$root"/lib/*.c "$root"/lib/*.h "$root"/lib/*.ld "$out/forksafe/lib/"
     cp -p "$root"/include/*.h "$out/forksafe/include/"
     "$CC" -std=gnu11 -O2 -g -fPIC -Wall -Wextra -Werror -I"$root/include" \
         -c "$handler_src" -o "$out/handlers/symbol_handlers.o"

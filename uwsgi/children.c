@@ -47,9 +47,17 @@ void glue_setup_child_tracking(void)
         uwsgi_log("[forksafe] out of memory\n");
         exit(1);
     }
-    glue.children_shared =
-        shared_alloc(((size_t)glue.slot_count + 1) * sizeof(*glue.children_shared));
-    glue.shared_state = shared_alloc(sizeof(*glue.shared_state));
+    /* In the room config.c made before the shared counters (see
+     * glue_shared_room), when there is one for these slots. */
+    glue.shared_state = forksafe__stats_room(&glue.context);
+    if (glue.shared_state && glue.context.stats_room >= glue_shared_room()) {
+        glue.children_shared = (struct forksafe_child_shared *)(glue.shared_state + 1);
+    }
+    else {
+        glue.children_shared =
+            shared_alloc(((size_t)glue.slot_count + 1) * sizeof(*glue.children_shared));
+        glue.shared_state = shared_alloc(sizeof(*glue.shared_state));
+    }
     for (i = 0; i < glue.slot_count; i++)
         glue.slots[i].death_fd = -1;
     for (i = 1; i <= uwsgi.numproc; i++, n++) {

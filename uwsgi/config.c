@@ -404,9 +404,9 @@ void glue_configure(void)
     glue.context.on_error = (int)typed_value(&typed_options[0], glue.context.on_error);
     glue.context.timeout = typed_value(&typed_options[1], glue.context.timeout);
     glue.context.verbose = glue.options.verbose;
-    if (forksafe__stats_setup(
-            &glue.context, (unsigned)typed_value(&typed_options[2], FORKSAFE__HISTORY_DEFAULT)) !=
-        0) {
+    if (forksafe__stats_setup_with_room(
+            &glue.context, (unsigned)typed_value(&typed_options[2], FORKSAFE__HISTORY_DEFAULT),
+            glue_shared_room()) != 0) {
         uwsgi_log("[forksafe] cannot map shared memory for the counters\n");
         exit(1);
     }

@@ -242,6 +242,27 @@ void glue_atfork_child(void);
 
 /* ---------------------------------------------------------- children.c */
 
+/* How many workers, mules and spoolers there are: one slot each. */
+static inline int glue_slot_total(void)
+{
+    struct uwsgi_spooler *spooler;
+    int count = uwsgi.numproc + uwsgi.mules_cnt;
+
+    for (spooler = uwsgi.spoolers; spooler; spooler = spooler->next)
+        count++;
+    return count;
+}
+
+/* The MAP_SHARED bytes of glue.shared_state and glue.children_shared (a
+ * slot more than glue_slot_total()).  config.c maps them in the room
+ * before lib/'s shared counters: a new child writes its slot, reads the
+ * instance state and counts its first events on one page. */
+static inline size_t glue_shared_room(void)
+{
+    return sizeof(struct forksafe_shared_state) +
+           ((size_t)glue_slot_total() + 1) * sizeof(struct forksafe_child_shared);
+}
+
 /* Slots for every worker, mule and spooler; exits on failure. */
 void glue_setup_child_tracking(void);
 

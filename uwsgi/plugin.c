@@ -68,7 +68,7 @@
 
 #include "glue.h"
 
-struct glue_state glue;
+FORKSAFE__CHILD_WRITES struct glue_state glue;
 
 static void forksafe_on_load(void);
 static int forksafe_init(void);

@@ -14,13 +14,14 @@
 
 /* The stop and reload signals, blocked in the master around a fork (see
  * block_fork_signals), and the one a new worker deferred. */
-static int fork_signals_blocked;
-static int worker_fork_in_progress; /* from pre_uwsgi_fork to post_uwsgi_fork */
+FORKSAFE__CHILD_WRITES static int fork_signals_blocked;
+/* from pre_uwsgi_fork to post_uwsgi_fork */
+FORKSAFE__CHILD_WRITES static int worker_fork_in_progress;
 static sigset_t fork_saved_mask;
-static volatile sig_atomic_t worker_deferred_signal;
+FORKSAFE__CHILD_WRITES static volatile sig_atomic_t worker_deferred_signal;
 /* The same guard for a mule's or a spooler's fork (see guard_child_fork). */
-static volatile sig_atomic_t child_fork_in_progress;
-static int child_deferred_signal;
+FORKSAFE__CHILD_WRITES static volatile sig_atomic_t child_fork_in_progress;
+FORKSAFE__CHILD_WRITES static int child_deferred_signal;
 
 /* A stop signal that reached the master before its loop took over the
  * signals (see catch_startup_signals), and the master's own exec handler. */

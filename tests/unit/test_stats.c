@@ -129,6 +129,50 @@ START_TEST(setup_refuses_a_huge_history)
 }
 END_TEST
 
+/* The host's room: zeroed, 64-byte aligned, just before the counters on
+ * the same page, shared with the children like them, and unmapped with
+ * them (ASan and valgrind see the context freed). */
+START_TEST(room_before_the_counters_is_shared)
+{
+    unsigned char *room;
+    pid_t pid;
+    int status;
+    size_t i;
+
+    ck_assert_ptr_null(forksafe__stats_room(&ctx));
+    ck_assert_int_eq(forksafe__stats_setup_with_room(&ctx, 4, 100), 0);
+    room = forksafe__stats_room(&ctx);
+    ck_assert_ptr_nonnull(room);
+    ck_assert_uint_eq(ctx.stats_room, 128);
+    ck_assert_ptr_eq(room + 128, (unsigned char *)ctx.stats);
+    ck_assert_uint_eq((uintptr_t)room % 4096, 0);
+    for (i = 0; i < 128; i++)
+        ck_assert_uint_eq(room[i], 0);
+    ck_assert_uint_eq(ctx.stats->history_capacity, 4);
+    pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        room[5] = 42;
+        forksafe__stats_occurred(&ctx, FORKSAFE_POST_FORK);
+        _exit(0);
+    }
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert_uint_eq(room[5], 42);
+    ck_assert_int_eq(ctx.stats->events[FORKSAFE_POST_FORK].occurred, 1);
+    /* A second setup keeps the first mapping, room and all. */
+    ck_assert_int_eq(forksafe__stats_setup_with_room(&ctx, 8, 4096), 0);
+    ck_assert_ptr_eq(forksafe__stats_room(&ctx), room);
+}
+END_TEST
+
+START_TEST(no_room_without_asking)
+{
+    ck_assert_int_eq(forksafe__stats_setup(&ctx, 4), 0);
+    ck_assert_ptr_nonnull(ctx.stats);
+    ck_assert_ptr_null(forksafe__stats_room(&ctx));
+}
+END_TEST
+
 START_TEST(dispatch_counts_every_occurrence_and_run)
 {
     json_t *stats;
@@ -370,6 +414,8 @@ Suite *unit_suite(void)
     tcase_add_checked_fixture(counters, setup, teardown);
     tcase_add_test(counters, seal_maps_default_history);
     tcase_add_test(counters, setup_refuses_a_huge_history);
+    tcase_add_test(counters, room_before_the_counters_is_shared);
+    tcase_add_test(counters, no_room_without_asking);
     tcase_add_test(counters, dispatch_counts_every_occurrence_and_run);
     tcase_add_test(counters, durations_last_and_max);
     tcase_add_test(counters, children_share_counters_even_when_killed);
