@@ -50,7 +50,7 @@ REASON_EVENTS = ("worker-exit", "master-exit")
 
 #: FORKSAFE_HOST_API_VERSION of include/forksafe_host.h that the structs
 #: below mirror; a library of another version refuses them.
-HOST_API_VERSION = 1
+HOST_API_VERSION = 2
 
 ENVIRONMENT_VARIABLE = "FORKSAFE_LIBRARY"
 LIBRARY_NAMES = ("libforksafe.so", "libforksafe.so.0")
@@ -153,6 +153,16 @@ class _Process(ctypes.Structure):
     ]
 
 
+class _ReadyWorker(ctypes.Structure):
+    """struct forksafe_host_ready_worker."""
+
+    _fields_ = [
+        ("id", ctypes.c_int),
+        ("pid", ctypes.c_int),
+        ("ms", ctypes.c_longlong),
+    ]
+
+
 class _Occurrence(ctypes.Structure):
     """struct forksafe_host_occurrence."""
 
@@ -166,6 +176,9 @@ class _Occurrence(ctypes.Structure):
         ("child_status_known", ctypes.c_int),
         ("child_status", ctypes.c_int),
         ("child_cause", ctypes.c_char_p),
+        ("workers", ctypes.POINTER(_ReadyWorker)),
+        ("worker_count", ctypes.c_int),
+        ("elapsed_ms", ctypes.c_longlong),
     ]
 
 
@@ -355,6 +368,8 @@ class Host(object):
         reason=None,
         pid=0,
         ppid=0,
+        workers=None,
+        elapsed_ms=0,
     ):
         """Runs the subscriptions of EVENT in this process, a KIND
         ("master", "worker", ...) with ID (0 for the master).  PID and PPID
@@ -362,6 +377,9 @@ class Host(object):
         a mapping with ``kind``, ``id``, and optionally ``pid`` (0: not
         known yet), ``respawn``, ``status`` (a waitpid status; absent: not
         known) and ``cause``.  REASON for worker-exit and master-exit.
+        WORKERS (generation-ready) is a sequence of mappings with ``id``,
+        ``pid`` and ``ms`` (from the generation's start to that worker's
+        worker-ready), ELAPSED_MS the ms since master-start.
 
         Returns :data:`OK` (0), or 1 + the strongest failing policy
         (:data:`LOG`, :data:`EXIT`, :data:`FATAL`) for the caller to act on.
@@ -389,6 +407,13 @@ class Host(object):
                 occurrence.child_status_known = 1
                 occurrence.child_status = int(child["status"])
             occurrence.child_cause = _bytes(child.get("cause"))
+        if workers is not None:
+            ready = (_ReadyWorker * max(len(workers), 1))()
+            for i, worker in enumerate(workers):
+                ready[i] = _ReadyWorker(int(worker["id"]), int(worker["pid"]), int(worker["ms"]))
+            occurrence.workers = ready
+            occurrence.worker_count = len(workers)
+            occurrence.elapsed_ms = int(elapsed_ms or 0)
         code = self._lib.forksafe_host_dispatch(self._handle, ctypes.byref(occurrence))
         if code < 0:
             raise ValueError(
