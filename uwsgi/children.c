@@ -203,6 +203,7 @@ void glue_scan_children(void)
             glue_event_occurs(FORKSAFE_POST_FORK_PARENT, &child, 0, 0, NULL, NULL, 0);
         }
     }
+    glue_generation_scan();
 }
 
 void glue_note_harakiri(int wid)

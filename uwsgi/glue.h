@@ -6,9 +6,12 @@
  *
  *   plugin.c       the plugin structs, uWSGI's hooks -> every file below
  *   child.c        inside a worker, mule or spooler  -> reasons, children, signals,
- *                                                       stats_server, occurrence
+ *                                                       stats_server, occurrence,
+ *                                                       generation
  *   reasons.c      why the master ends a child       -> children, compat
- *   children.c     the master's children             -> signals, occurrence, compat
+ *   children.c     the master's children             -> signals, occurrence, compat,
+ *                                                       generation
+ *   generation.c   generation-ready                  -> occurrence
  *   signals.c      stop and reload signals           -> instance
  *   stats_server.c the forksafe-stats socket         -> config
  *   occurrence.c   an event occurs, lib/ dispatches  -> instance
@@ -47,6 +50,10 @@ struct forksafe_child_shared {
      * reasons.c); only for the process whose pid is end_pid. */
     volatile int end_reason;
     volatile pid_t end_pid;
+    /* The worker whose pid ready_pid is reached worker-ready at ready_ns
+     * (monotonic), for generation-ready (generation.c). */
+    long long ready_ns;
+    pid_t ready_pid;
 };
 
 /* What the master remembers of one child slot. */
@@ -203,6 +210,24 @@ void glue_hook_emperor_messages(void);
  * and master-exit.  EXITING: the process is ending anyway. */
 void glue_event_occurs(forksafe_event_type type, const forksafe__process *child, int status_known,
                        int status, const char *cause, const char *reason, int exiting);
+
+/* generation-ready occurs in the master: the generation's COUNT WORKERS,
+ * ELAPSED_MS since master-start. */
+void glue_generation_ready_occurs(const forksafe__ready_worker *workers, size_t count,
+                                  long long elapsed_ms);
+
+/* -------------------------------------------------------- generation.c */
+
+/* master-start: the first generation begins. */
+void glue_generation_begin(void);
+
+/* In a worker, once its worker-ready handlers ran: it is ready. */
+void glue_generation_worker_ready(void);
+
+/* In the master, at the end of each scan of its children: a reload that
+ * replaces every worker begins a generation, and a generation whose
+ * workers are all ready is announced. */
+void glue_generation_scan(void);
 
 /* ----------------------------------------------------------- signals.c */
 
