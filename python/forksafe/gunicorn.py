@@ -56,6 +56,11 @@ gunicorn hook          runs in   forksafe event
 ``on_reload``          arbiter   ``master-exit`` (reload), then the settings
                                  are read again, then ``master-start``
 ``on_exit``            arbiter   ``master-exit`` (shutdown)
+(``manage_workers``)   arbiter   ``generation-ready`` (``workers``,
+                                 ``elapsed_ms``): every worker forked since
+                                 master-start (the first, or a HUP's) is
+                                 alive and past worker-ready, as many as
+                                 gunicorn wants
 =====================  ========  ============================================
 
 Fork hazards (the uWSGI options ``forksafe-hazards`` and
@@ -71,14 +76,16 @@ status 1 and forks nothing; once workers run, a hazard that appears later
 stops gunicorn (status 1), and the worker being forked exits at once.
 
 gunicorn has no hook in the arbiter after a fork (``post_fork`` runs in the
-child).  ``on_starting`` therefore wraps four methods of the arbiter
+child).  ``on_starting`` therefore wraps five methods of the arbiter
 *instance* (not the class): ``spawn_worker`` (post-fork-parent right after
 ``os.fork()`` returns the child's pid), ``reap_workers`` (peeks at dead
 workers with ``waitid(WNOWAIT)`` before gunicorn reaps them, so child-death
 has the wait status), ``kill_worker`` and ``stop`` (the worker-exit
 ``reason``: ``shutdown``, ``reload``, ``cheaper``, ``harakiri`` for
 gunicorn's worker timeout; a worker that ends by itself says
-``max-requests`` or ``exit``).
+``max-requests`` or ``exit``) and ``manage_workers`` (generation-ready: a
+worker marks in a shared page that it is ready and wakes the arbiter
+through gunicorn's own pipe, so the arbiter looks at once).
 
 Workers get forksafe ids like uWSGI's: a worker takes the lowest id no live
 worker has, and ``respawn`` counts the earlier forks of that id.  After a
@@ -101,6 +108,7 @@ import warnings
 
 from . import adapter
 from . import host as fs_host
+from ._generation import ReadyBoard
 from ._gunicorn import CONTAINER
 from ._gunicorn import ENVIRONMENT
 from ._gunicorn import MAX_WORKER_ID  # noqa: F401
@@ -114,6 +122,7 @@ from ._gunicorn import _free_id
 from ._gunicorn import _guard
 from ._gunicorn import _in_arbiter
 from ._gunicorn import _is_arbiter
+from ._gunicorn import _mark_ready
 from ._gunicorn import _refuse_hazards
 from ._gunicorn import _refused_worker_exits
 from ._gunicorn import _replay_post_fork
@@ -316,6 +325,8 @@ def _pre_fork(server, worker):
     worker._forksafe_id = wid
     worker._forksafe_respawn = respawn
     worker._forksafe_generation = _state.generation
+    if getattr(server, "PIPE", None):
+        _state.wake_fd = server.PIPE[1]
     _shared_reset(wid)
     child = {"kind": "worker", "id": wid, "respawn": respawn}
     _fire(server, "pre-fork", child=child, apps=[server.app])
@@ -343,6 +354,7 @@ def _post_worker_init(worker):
     # registry hears that post-fork now, before worker-ready.
     _replay_post_fork(apps)
     _fire(worker, "worker-ready", worker=worker, apps=apps)
+    _mark_ready(worker)
 
 
 def _worker_exit(server, worker):
@@ -427,6 +439,8 @@ def _start(server, lazily):
                 pass
         raise SystemExit(1)
     _shared_init()
+    if _state.ready is None:
+        _state.ready = ReadyBoard(MAX_WORKER_ID + 1)
     _wrap_arbiter(server)
     if not lazily:
         _master_start(server)
@@ -434,6 +448,7 @@ def _start(server, lazily):
 
 def _master_start(server):
     _state.master_started = True
+    _state.gen.master_started()
     _fire(server, "master-start", apps=[server.app])
 
 
