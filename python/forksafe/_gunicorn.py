@@ -83,7 +83,7 @@ def _wrap_arbiter(server):
     reap_workers = server.reap_workers
     kill_worker = server.kill_worker
     stop = server.stop
-    manage_workers = server.manage_workers
+    manage_workers = getattr(server, "manage_workers", None)
 
     def forksafe_spawn_worker():
         pid = spawn_worker()
@@ -114,7 +114,8 @@ def _wrap_arbiter(server):
         return result
 
     server.spawn_worker = forksafe_spawn_worker
-    server.manage_workers = forksafe_manage_workers
+    if manage_workers is not None:
+        server.manage_workers = forksafe_manage_workers
     server.reap_workers = forksafe_reap_workers
     server.kill_worker = forksafe_kill_worker
     server.stop = forksafe_stop
