@@ -444,6 +444,9 @@ def _start(server, lazily):
     _wrap_arbiter(server)
     if not lazily:
         _master_start(server)
+    else:
+        # master-start has passed unseen: the generation counts from here
+        _state.gen.master_started()
 
 
 def _master_start(server):

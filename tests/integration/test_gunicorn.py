@@ -673,7 +673,8 @@ class GunicornLifecycleTest(unittest.TestCase):
         sequences = g.sequences()
         arbiter = sequences.pop(g.master_pid)
         # the first fork's post-fork-parent happens before the arbiter is wrapped
-        self.assertEqual(arbiter[2], ["pre-fork", "pre-fork", "post-fork-parent"])
+        self.assertEqual(arbiter[2], ["pre-fork", "pre-fork", "post-fork-parent",
+                                      "generation-ready"])
         for _, _, names in sequences.values():
             self.assertEqual(names, ["post-fork", "worker-ready"])
 
