@@ -177,7 +177,7 @@ bench: deps $(BENCH_C) $(PLUGIN) $(EXAMPLE_SO)
 # (wrk), spawn -> ready latency and respawn rate, memory, worker memory
 # with recipe:gc-freeze vs without.  Each prints its table;
 # build/bench/results.md holds the latest ones.
-BENCH_PY := throughput spawn memory crash_loop gc_freeze
+BENCH_PY := throughput spawn memory crash_loop gc_freeze fast_respawn
 .PHONY: bench-py
 bench: bench-py
 bench-py: deps $(PLUGIN) $(EXAMPLE_SO) $(BENCH_SO) $(CRASHER)

@@ -45,6 +45,15 @@ static int child_identity(int *kind, int *id)
     return 1;
 }
 
+/* The master learns at once that this child's start is over. */
+static void mark_ready(int index)
+{
+    if (index < 0)
+        return;
+    glue.children_shared[index].ready = 1;
+    glue_wake_master();
+}
+
 static void start_child(void)
 {
     int index, kind, id;
@@ -60,6 +69,7 @@ static void start_child(void)
     glue.forking_worker = 0;
     glue.self_started_ns = forksafe__realtime_ns();
     glue_close_stats_socket();
+    glue_drop_death_watches();
     if (!child_identity(&kind, &id))
         return;
     glue.self.kind = kind;
@@ -71,10 +81,13 @@ static void start_child(void)
     if (index >= 0) {
         glue.children_shared[index].exit_state = 0;
         glue.children_shared[index].crash_signal = 0;
+        glue.children_shared[index].ready = 0;
         glue.children_shared[index].pid = getpid();
         forksafe__exec_track(&glue.children_shared[index].command);
     }
     glue_event_occurs(FORKSAFE_POST_FORK, NULL, 0, 0, NULL, NULL, 0);
+    if (glue.self.kind != FORKSAFE__WORKER)
+        mark_ready(index);
 }
 
 void glue_child_post_fork(void)
@@ -106,6 +119,7 @@ void glue_worker_ready(void)
     }
     glue_event_occurs(FORKSAFE_WORKER_READY, NULL, 0, 0, NULL, NULL, 0);
     glue_generation_worker_ready();
+    mark_ready(glue_slot_index(FORKSAFE__WORKER, glue.self.id));
 }
 
 /* ------------------------------------------------------------- its end */

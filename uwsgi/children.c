@@ -50,6 +50,8 @@ void glue_setup_child_tracking(void)
     glue.children_shared =
         shared_alloc(((size_t)glue.slot_count + 1) * sizeof(*glue.children_shared));
     glue.shared_state = shared_alloc(sizeof(*glue.shared_state));
+    for (i = 0; i < glue.slot_count; i++)
+        glue.slots[i].death_fd = -1;
     for (i = 1; i <= uwsgi.numproc; i++, n++) {
         glue.slots[n].kind = FORKSAFE__WORKER;
         glue.slots[n].id = i;
@@ -113,6 +115,8 @@ static void report_death(struct forksafe_child_slot *slot, int index, int status
     const char *cause;
 
     slot->death_reported = 1;
+    glue_unwatch_death(slot->death_fd);
+    slot->death_fd = -1;
     if (shared->pid == slot->known_pid && shared->command > 0) {
         /* It died in an exec handler (SIGKILL, harakiri, mercy): the
          * command, in a process group of its own, would outlive it.  The
@@ -158,6 +162,20 @@ static void report_death(struct forksafe_child_slot *slot, int index, int status
     glue_event_occurs(FORKSAFE_CHILD_DEATH, &child, status_known, status, cause, NULL, 0);
 }
 
+/* forksafe-fast-respawn: a child whose start is over is watched, so that
+ * its death wakes the master.  One that dies while it starts is left to
+ * uWSGI's own pace (about one respawn a second): a crash loop goes no
+ * faster than without forksafe. */
+static void watch_if_ready(struct forksafe_child_slot *slot, int index)
+{
+    const struct forksafe_child_shared *shared = &glue.children_shared[index];
+
+    if (!glue.fast_respawn || slot->death_fd >= 0 || slot->death_reported || slot->known_pid <= 0 ||
+        shared->pid != slot->known_pid || !shared->ready)
+        return;
+    slot->death_fd = glue_watch_death(slot->known_pid);
+}
+
 /* Reports births the master has recorded since the last scan, and deaths
  * of children it has not reaped yet (with their status) or has reaped
  * already (status unknown). */
@@ -193,6 +211,8 @@ void glue_scan_children(void)
         }
         if (pid > 0 && pid != slot->known_pid) {
             forksafe__process child = {0};
+            glue_unwatch_death(slot->death_fd);
+            slot->death_fd = -1;
             slot->known_pid = pid;
             slot->death_reported = 0;
             slot->forks_seen++;
@@ -202,6 +222,19 @@ void glue_scan_children(void)
             child.respawn = slot->forks_seen - 1;
             glue_event_occurs(FORKSAFE_POST_FORK_PARENT, &child, 0, 0, NULL, NULL, 0);
         }
+        watch_if_ready(slot, i);
+    }
+}
+
+/* In a new child: the master's pidfds are not its own to watch. */
+void glue_drop_death_watches(void)
+{
+    int i;
+
+    for (i = 0; glue.slots && i < glue.slot_count; i++) {
+        if (glue.slots[i].death_fd >= 0)
+            close(glue.slots[i].death_fd);
+        glue.slots[i].death_fd = -1;
     }
     glue_generation_scan();
 }
@@ -324,6 +357,13 @@ int glue_prepare_child_fork(void)
     kind = forking_child_kind();
     if (kind == 0)
         return 0;
+    /* As before a worker's pre-fork: the children forked since the last
+     * cycle get their post-fork-parent now, not after this fork (uWSGI
+     * forks the mules after the last worker, before its loop starts).
+     * Not inside fork() itself: there, no handler should run that could
+     * fork. */
+    if (glue.fork_wrapped)
+        glue_scan_children();
     for (spooler = uwsgi.spoolers, id = 1; kind != FORKSAFE__MULE && spooler;
          spooler = spooler->next, id++) {
         if (spooler->mode == UWSGI_SPOOLER_EXTERNAL)

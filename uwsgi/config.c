@@ -54,6 +54,10 @@ struct uwsgi_option glue_options_table[] = {
      "give every worker, mule and spooler fork what os.fork() does: os.register_at_fork "
      "handlers, the GIL and the import lock (true, the default with the python plugin; false)",
      uwsgi_opt_set_str, &glue.options.python_atfork, 0},
+    {"forksafe-fast-respawn", required_argument, 0,
+     "wake the master the moment a worker, mule or spooler that finished starting dies, so "
+     "uWSGI replaces it at once instead of at its next cycle (true, the default; false)",
+     uwsgi_opt_set_str, &glue.options.fast_respawn, 0},
     {0, 0, 0, 0, 0, 0, 0},
 };
 
@@ -300,6 +304,7 @@ static const struct typed_option typed_options[] = {
     {"forksafe-hazards", offsetof(struct glue_options, hazards), OPTION_HAZARDS, 0, 0, NULL},
     {"forksafe-python-atfork", offsetof(struct glue_options, python_atfork), OPTION_BOOL, 0, 0,
      NULL},
+    {"forksafe-fast-respawn", offsetof(struct glue_options, fast_respawn), OPTION_BOOL, 0, 0, NULL},
 };
 
 static const char *option_text(const struct typed_option *option)
@@ -404,6 +409,7 @@ void glue_configure(void)
     glue.hazards.mode =
         (forksafe__hazards_mode)typed_value(&typed_options[3], FORKSAFE__HAZARDS_WARN);
     glue.python_atfork = (int)typed_value(&typed_options[4], 1);
+    glue.fast_respawn = (int)typed_value(&typed_options[5], 1);
     for (item = glue.options.hazard_allow; item; item = item->next) {
         char file[PATH_MAX];
         int line = glue_locate_directive("forksafe-hazard-allow", item->value, file, sizeof(file));

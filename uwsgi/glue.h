@@ -6,17 +6,18 @@
  *
  *   plugin.c       the plugin structs, uWSGI's hooks -> every file below
  *   child.c        inside a worker, mule or spooler  -> reasons, children, signals,
- *                                                       stats_server, occurrence,
+ *                                                       stats_server, occurrence, wake,
  *                                                       generation
  *   reasons.c      why the master ends a child       -> children, compat
- *   children.c     the master's children             -> signals, occurrence, compat,
+ *   children.c     the master's children             -> signals, occurrence, compat, wake,
  *                                                       generation
- *   generation.c   generation-ready                  -> occurrence
+ *   generation.c   generation-ready                  -> occurrence, wake
  *   signals.c      stop and reload signals           -> instance
  *   stats_server.c the forksafe-stats socket         -> config
  *   occurrence.c   an event occurs, lib/ dispatches  -> instance
  *   instance.c     running, reloading or stopping
- *   python_fork.c  os.fork()'s semantics at its forks -> children, compat, config
+ *   python_fork.c  os.fork()'s semantics at its forks -> children, compat, config, wake
+ *   wake.c         the master woken at once (forks, deaths)
  *   compat.c       which uWSGI this is               -> config
  *   config.c       options, directives, settings
  *
@@ -50,6 +51,9 @@ struct forksafe_child_shared {
      * reasons.c); only for the process whose pid is end_pid. */
     volatile int end_reason;
     volatile pid_t end_pid;
+    /* Its start is over (a worker: worker-ready ran; a mule or spooler:
+     * post-fork ran): from then on its death wakes the master. */
+    volatile int ready;
     /* The worker whose pid ready_pid is reached worker-ready at ready_ns
      * (monotonic), for generation-ready (generation.c). */
     long long ready_ns;
@@ -67,6 +71,7 @@ struct forksafe_child_slot {
     pid_t master_killed_pid;   /* the master sent it SIGKILL (reasons.c) */
     pid_t reaped_pid;          /* uWSGI's waitpid() reaped it, with this status */
     int reaped_status;
+    int death_fd; /* its pidfd in the master's event queue (wake.c), or -1 */
 };
 
 /* The master's view of why the instance is going down, shared with children
@@ -91,6 +96,7 @@ struct glue_options {
     char *hazards;
     struct uwsgi_string_list *hazard_allow;
     char *python_atfork;
+    char *fast_respawn;
     int check;
     int verbose;
 };
@@ -133,6 +139,10 @@ struct glue_state {
      * fork() goes through python_fork.c, which tells the fork apart. */
     int python_atfork;
     int fork_wrapped;
+
+    /* forksafe-fast-respawn (wake.c): a ready child's death wakes the
+     * master, which replaces it at once. */
+    int fast_respawn;
 };
 
 extern struct glue_state glue;
@@ -263,8 +273,12 @@ int glue_slot_index(int kind, int id);
 /* The pid uWSGI stores for SLOT's child (0 while none). */
 pid_t glue_current_pid(const struct forksafe_child_slot *slot);
 
-/* Births and deaths since the last scan: post-fork-parent, child-death. */
+/* Births and deaths since the last scan: post-fork-parent, child-death;
+ * ready children's deaths watched (forksafe-fast-respawn). */
 void glue_scan_children(void);
+
+/* In a new child: closes the master's watches on its siblings' deaths. */
+void glue_drop_death_watches(void);
 
 /* pre-fork of the worker uWSGI is about to fork. */
 void glue_worker_pre_fork(void);
@@ -315,6 +329,22 @@ void glue_child_post_fork(void);
 void glue_worker_ready(void);
 void glue_child_atexit(void);
 void glue_register_exit_hook(void);
+
+/* -------------------------------------------------------------- wake.c */
+
+/* The descriptor children wake the master with: before the first fork. */
+void glue_wake_setup(void);
+
+/* The master's loop comes round at once (async-signal-safe, any process). */
+void glue_wake_master(void);
+
+/* In the master's cycle: the wake-up joins its event queue, and is read. */
+void glue_wake_drain(void);
+
+/* A pidfd in the master's event queue for PID's death, or -1; undone by
+ * glue_unwatch_death (FD -1 is nothing to undo). */
+int glue_watch_death(pid_t pid);
+void glue_unwatch_death(int fd);
 
 /* ------------------------------------------------------ stats_server.c */
 

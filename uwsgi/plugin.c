@@ -28,7 +28,8 @@
  *   post-fork-parent  a scan of worker/mule/spooler pids (children.c), run on
  *                     every master cycle and before every pre-fork: uWSGI
  *                     stores a child's pid only after its post_uwsgi_fork
- *                     hooks ran.
+ *                     hooks ran.  Each fork wakes the master (wake.c), so
+ *                     the next cycle comes at once.
  *   worker-ready      hijack_worker (child.c): after apps are loaded, before
  *                     the first request.
  *   worker-exit       atexit in workers, mules and spoolers (child.c): the
@@ -307,6 +308,16 @@ static void chain_pre_fork_hook(void)
     }
 }
 
+/* Every fork the master makes brings its loop round at once: the scan that
+ * delivers post-fork-parent runs within a millisecond, not at the next
+ * cycle (a cheaper spawn is followed by up to a second of waiting). */
+static void forksafe_atfork_parent(void)
+{
+    glue_atfork_parent();
+    if (glue.master_started && glue_is_master())
+        glue_wake_master();
+}
+
 /* Handlers are resolved after the language plugins set up their
  * environment (the python plugin adds `pythonpath` in its preinit_apps,
  * which runs before this slot's), before apps load and before any fork. */
@@ -328,7 +339,7 @@ static void forksafe_preinit_apps(void)
         uwsgi_log("[forksafe] cannot create the _forksafe Python module\n");
         exit(1);
     }
-    if (pthread_atfork(glue_atfork_prepare, glue_atfork_parent, glue_atfork_child) != 0) {
+    if (pthread_atfork(glue_atfork_prepare, forksafe_atfork_parent, glue_atfork_child) != 0) {
         uwsgi_log("[forksafe] pthread_atfork() failed\n");
         exit(1);
     }
@@ -352,6 +363,7 @@ static void forksafe_master_fixup(int in_child)
     glue.self.id = 0;
     glue.self.respawn = 0;
     glue.master_started = 1;
+    glue_wake_setup();
     glue_start_stats_server();
     glue_catch_startup_signals();
     glue_watch_master_kills();
@@ -368,6 +380,7 @@ static void forksafe_master_cycle(void)
     /* The last fork's pid is stored by now (see signals.c). */
     glue_unblock_fork_signals();
     glue_note_instance_status();
+    glue_wake_drain();
     glue_scan_children();
 }
 

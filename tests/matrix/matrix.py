@@ -85,7 +85,8 @@ HOST_ROW = "debian12"
 INTEGRATION_MODULES = ["test_compat", "test_lifecycle", "test_python", "test_pyramid",
                        "test_gunicorn", "test_faults", "test_mismatch", "test_attribution",
                        "test_reasons", "test_hazards", "test_python_atfork",
-                       "test_atfork_servers.GunicornAtForkTest", "test_postgres"]
+                       "test_atfork_servers.GunicornAtForkTest", "test_postgres",
+                       "test_fast_respawn"]
 
 ROW_TIMEOUT = 40 * 60
 PROVISION_TIMEOUT = 20 * 60
