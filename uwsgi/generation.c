@@ -59,8 +59,8 @@ void glue_generation_worker_ready(void)
      * a slot whose pid is this worker's. */
     __atomic_store_n(&shared->ready_ns, forksafe__monotonic_ns(), __ATOMIC_RELAXED);
     __atomic_store_n(&shared->ready_pid, getpid(), __ATOMIC_RELEASE);
-    /* TODO(glue_wake_master): call it here once uwsgi/wake.c is on main,
-     * so that the master's scan runs now, not at its next cycle. */
+    /* The master's scan runs now, not at its next cycle (up to a second). */
+    glue_wake_master();
 }
 
 /* A reload that replaces every worker while this master stays. */
