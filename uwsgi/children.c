@@ -224,6 +224,7 @@ void glue_scan_children(void)
         }
         watch_if_ready(slot, i);
     }
+    glue_generation_scan();
 }
 
 /* In a new child: the master's pidfds are not its own to watch. */
@@ -236,7 +237,6 @@ void glue_drop_death_watches(void)
             close(glue.slots[i].death_fd);
         glue.slots[i].death_fd = -1;
     }
-    glue_generation_scan();
 }
 
 void glue_note_harakiri(int wid)
