@@ -7,7 +7,8 @@
  * after a graceful reload's exec: payloads' "generation", uWSGI's reload
  * count) brings up, or that a reload replacing every worker under the same
  * master brings up: a chain reload (chain-reload, touch-chain-reload, the
- * FIFO's `c`), or a reload under `lazy`.  Those keep the reload count (the
+ * FIFO's `c`), a workers' reload (touch-workers-reload, the FIFO's `w` and
+ * `W`), or a reload under `lazy`.  Those keep the reload count (the
  * master did not restart, and every event of the new workers says the
  * same), so generation-ready says the same "generation" again, with new
  * pids.  A respawn alone (max-requests, a crash, harakiri) starts nothing.
@@ -19,6 +20,7 @@
  * respawned form.  Mules and spoolers are not workers: not part of it.
  */
 #include <stdlib.h>
+#include <string.h>
 
 #include "glue.h"
 
@@ -30,6 +32,7 @@ static struct {
     int announced;             /* generation-ready dispatched for it */
     int chain_seen;            /* a chain reload ran at the last scan */
     long long lazy_reload_ns;  /* the `lazy` reload already taken as a start */
+    pid_t *reload_seen;        /* per worker: the last end_pid looked at */
 } gen;
 
 /* children.c gives each worker the slot index id - 1 (workers first). */
@@ -45,6 +48,8 @@ void glue_generation_begin(void)
     gen.announced = 0;
     gen.chain_seen = 0;
     gen.lazy_reload_ns = 0;
+    if (gen.reload_seen)
+        memset(gen.reload_seen, 0, (size_t)uwsgi.numproc * sizeof(pid_t));
 }
 
 void glue_generation_worker_ready(void)
@@ -63,7 +68,40 @@ void glue_generation_worker_ready(void)
     glue_wake_master();
 }
 
-/* A reload that replaces every worker while this master stays. */
+static void begin_again(void)
+{
+    gen.start_ns = forksafe__monotonic_ns();
+    gen.announced = 0;
+}
+
+/* Whether the master just told a worker of the current generation to
+ * leave for a reload (reasons.c wrote it in the slot before the signal):
+ * its generation is being replaced.  A worker of the generation before
+ * (the rest of a chain reload) starts nothing. */
+static int reload_of_current_worker(void)
+{
+    int id, found = 0;
+
+    if (!gen.reload_seen && !(gen.reload_seen = calloc((size_t)uwsgi.numproc, sizeof(pid_t))))
+        return 0;
+    for (id = 1; id <= uwsgi.numproc; id++) {
+        struct forksafe_child_shared *shared = worker_shared(id);
+        pid_t pid = shared->end_pid;
+
+        if (pid <= 0 || shared->end_reason != END_RELOAD || pid == gen.reload_seen[id - 1])
+            continue;
+        gen.reload_seen[id - 1] = pid;
+        if (__atomic_load_n(&shared->ready_pid, __ATOMIC_ACQUIRE) == pid &&
+            __atomic_load_n(&shared->ready_ns, __ATOMIC_RELAXED) >= gen.start_ns)
+            found = 1;
+    }
+    return found;
+}
+
+/* A reload that replaces every worker while this master stays, seen
+ * before the first replacement is forked (the scan runs before every
+ * fork).  Without uWSGI's kill() watched (reasons.c), chain and `lazy`
+ * reloads are still seen from uWSGI's own state. */
 static void notice_worker_reload(void)
 {
     int chain = uwsgi.status.chain_reloading != 0;
@@ -71,11 +109,12 @@ static void notice_worker_reload(void)
 
     if (uwsgi.lazy && glue.shared_state->instance_state == INSTANCE_RELOADING)
         lazy_reload = glue.shared_state->state_changed_ns;
-    /* Seen before the first replacement is forked: the scan runs before
-     * every pre-fork. */
-    if ((chain && !gen.chain_seen) || lazy_reload != gen.lazy_reload_ns) {
-        gen.start_ns = forksafe__monotonic_ns();
-        gen.announced = 0;
+    if (glue.kills_watched) {
+        if (reload_of_current_worker())
+            begin_again();
+    }
+    else if ((chain && !gen.chain_seen) || lazy_reload != gen.lazy_reload_ns) {
+        begin_again();
     }
     gen.chain_seen = chain;
     gen.lazy_reload_ns = lazy_reload;

@@ -41,6 +41,9 @@ extern struct uwsgi_plugin forksafe_plugin;
 
 /* ---------------------------------------------------------------- types */
 
+/* Why the master ended a child (reasons.c writes it to the child's slot). */
+enum end_reason { END_NONE, END_SHUTDOWN, END_RELOAD, END_CHEAPER, END_RECYCLE };
+
 /* Written by a child, read by the master: lives in MAP_SHARED memory. */
 struct forksafe_child_shared {
     volatile pid_t pid;

@@ -108,6 +108,25 @@ class GenerationReady(IntegrationCase):
         self.assertEqual(u.stop(), 0)
         self.assertEqual(len(u.events("generation-ready")), 2)
 
+    def test_workers_reload_replaces_every_worker(self):
+        # FIFO `w`: every worker told to leave, the master stays
+        u = self.start("master-fifo = {dir}/fifo\n")
+        first = self.wait_generations(u, 1)[0]
+        wait_for(lambda: os.path.exists(os.path.join(u.dir, "fifo")), what="the fifo")
+        fd = os.open(os.path.join(u.dir, "fifo"), os.O_WRONLY | os.O_NONBLOCK)
+        try:
+            os.write(fd, b"w")
+        finally:
+            os.close(fd)
+        second = self.wait_generations(u, 2)[1]
+        ready = u.events("worker-ready")
+        self.assertEqual(len(ready), 4)
+        self.assert_ready_payload(u, second, 0, pids_of(ready[2:]))
+        self.assertFalse({w["pid"] for w in first["workers"]} & {w["pid"]
+                                                                   for w in second["workers"]})
+        self.assertEqual(u.stop(), 0)
+        self.assertEqual(len(u.events("generation-ready")), 2)
+
     def test_cheaper_counts_the_workers_alive(self):
         u = self.start("processes = 4\ncheaper = 1\ncheaper-initial = 2\n")
         event = self.wait_generations(u, 1)[0]
