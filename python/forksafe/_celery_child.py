@@ -86,8 +86,10 @@ class PoolChild(object):
         if self.ready_sent or self.kind != "worker":
             return
         self.ready_sent = True
-        self.child_policy("worker-ready", self.fire("worker-ready"))
-        if self.ready_board is not None and self.index is not None:
+        result = self.fire("worker-ready")
+        self.child_policy("worker-ready", result)
+        # a fatal failure stops the worker: this child is not ready
+        if result < FATAL and self.ready_board is not None and self.index is not None:
             self.ready_board.mark(self.id, os.getpid())
             if self.ready_pipe is not None:
                 wake(self.ready_pipe[1])

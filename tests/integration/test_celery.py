@@ -547,6 +547,7 @@ class TestPolicyAndErrors(CeleryCase):
             post-fork = on-error=exit python:celery_app:fail_on_first_respawn
             """.replace("{recorder}", RECORDER))
         w.wait_ready(2)
+        w.wait_generation_ready(1)
         w.wait_consumer_ready()
         victim = w.events("post-fork")[0]["process"]
         os.kill(victim["pid"], signal.SIGKILL)
@@ -558,6 +559,7 @@ class TestPolicyAndErrors(CeleryCase):
         self.assertEqual([e["event"] for e in main], [
             "master-start",
             "pre-fork", "post-fork-parent", "pre-fork", "post-fork-parent",
+            "generation-ready",
             "child-death", "pre-fork", "post-fork-parent",  # the SIGKILL
             "pre-fork", "post-fork-parent",  # no child-death: it completed worker-exit
             "master-exit"])
