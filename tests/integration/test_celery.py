@@ -8,6 +8,7 @@ Events are recorded three ways: the native `event_log` handler (`*` in
 the pool children, and the subscribers of the Pyramid application of the
 same ini (registry="bootstrap")."""
 
+import gc
 import glob
 import json
 import os
@@ -475,6 +476,7 @@ class TestLifecycle(CeleryCase):
                 nap.get(timeout=30)
             return False
         wait_for(replaced, what="every child replaced after pool_restart")
+        gc.collect()  # the naps' results let go of while the broker is up
         second = w.events("generation-ready")[1]
         alive = {}
         for e in w.events("worker-ready")[3:]:
