@@ -149,6 +149,17 @@ FORKSAFE_EXPORT const char *forksafe_host_settings_json(forksafe_host *host);
  * forksafe_host_free; NULL when out of memory. */
 FORKSAFE_EXPORT const char *forksafe_host_stats_json(forksafe_host *host);
 
+/* Returns the same counters in Prometheus' text exposition format 0.0.4
+ * (what the uWSGI plugin's forksafe-metrics address serves at /metrics),
+ * with GENERATION (the server's reload count) and the memory of each of
+ * the COUNT PROCESSES (kind, id and pid read; pid 0: this process) from
+ * /proc/PID/smaps_rollup; one that is gone, or of an unknown kind, is left
+ * out.  Borrowed; valid until the next call or forksafe_host_free; NULL
+ * when out of memory. */
+FORKSAFE_EXPORT const char *forksafe_host_metrics_text(forksafe_host *host,
+                                                       const forksafe_host_process *processes,
+                                                       size_t count, int generation);
+
 /* Frees HOST (NULL is fine). */
 FORKSAFE_EXPORT void forksafe_host_free(forksafe_host *host);
 

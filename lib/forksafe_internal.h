@@ -171,6 +171,15 @@ typedef struct forksafe__subscription {
 
 /* ------------------------------------------------------------------ stats */
 
+/* Upper bounds, in microseconds, of the handler-duration histogram's
+ * buckets; a last, unbounded bucket follows them (lib/metrics.c says them
+ * in seconds). */
+#define FORKSAFE__DURATION_BOUNDS_US                                 \
+    {                                                                \
+        100, 1000, 10000, 100000, 500000, 1000000, 5000000, 30000000 \
+    }
+#define FORKSAFE__DURATION_BUCKETS 9
+
 /* Counters of one event, summed over every process of the instance. */
 typedef struct forksafe__event_stats {
     int64_t occurred;         /* occurrences, in any process, handled or not;
@@ -179,6 +188,9 @@ typedef struct forksafe__event_stats {
     int64_t failed;           /* handler runs that failed */
     int64_t last_duration_us; /* the most recent handler run */
     int64_t max_duration_us;  /* the slowest handler run */
+    int64_t duration_sum_us;  /* every handler run, added up */
+    /* handler runs per duration bucket (not cumulative: one add per run) */
+    int64_t duration_buckets[FORKSAFE__DURATION_BUCKETS];
 } forksafe__event_stats;
 
 /* One handler run.  A record is valid when `stamp` equals its sequence
@@ -211,9 +223,21 @@ typedef struct forksafe__hazard_stats {
     int64_t last_allowed;       /* hazards a rule allows, at the last look */
 } forksafe__hazard_stats;
 
+/* Counters of one subscription (slot 0: pyramid_forksafe's listeners,
+ * slot N: subscription index N - 1); subscriptions past the last slot are
+ * counted per event only. */
+typedef struct forksafe__subscription_stats {
+    int64_t runs;
+    int64_t failed;
+    int64_t duration_sum_us;
+} forksafe__subscription_stats;
+
+#define FORKSAFE__SUBSCRIPTION_STATS 256
+
 typedef struct forksafe__stats {
     forksafe__event_stats events[FORKSAFE_EVENT_COUNT];
     forksafe__hazard_stats hazards;
+    forksafe__subscription_stats subscriptions[FORKSAFE__SUBSCRIPTION_STATS];
     uint64_t next_sequence;
     uint32_t history_capacity;
     forksafe__run_record history[];
@@ -368,6 +392,33 @@ void forksafe__stats_handler_ran(forksafe__context *ctx, const forksafe__occurre
  * "subscriptions": [...]} with handler specs redacted as in forksafe-check;
  * NULL on ENOMEM. */
 json_t *forksafe__stats_json(const forksafe__context *ctx);
+
+/* ---------------------------------------------------------------- metrics */
+
+/* One process's memory from /proc/PID/smaps_rollup, in bytes. */
+typedef struct forksafe__memory {
+    int64_t rss;
+    int64_t pss;
+    int64_t shared;        /* Shared_Clean + Shared_Dirty */
+    int64_t private_bytes; /* Private_Clean + Private_Dirty */
+} forksafe__memory;
+
+/* Reads PID's (0: this process's) memory into *MEMORY.  Returns 0, or -1
+ * with errno set (no such process, not ours to read). */
+int forksafe__memory_read(pid_t pid, forksafe__memory *memory);
+
+/* Appends VALUE to *TEXT (see forksafe__text_append) as a label value of
+ * Prometheus' text format: backslash, double quote and newline escaped.
+ * Returns 0 or FORKSAFE__ENOMEM. */
+int forksafe__metrics_label_append(char **text, size_t *length, size_t *capacity,
+                                   const char *value);
+
+/* The counters of CTX, the subscriptions, CONTAINER's GENERATION and the
+ * memory of each of the COUNT PROCESSES (one that is gone is left out) in
+ * Prometheus' text exposition format 0.0.4.  Returns a new text (free it
+ * with forksafe__free), or NULL without stats or memory. */
+char *forksafe__metrics_text(const forksafe__context *ctx, const char *container, long generation,
+                             const forksafe__process *processes, size_t count);
 
 /* ------------------------------------------------------------ event object */
 

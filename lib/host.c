@@ -23,6 +23,7 @@ struct forksafe_host {
     char *container;
     char *settings_json;
     char *stats_json;
+    char *metrics_text;
 };
 
 /* One production.ini serves every server, and its [forksafe] section may
@@ -345,6 +346,39 @@ FORKSAFE_EXPORT const char *forksafe_host_stats_json(forksafe_host *host)
     return text;
 }
 
+FORKSAFE_EXPORT const char *forksafe_host_metrics_text(forksafe_host *host,
+                                                       const forksafe_host_process *processes,
+                                                       size_t count, int generation)
+{
+    forksafe__process *known;
+    size_t i, used = 0;
+    char *text;
+
+    if (!host || (count && !processes))
+        return NULL;
+    known = count ? forksafe__calloc(count, sizeof(*known)) : NULL;
+    if (count && !known)
+        return NULL;
+    /* A process of an unknown kind is left out, as one that is gone is. */
+    for (i = 0; i < count; i++) {
+        int kind = processes[i].kind ? forksafe__process_kind_from_name(processes[i].kind) : -1;
+
+        if (kind < 0)
+            continue;
+        known[used].kind = kind;
+        known[used].id = processes[i].id;
+        known[used].pid = processes[i].pid > 0 ? processes[i].pid : getpid();
+        used++;
+    }
+    text = forksafe__metrics_text(&host->context, host->container, generation, known, used);
+    forksafe__free(known);
+    if (!text)
+        return NULL;
+    forksafe__free(host->metrics_text);
+    host->metrics_text = text;
+    return text;
+}
+
 FORKSAFE_EXPORT const char *forksafe_host_settings_json(forksafe_host *host)
 {
     json_t *object;
@@ -382,5 +416,6 @@ FORKSAFE_EXPORT void forksafe_host_free(forksafe_host *host)
     forksafe__free(host->container);
     free(host->settings_json);
     free(host->stats_json);
+    forksafe__free(host->metrics_text);
     forksafe__free(host);
 }

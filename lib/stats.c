@@ -65,6 +65,19 @@ static void raise_to(int64_t *target, int64_t value)
     }
 }
 
+/* The histogram bucket a run of DURATION_US falls in. */
+static int duration_bucket(int64_t duration_us)
+{
+    static const int64_t bounds[] = FORKSAFE__DURATION_BOUNDS_US;
+    int i;
+
+    for (i = 0; i < (int)(sizeof(bounds) / sizeof(bounds[0])); i++) {
+        if (duration_us <= bounds[i])
+            return i;
+    }
+    return FORKSAFE__DURATION_BUCKETS - 1;
+}
+
 void forksafe__stats_handler_ran(forksafe__context *ctx, const forksafe__occurrence *occ,
                                  int subscription, int result, const char *why, int64_t duration_ns)
 {
@@ -82,6 +95,18 @@ void forksafe__stats_handler_ran(forksafe__context *ctx, const forksafe__occurre
         __atomic_add_fetch(&counters->failed, 1, __ATOMIC_RELAXED);
     __atomic_store_n(&counters->last_duration_us, duration_us, __ATOMIC_RELAXED);
     raise_to(&counters->max_duration_us, duration_us);
+    __atomic_add_fetch(&counters->duration_sum_us, duration_us, __ATOMIC_RELAXED);
+    __atomic_add_fetch(&counters->duration_buckets[duration_bucket(duration_us)], 1,
+                       __ATOMIC_RELAXED);
+    if (subscription >= FORKSAFE__STATS_LISTENERS &&
+        subscription + 1 < FORKSAFE__SUBSCRIPTION_STATS) {
+        forksafe__subscription_stats *mine = &stats->subscriptions[subscription + 1];
+
+        __atomic_add_fetch(&mine->runs, 1, __ATOMIC_RELAXED);
+        if (result != 0)
+            __atomic_add_fetch(&mine->failed, 1, __ATOMIC_RELAXED);
+        __atomic_add_fetch(&mine->duration_sum_us, duration_us, __ATOMIC_RELAXED);
+    }
 
     if (stats->history_capacity == 0)
         return;

@@ -15,6 +15,7 @@ packages=(
     python3-celery redis-server python3-redis
     debhelper dh-python python3-all python3-setuptools pybuild-plugin-pyproject lintian
     debootstrap # make check-matrix: Debian 13 and sid roots (tests/matrix)
+    prometheus # promtool, and the server tests/integration/prom.py starts on loopback
 )
 missing=()
 for package in "${packages[@]}"; do
@@ -29,6 +30,27 @@ if [ ${#missing[@]} -gt 0 ]; then
         exit 1
     fi
     export DEBIAN_FRONTEND=noninteractive
+    # Packages that ship a service (prometheus, redis-server, postgresql)
+    # must not start it: the tests start their own servers on free ports.
+    # A policy-rc.d that says no (101) holds every start back during the
+    # install, unless the machine already has one of its own.
+    policy=/usr/sbin/policy-rc.d
+    if [ ! -e "$policy" ]; then
+        printf '#!/bin/sh\n# scripts/deps.sh: no service starts while forksafe installs\nexit 101\n' \
+            >"$policy"
+        chmod 755 "$policy"
+        trap 'rm -f "$policy"' EXIT
+    fi
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    # Nor at the next boot: Prometheus' service would scrape and listen on
+    # :9090 for nothing.
+    # (Only when this run installed it: a Prometheus the machine had is its own.)
+    if [[ " ${missing[*]} " == *" prometheus "* ]]; then
+        if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
+            systemctl disable --now prometheus.service >/dev/null 2>&1 || true
+        elif [ -x /etc/init.d/prometheus ] && command -v update-rc.d >/dev/null; then
+            update-rc.d prometheus disable >/dev/null 2>&1 || true
+        fi
+    fi
 fi

@@ -227,16 +227,16 @@ void glue_scan_children(void)
     glue_generation_scan();
 }
 
-/* In a new child: the master's pidfds are not its own to watch. */
+/* In a new child: the master's pidfds are not its own to watch.  The
+ * slots are only read: a child never scans, and a write would copy the
+ * master's page of them into every new child. */
 void glue_drop_death_watches(void)
 {
     int i;
 
-    for (i = 0; glue.slots && i < glue.slot_count; i++) {
+    for (i = 0; glue.slots && i < glue.slot_count; i++)
         if (glue.slots[i].death_fd >= 0)
             close(glue.slots[i].death_fd);
-        glue.slots[i].death_fd = -1;
-    }
 }
 
 void glue_note_harakiri(int wid)

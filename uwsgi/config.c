@@ -38,6 +38,10 @@ struct uwsgi_option glue_options_table[] = {
      "serve counters and the recent dispatch history as JSON on ADDRESS (unix path or "
      "HOST:PORT), like uWSGI's stats server",
      uwsgi_opt_set_str, &glue.options.stats, 0},
+    {"forksafe-metrics", required_argument, 0,
+     "serve the counters and each process's memory to Prometheus over HTTP (GET /metrics) on "
+     "ADDRESS (HOST:PORT or unix path)",
+     uwsgi_opt_set_str, &glue.options.metrics, 0},
     {"forksafe-history", required_argument, 0,
      "how many handler runs the dispatch history keeps (default 128, 0: none)", uwsgi_opt_set_str,
      &glue.options.history, 0},

@@ -13,7 +13,9 @@
  *                                                       generation
  *   generation.c   generation-ready                  -> occurrence, wake
  *   signals.c      stop and reload signals           -> instance
- *   stats_server.c the forksafe-stats socket         -> config
+ *   stats_server.c the forksafe-stats and -metrics    -> config, metrics
+ *                  sockets
+ *   metrics.c      one GET /metrics for Prometheus   -> children
  *   occurrence.c   an event occurs, lib/ dispatches  -> instance
  *   instance.c     running, reloading or stopping
  *   python_fork.c  os.fork()'s semantics at its forks -> children, compat, config, wake
@@ -95,6 +97,7 @@ struct glue_options {
     char *on_error;
     char *timeout;
     char *stats;
+    char *metrics;
     char *history;
     char *hazards;
     struct uwsgi_string_list *hazard_allow;
@@ -354,8 +357,14 @@ void glue_unwatch_death(int fd);
 void glue_register_metrics(void);
 void glue_start_stats_server(void);
 
-/* A child has no business with the master's listening socket. */
+/* A child has no business with the master's listening sockets. */
 void glue_close_stats_socket(void);
+
+/* ----------------------------------------------------------- metrics.c */
+
+/* Reads CLIENT's HTTP request and answers it (GET /metrics: Prometheus'
+ * text format); the caller closes CLIENT. */
+void glue_serve_metrics(int client);
 
 /* -------------------------------------------------------------- clock */
 

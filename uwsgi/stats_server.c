@@ -1,10 +1,12 @@
 /*
- * stats_server.c - forksafe's counters as uWSGI metrics, and the
- * forksafe-stats socket that serves them with the dispatch history as JSON.
+ * stats_server.c - forksafe's counters as uWSGI metrics, and the thread
+ * that serves them: with the dispatch history as JSON on the forksafe-stats
+ * socket, and to Prometheus on the forksafe-metrics address (metrics.c).
  */
 #include <errno.h>
 #include <limits.h>
 #include <netdb.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stddef.h>
@@ -18,7 +20,8 @@
 
 #include "glue.h"
 
-static int stats_fd = -1; /* the listening socket, master only */
+static int stats_fd = -1;   /* the listening sockets, master only */
+static int metrics_fd = -1; /* forksafe-metrics: HTTP, one GET /metrics */
 static int stats_thread_started;
 
 /* uWSGI's metrics collector (a thread in the master) copies these shared
@@ -144,21 +147,21 @@ fail:
     return -1;
 }
 
-static void bind_stats_socket(void)
+static int bind_or_die(const char *option, const char *address)
 {
     forksafe__error err = {0};
     char file[PATH_MAX];
-    int line;
+    int line, fd;
 
     /* Close-on-exec: a reload re-executes the master, which binds again. */
-    stats_fd = listen_on(glue.options.stats);
-    if (stats_fd < 0) {
-        line = glue_locate_directive("forksafe-stats", glue.options.stats, file, sizeof(file));
-        forksafe__error_set(&err, file, line, "forksafe-stats cannot listen on '%s': %s",
-                            glue.options.stats, strerror(errno));
+    fd = listen_on(address);
+    if (fd < 0) {
+        line = glue_locate_directive(option, address, file, sizeof(file));
+        forksafe__error_set(&err, file, line, "%s cannot listen on '%s': %s", option, address,
+                            strerror(errno));
         glue_die(&err);
     }
-    uwsgi_log("[forksafe] stats and dispatch history on %s\n", glue.options.stats);
+    return fd;
 }
 
 static char *stats_document(void)
@@ -192,32 +195,58 @@ static void write_all(int fd, const char *data, size_t length)
 
 /* One JSON document per connection, then close: the protocol of uWSGI's
  * stats server, so `uwsgi --connect-and-read ADDRESS` and its tools read
- * it too.  A thread, because the master loop has no place for a plugin's
- * socket; it only reads shared memory. */
-static void *serve_stats(void *unused)
+ * it too. */
+static void serve_stats(int client)
 {
+    char *text = stats_document();
+
+    if (text) {
+        write_all(client, text, strlen(text));
+        write_all(client, "\n", 1);
+    }
+    free(text);
+}
+
+/* A thread, because the master loop has no place for a plugin's socket;
+ * it only reads shared memory (and /proc, for the metrics). */
+static void *serve(void *unused)
+{
+    struct pollfd listening[2];
+    nfds_t count = 0, i;
     sigset_t all;
 
     (void)unused;
     sigfillset(&all);
     pthread_sigmask(SIG_BLOCK, &all, NULL);
+    if (stats_fd >= 0)
+        listening[count++] = (struct pollfd){.fd = stats_fd, .events = POLLIN};
+    if (metrics_fd >= 0)
+        listening[count++] = (struct pollfd){.fd = metrics_fd, .events = POLLIN};
     for (;;) {
-        int client = accept(stats_fd, NULL, NULL);
-        char *text;
-
-        if (client < 0) {
-            if (errno == EINTR || errno == ECONNABORTED || errno == EAGAIN)
+        if (poll(listening, count, -1) < 0) {
+            if (errno == EINTR)
                 continue;
-            uwsgi_error("[forksafe] stats accept()");
+            uwsgi_error("[forksafe] stats poll()");
             return NULL;
         }
-        text = stats_document();
-        if (text) {
-            write_all(client, text, strlen(text));
-            write_all(client, "\n", 1);
+        for (i = 0; i < count; i++) {
+            int client;
+
+            if (!(listening[i].revents & POLLIN))
+                continue;
+            client = accept(listening[i].fd, NULL, NULL);
+            if (client < 0) {
+                if (errno == EINTR || errno == ECONNABORTED || errno == EAGAIN)
+                    continue;
+                uwsgi_error("[forksafe] stats accept()");
+                return NULL;
+            }
+            if (listening[i].fd == metrics_fd)
+                glue_serve_metrics(client);
+            else
+                serve_stats(client);
+            close(client);
         }
-        free(text);
-        close(client);
     }
     return NULL;
 }
@@ -226,13 +255,20 @@ void glue_start_stats_server(void)
 {
     pthread_t thread;
 
-    if (!glue.options.stats || stats_thread_started)
+    if ((!glue.options.stats && !glue.options.metrics) || stats_thread_started)
         return;
     /* Bound here, not in init: after a reload uWSGI closes inherited
      * sockets it does not recognise, which would take a socket bound
      * earlier with them. */
-    bind_stats_socket();
-    if (glue_start_own_thread(&thread, serve_stats, NULL) != 0) {
+    if (glue.options.stats) {
+        stats_fd = bind_or_die("forksafe-stats", glue.options.stats);
+        uwsgi_log("[forksafe] stats and dispatch history on %s\n", glue.options.stats);
+    }
+    if (glue.options.metrics) {
+        metrics_fd = bind_or_die("forksafe-metrics", glue.options.metrics);
+        uwsgi_log("[forksafe] Prometheus metrics (GET /metrics) on %s\n", glue.options.metrics);
+    }
+    if (glue_start_own_thread(&thread, serve, NULL) != 0) {
         uwsgi_log("[forksafe] cannot start the stats thread\n");
         exit(1);
     }
@@ -245,5 +281,9 @@ void glue_close_stats_socket(void)
     if (stats_fd >= 0) {
         close(stats_fd);
         stats_fd = -1;
+    }
+    if (metrics_fd >= 0) {
+        close(metrics_fd);
+        metrics_fd = -1;
     }
 }

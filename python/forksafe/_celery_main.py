@@ -24,6 +24,7 @@ from .adapter import SharedState
 from .adapter import status_from_exitcode
 from .host import CHILD_EVENTS  # noqa: F401
 from .host import REASON_EVENTS  # noqa: F401
+from .host import ForksafeError
 from .host import make_payload as _make_payload
 
 #: payload["container"] and registry.pyramid_forksafe["environment"].
@@ -261,6 +262,27 @@ class MainProcess(object):
             except ValueError as exc:  # an unknown event or kind: a bug here
                 self._say("%s: %s" % (event, exc))
                 return OK
+
+    # ---- counters, in any process of the worker (they share them)
+
+    def stats(self):
+        """The counters and dispatch history: :meth:`forksafe.host.Host.stats`."""
+        return self._started_host().stats()
+
+    def metrics(self):
+        """The same counters, the restart count and the memory of the main
+        process and of each pool process running now (``smaps_rollup``) in
+        Prometheus' text format 0.0.4, as uWSGI's ``forksafe-metrics``
+        serves them."""
+        processes = [("master", 0, self.master_pid)] if self.master_pid else []
+        if self.shared is not None:
+            processes += [("worker", index + 1, pid) for index, pid in self.shared.running()]
+        return self._started_host().metrics(processes, self.generation)
+
+    def _started_host(self):
+        if self.host is None:
+            raise ForksafeError("forksafe has not started in this Celery worker")
+        return self.host
 
     def _say(self, message):
         adapter.say(message)

@@ -231,6 +231,9 @@ def death_cause(status, sent_signal=None, reason=None):
 
 def _become_worker(worker):
     wid = _worker_id(worker)
+    if _tracked(wid):
+        # Any process can then list the workers' pids (metrics()).
+        _state.shared.set_pid(wid, os.getpid())
     _state.worker = (wid, getattr(worker, "_forksafe_respawn", 0))
     _state.busy = False
     _state.pending = []
@@ -307,6 +310,14 @@ def _shared_get(wid, field):
     if field == 1:
         return _state.shared.reason(wid)
     return 1 if _state.shared.slot(wid)[1] & adapter.EXITED else 0
+
+
+def _processes():
+    """(kind, id, pid) of the arbiter and of each worker running now."""
+    found = [("master", 0, _state.master_pid)] if _state.master_pid else []
+    if _state.shared is not None:
+        found += [("worker", wid, pid) for wid, pid in _state.shared.running() if wid > 0]
+    return found
 
 
 # ------------------------------------------------------------- delivery

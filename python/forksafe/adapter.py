@@ -247,6 +247,26 @@ class SharedState(object):
         offset = self._offset(index)
         return _SLOT.unpack_from(self.map, offset)[2] if offset is not None else 0
 
+    def set_pid(self, index, pid):
+        """The pid of the child in slot INDEX, once known; flags and reason
+        stay."""
+        offset = self._offset(index)
+        if offset is not None:
+            _pid, flags, reason = _SLOT.unpack_from(self.map, offset)
+            _SLOT.pack_into(self.map, offset, pid, flags, reason)
+
+    def running(self):
+        """[(index, pid)] of every slot whose child's pid is known and whose
+        worker-exit has not completed: what any process of the server can
+        list (a child killed without worker-exit stays listed until its slot
+        is reused; its memory is gone, and metrics leave it out)."""
+        found = []
+        for index in range(self.slots):
+            pid, flags, _reason = _SLOT.unpack_from(self.map, _HEADER.size + _SLOT.size * index)
+            if pid > 0 and not flags & EXITED:
+                found.append((index, pid))
+        return found
+
 
 # ----------------------------------------------------- how a child ended
 

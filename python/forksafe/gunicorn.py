@@ -121,6 +121,7 @@ from ._gunicorn import _fire
 from ._gunicorn import _free_id
 from ._gunicorn import _guard
 from ._gunicorn import _in_arbiter
+from ._gunicorn import _processes
 from ._gunicorn import _is_arbiter
 from ._gunicorn import _mark_ready
 from ._gunicorn import _refuse_hazards
@@ -572,6 +573,33 @@ def _legacy(application, event, kind=None, id=None, loader=False, **extra):
     if framework is None:
         return None
     return framework.legacy(application, event, ENVIRONMENT, kind=kind, id=id, **extra)
+
+
+# ------------------------------------------------------------- counters
+
+
+def stats():
+    """The counters and dispatch history of this gunicorn, from the arbiter
+    or any worker (they share them): :meth:`forksafe.host.Host.stats`.
+    Raises :class:`~forksafe.host.ForksafeError` before the arbiter started
+    forksafe."""
+    return _started_host().stats()
+
+
+def metrics():
+    """The same counters, the reload count and the memory of the arbiter
+    and of each worker running now (``/proc/PID/smaps_rollup``: private,
+    shared, Pss, resident bytes) in Prometheus' text format 0.0.4, as the
+    uWSGI plugin's ``forksafe-metrics`` serves them; from the arbiter or
+    any worker, e.g. behind a ``/metrics`` route with ``Content-Type:``
+    :data:`forksafe.host.METRICS_CONTENT_TYPE`."""
+    return _started_host().metrics(_processes(), _state.generation)
+
+
+def _started_host():
+    if _state.host is None:
+        raise fs_host.ForksafeError("forksafe has not started in this gunicorn")
+    return _state.host
 
 
 def _reset_for_tests():

@@ -44,6 +44,9 @@ FATAL = 3
 #: policy word -> the code a failure under that policy returns.
 POLICY_CODES = {"log": LOG, "exit": EXIT, "fatal": FATAL}
 
+#: what a response carrying :meth:`Host.metrics` says it is.
+METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
 #: the events that have a "child" object, and those that have a "reason".
 CHILD_EVENTS = ("pre-fork", "post-fork-parent", "child-death")
 REASON_EVENTS = ("worker-exit", "master-exit")
@@ -196,6 +199,13 @@ def _declare(lib):
         lib.forksafe_host_settings_json.argtypes = [ctypes.c_void_p]
         lib.forksafe_host_stats_json.restype = ctypes.c_char_p
         lib.forksafe_host_stats_json.argtypes = [ctypes.c_void_p]
+        lib.forksafe_host_metrics_text.restype = ctypes.c_char_p
+        lib.forksafe_host_metrics_text.argtypes = [
+            ctypes.c_void_p,
+            ctypes.POINTER(_Process),
+            ctypes.c_size_t,
+            ctypes.c_int,
+        ]
         lib.forksafe_host_hazards.restype = ctypes.c_int
         lib.forksafe_host_hazards.argtypes = [ctypes.c_void_p]
         lib.forksafe_host_free.restype = None
@@ -492,6 +502,25 @@ class Host(object):
             raise MemoryError("forksafe_host_stats_json")
         return json.loads(raw.decode("utf-8"))
 
+    def metrics(self, processes=(), generation=0):
+        """The same counters in Prometheus' text exposition format 0.0.4
+        (a str; serve it with ``Content-Type:`` :data:`METRICS_CONTENT_TYPE`),
+        with GENERATION (the server's reload count) and the memory of each
+        process of PROCESSES, ``(kind, id, pid)`` tuples (pid 0: this
+        process), from ``/proc/PID/smaps_rollup``: a process that is gone is
+        left out."""
+        if self._handle is None:
+            raise ForksafeError("the host is closed")
+        processes = list(processes)
+        table = (_Process * max(len(processes), 1))()
+        for slot, (kind, id, pid) in zip(table, processes):
+            slot.kind, slot.id, slot.pid = _bytes(kind), int(id or 0), int(pid or 0)
+        raw = self._lib.forksafe_host_metrics_text(
+            self._handle, table, len(processes), int(generation or 0))
+        if raw is None:
+            raise MemoryError("forksafe_host_metrics_text")
+        return raw.decode("utf-8")
+
     # ------------------------------------------------------------ lifetime
 
     def close(self):
@@ -588,6 +617,7 @@ __all__ = (
     "Host",
     "LibraryNotFound",
     "LOG",
+    "METRICS_CONTENT_TYPE",
     "OK",
     "POLICY_CODES",
     "REASON_EVENTS",

@@ -432,6 +432,32 @@ class TestHost(unittest.TestCase):
         with self.assertRaises(fs_host.ForksafeError):
             host.stats()
 
+    def test_metrics_are_the_same_counters_with_each_process_memory(self):
+        Capture(self)
+        host = fs_host.Host("gunicorn", None, ["worker-ready exec:/bin/false"])
+        self.addCleanup(host.close)
+        pid = os.fork()
+        if pid == 0:
+            try:
+                host.dispatch("worker-ready", "worker", 1)
+            finally:
+                os._exit(0)
+        os.waitpid(pid, 0)
+        text = host.metrics([("master", 0, 0), ("worker", 1, pid), ("nonsense", 2, 1)], 4)
+        lines = text.splitlines()
+        self.assertTrue([l for l in lines if l.startswith('forksafe_info{version="')
+                         and l.endswith('",container="gunicorn"} 1')], text)
+        self.assertIn("forksafe_generation 4", lines)
+        self.assertIn('forksafe_handler_failures_total{event="worker-ready"} 1', lines)
+        self.assertIn('forksafe_handler_duration_seconds_count{event="worker-ready"} 1', lines)
+        # This process (pid 0) is there; the reaped child and the unknown kind are not.
+        self.assertIn('forksafe_process_pid{kind="master",id="0"} %d' % os.getpid(), lines)
+        self.assertNotIn('id="1"} ', "\n".join(l for l in lines if l.startswith("forksafe_process")))
+        self.assertEqual(fs_host.METRICS_CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")
+        host.close()
+        with self.assertRaises(fs_host.ForksafeError):
+            host.metrics()
+
     def test_pre_fork_child_has_no_pid_and_reasons(self):
         capture = Capture(self)
         host = fs_host.Host("celery", None, ["pre-fork,worker-exit python:_fs_capture:record"])

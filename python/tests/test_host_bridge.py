@@ -77,6 +77,12 @@ class TestPythonBridge(ModulesTestCase):
                 self.assertEqual(stats["events"]["worker-ready"]["failed"], 1)
                 self.assertEqual({h["handler"] for h in stats["history"]},
                                  {"pyramid_forksafe"})
+                # The listeners' row of the per-subscription counters.
+                lines = host.metrics().splitlines()
+                self.assertIn('forksafe_subscription_runs_total{index="-1",'
+                              'handler="pyramid_forksafe"} 2', lines)
+                self.assertIn('forksafe_subscription_failures_total{index="-1",'
+                              'handler="pyramid_forksafe"} 1', lines)
 
     def test_an_unheard_post_fork_is_kept_until_asked(self):
         host = self.host()

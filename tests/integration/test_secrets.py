@@ -1,13 +1,14 @@
 """Secrets in the settings never leak: not into any process's argv or
 environment (master, workers, exec: handler children, scanned while they
 run), not into uWSGI's log with forksafe-verbose on and every handler kind
-subscribed, not into forksafe-check's listing or the forksafe-stats
-document -- while the handlers themselves do receive them."""
+subscribed, not into forksafe-check's listing, the forksafe-stats
+document or the forksafe-metrics text -- while the handlers themselves do receive them."""
 
 import json
 import os
 import re
 import secrets
+import socket
 import subprocess
 
 from harness import (RECORDER, UWSGI_HEAD, IntegrationCase, Uwsgi, read_jsonl, read_socket,
@@ -17,6 +18,7 @@ INI = UWSGI_HEAD + """paste = config:%p
 pythonpath = {app_dir}
 forksafe-verbose = true
 forksafe-stats = {dir}/stats.sock
+forksafe-metrics = {dir}/metrics.sock
 ; the post-fork exec: handlers block until the test releases them
 forksafe-timeout = 600
 
@@ -63,6 +65,15 @@ def read_proc(pid, name):
     except (FileNotFoundError, ProcessLookupError):
         return None
 
+
+
+def http_over_unix(path):
+    """The whole answer to GET /metrics on the unix socket PATH."""
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(30)
+        s.connect(path)
+        s.sendall(b"GET /metrics HTTP/1.1\r\nHost: forksafe\r\n\r\n")
+        return b"".join(iter(lambda: s.recv(65536), b""))
 
 class SecretsTest(IntegrationCase):
 
@@ -121,6 +132,11 @@ class SecretsTest(IntegrationCase):
         stats = read_socket(os.path.join(u.dir, "stats.sock"), parse=False)
         self.assertIn(b"postgresql://deploy:***@db.example/app", stats)
         self.assertNoSecret("the forksafe-stats document", stats, SETTING_SECRETS + ("s_spec",))
+        metrics = http_over_unix(os.path.join(u.dir, "metrics.sock"))
+        self.assertTrue(metrics.startswith(b"HTTP/1.1 200 OK\r\n"), metrics[:200])
+        self.assertIn(b'handler="exec:', metrics)
+        self.assertIn(b"postgresql://deploy:***@db.example/app", metrics)
+        self.assertNoSecret("the forksafe-metrics text", metrics, SETTING_SECRETS + ("s_spec",))
         self.assertEqual(u.stop(), 0)
 
         # The handlers did get the settings (so the scan was meaningful)...

@@ -355,6 +355,41 @@ START_TEST(generation_ready_carries_its_workers)
 }
 END_TEST
 
+/* The Prometheus text of a host: its container, its counters, the
+ * processes given (pid 0: this one), an unknown kind left out. */
+START_TEST(metrics_text_of_a_host)
+{
+    char error[512], line[128];
+    forksafe_host_process processes[] = {
+        {.kind = "master", .id = 0, .pid = 0},
+        {.kind = "sorcerer", .id = 7, .pid = 1},
+    };
+    forksafe_host_occurrence occurrence = {.version = FORKSAFE_HOST_API_VERSION,
+                                           .event = "post-fork",
+                                           .self = {.kind = "worker", .id = 1}};
+    forksafe_host *host =
+        host_new("celery", NULL, "post-fork exec:true\n", "conf", NULL, 0, 0, error, sizeof(error));
+    const char *text;
+
+    ck_assert_msg(host != NULL, "%s", error);
+    ck_assert_ptr_null(forksafe_host_metrics_text(NULL, NULL, 0, 0));
+    ck_assert_ptr_null(forksafe_host_metrics_text(host, NULL, 1, 0));
+    ck_assert_int_eq(forksafe_host_dispatch(host, &occurrence), 0);
+    text = forksafe_host_metrics_text(host, processes, 2, 5);
+    ck_assert_ptr_nonnull(text);
+    ck_assert_ptr_nonnull(strstr(text, "container=\"celery\"} 1\n"));
+    ck_assert_ptr_nonnull(strstr(text, "\nforksafe_generation 5\n"));
+    ck_assert_ptr_nonnull(strstr(text, "\nforksafe_handler_runs_total{event=\"post-fork\"} 1\n"));
+    snprintf(line, sizeof(line), "\nforksafe_process_pid{kind=\"master\",id=\"0\"} %ld\n",
+             (long)getpid());
+    ck_assert_ptr_nonnull(strstr(text, line));
+    ck_assert_ptr_null(strstr(text, "id=\"7\""));
+    /* A second call replaces the first text. */
+    ck_assert_ptr_nonnull(forksafe_host_metrics_text(host, NULL, 0, 0));
+    forksafe_host_free(host);
+}
+END_TEST
+
 Suite *unit_suite(void)
 {
     Suite *suite = suite_create("host");
@@ -368,6 +403,7 @@ Suite *unit_suite(void)
     tcase_add_test(tc, errors_name_source_and_line);
     tcase_add_test(tc, another_api_version_is_refused);
     tcase_add_test(tc, generation_ready_carries_its_workers);
+    tcase_add_test(tc, metrics_text_of_a_host);
     suite_add_tcase(suite, tc);
     return suite;
 }

@@ -52,3 +52,10 @@ def fail_on_first_respawn(payload):
     """A python: handler that fails in the first replacement of a slot."""
     if payload["respawn"] == 1:
         raise RuntimeError("failing in respawn 1 of worker %d" % payload["process"]["id"])
+
+
+@app.task(name="celery_app.forksafe_counters")
+def forksafe_counters():
+    """forksafe's counters as the pool child that runs the task reads them:
+    the stats document and the Prometheus text."""
+    return {"pid": os.getpid(), "stats": forksafe.stats(), "metrics": forksafe.metrics()}
