@@ -86,6 +86,8 @@ def _wrap_arbiter(server):
     manage_workers = getattr(server, "manage_workers", None)
 
     def forksafe_spawn_worker():
+        # the pipe a ready worker wakes the arbiter with (made after on_starting)
+        _state.wake_fd = server.PIPE[1] if getattr(server, "PIPE", None) else None
         pid = spawn_worker()
         # Only the arbiter gets here: the child leaves with SystemExit.
         _guard(_post_fork_parent, server, pid)
@@ -268,6 +270,11 @@ def _exit_reason(worker):
 def _shared_init():
     if _state.shared is None:
         _state.shared = adapter.SharedState(MAX_WORKER_ID + 1)
+    if _state.ready is None:
+        _state.ready = ReadyBoard(MAX_WORKER_ID + 1)
+    # The generation counts from here (master-start, right after, says it
+    # again; with 0.2's hooks alone forksafe starts later and misses it).
+    _state.gen.master_started()
 
 
 def _shared_set_fatal():

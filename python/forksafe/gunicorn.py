@@ -56,11 +56,8 @@ gunicorn hook          runs in   forksafe event
 ``on_reload``          arbiter   ``master-exit`` (reload), then the settings
                                  are read again, then ``master-start``
 ``on_exit``            arbiter   ``master-exit`` (shutdown)
-(``manage_workers``)   arbiter   ``generation-ready`` (``workers``,
-                                 ``elapsed_ms``): every worker forked since
-                                 master-start (the first, or a HUP's) is
-                                 alive and past worker-ready, as many as
-                                 gunicorn wants
+(``manage_workers``)   arbiter   ``generation-ready``: the workers forked
+                                 since master-start all past worker-ready
 =====================  ========  ============================================
 
 Fork hazards (the uWSGI options ``forksafe-hazards`` and
@@ -83,9 +80,8 @@ workers with ``waitid(WNOWAIT)`` before gunicorn reaps them, so child-death
 has the wait status), ``kill_worker`` and ``stop`` (the worker-exit
 ``reason``: ``shutdown``, ``reload``, ``cheaper``, ``harakiri`` for
 gunicorn's worker timeout; a worker that ends by itself says
-``max-requests`` or ``exit``) and ``manage_workers`` (generation-ready: a
-worker marks in a shared page that it is ready and wakes the arbiter
-through gunicorn's own pipe, so the arbiter looks at once).
+``max-requests`` or ``exit``) and ``manage_workers`` (generation-ready; a
+ready worker wakes the arbiter through gunicorn's own pipe).
 
 Workers get forksafe ids like uWSGI's: a worker takes the lowest id no live
 worker has, and ``respawn`` counts the earlier forks of that id.  After a
@@ -108,7 +104,6 @@ import warnings
 
 from . import adapter
 from . import host as fs_host
-from ._generation import ReadyBoard
 from ._gunicorn import CONTAINER
 from ._gunicorn import ENVIRONMENT
 from ._gunicorn import MAX_WORKER_ID  # noqa: F401
@@ -326,8 +321,6 @@ def _pre_fork(server, worker):
     worker._forksafe_id = wid
     worker._forksafe_respawn = respawn
     worker._forksafe_generation = _state.generation
-    if getattr(server, "PIPE", None):
-        _state.wake_fd = server.PIPE[1]
     _shared_reset(wid)
     child = {"kind": "worker", "id": wid, "respawn": respawn}
     _fire(server, "pre-fork", child=child, apps=[server.app])
@@ -440,14 +433,9 @@ def _start(server, lazily):
                 pass
         raise SystemExit(1)
     _shared_init()
-    if _state.ready is None:
-        _state.ready = ReadyBoard(MAX_WORKER_ID + 1)
     _wrap_arbiter(server)
     if not lazily:
         _master_start(server)
-    else:
-        # master-start has passed unseen: the generation counts from here
-        _state.gen.master_started()
 
 
 def _master_start(server):

@@ -159,11 +159,7 @@ class _Process(ctypes.Structure):
 class _ReadyWorker(ctypes.Structure):
     """struct forksafe_host_ready_worker."""
 
-    _fields_ = [
-        ("id", ctypes.c_int),
-        ("pid", ctypes.c_int),
-        ("ms", ctypes.c_longlong),
-    ]
+    _fields_ = [("id", ctypes.c_int), ("pid", ctypes.c_int), ("ms", ctypes.c_longlong)]
 
 
 class _Occurrence(ctypes.Structure):
@@ -387,9 +383,7 @@ class Host(object):
         a mapping with ``kind``, ``id``, and optionally ``pid`` (0: not
         known yet), ``respawn``, ``status`` (a waitpid status; absent: not
         known) and ``cause``.  REASON for worker-exit and master-exit.
-        WORKERS (generation-ready) is a sequence of mappings with ``id``,
-        ``pid`` and ``ms`` (from the generation's start to that worker's
-        worker-ready), ELAPSED_MS the ms since master-start.
+        generation-ready: WORKERS ({id, pid, ms}), ELAPSED_MS.
 
         Returns :data:`OK` (0), or 1 + the strongest failing policy
         (:data:`LOG`, :data:`EXIT`, :data:`FATAL`) for the caller to act on.
@@ -418,12 +412,9 @@ class Host(object):
                 occurrence.child_status = int(child["status"])
             occurrence.child_cause = _bytes(child.get("cause"))
         if workers is not None:
-            ready = (_ReadyWorker * max(len(workers), 1))()
-            for i, worker in enumerate(workers):
-                ready[i] = _ReadyWorker(int(worker["id"]), int(worker["pid"]), int(worker["ms"]))
-            occurrence.workers = ready
-            occurrence.worker_count = len(workers)
-            occurrence.elapsed_ms = int(elapsed_ms or 0)
+            occurrence.workers = (_ReadyWorker * max(len(workers), 1))(
+                *[_ReadyWorker(int(w["id"]), int(w["pid"]), int(w["ms"])) for w in workers])
+            occurrence.worker_count, occurrence.elapsed_ms = len(workers), int(elapsed_ms or 0)
         code = self._lib.forksafe_host_dispatch(self._handle, ctypes.byref(occurrence))
         if code < 0:
             raise ValueError(
