@@ -35,6 +35,13 @@
  *                    "exit_code", "cause"]}   pre-fork, post-fork-parent,
  *                                              child-death only
  *     "reason":     "shutdown"|"reload"|...   worker-exit and master-exit only
+ *     "workers":    [{"id": 1, "pid": 1301, "ms": 412}, ...]
+ *                                           generation-ready only: the workers
+ *                                           of the generation, each with the
+ *                                           ms from the generation's start to
+ *                                           its worker-ready
+ *     "elapsed_ms": 530                     generation-ready only: ms since
+ *                                           master-start
  *   }
  *
  * In the master "id" is 0; workers, mules and spoolers count from 1.
@@ -75,7 +82,9 @@ extern "C" {
 #define FORKSAFE_HANDLER_ABI_DECLARE() \
     FORKSAFE_EXPORT const int forksafe_handler_abi = FORKSAFE_HANDLER_ABI
 
-/* The standard lifecycle events, in the order of a process's life. */
+/* The standard lifecycle events.  Each keeps its value for good: a new one
+ * is appended (generation-ready, an instance-wide moment, came last), so a
+ * handler compiled against an older header still names the same events. */
 #define FORKSAFE_EVENTS(X)                           \
     X(FORKSAFE_MASTER_START, "master-start")         \
     X(FORKSAFE_PRE_FORK, "pre-fork")                 \
@@ -84,7 +93,8 @@ extern "C" {
     X(FORKSAFE_WORKER_READY, "worker-ready")         \
     X(FORKSAFE_WORKER_EXIT, "worker-exit")           \
     X(FORKSAFE_CHILD_DEATH, "child-death")           \
-    X(FORKSAFE_MASTER_EXIT, "master-exit")
+    X(FORKSAFE_MASTER_EXIT, "master-exit")           \
+    X(FORKSAFE_GENERATION_READY, "generation-ready")
 
 typedef enum forksafe_event_type {
 #define FORKSAFE__ENUM_ENTRY(id, name) id,

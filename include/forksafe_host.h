@@ -8,6 +8,8 @@
  * The structs passed in are versioned: their first field is the
  * FORKSAFE_HOST_API_VERSION the caller was written for, and a library that
  * does not speak that version refuses the call instead of misreading it.
+ * Version 2 appended the generation-ready fields to the occurrence; a
+ * version 1 caller (whose struct ends before them) is still understood.
  */
 #ifndef FORKSAFE_HOST_H
 #define FORKSAFE_HOST_H
@@ -20,7 +22,10 @@
 extern "C" {
 #endif
 
-#define FORKSAFE_HOST_API_VERSION 1
+#define FORKSAFE_HOST_API_VERSION 2
+
+/* The oldest version this library still reads. */
+#define FORKSAFE_HOST_API_OLDEST 1
 
 /* Opaque: one server instance's configuration. */
 typedef struct forksafe_host forksafe_host;
@@ -64,6 +69,13 @@ typedef struct forksafe_host_process {
     int respawn;      /* times this process slot was forked before */
 } forksafe_host_process;
 
+/* One worker of a generation, for generation-ready (version 2). */
+typedef struct forksafe_host_ready_worker {
+    int id;
+    int pid;
+    long long ms; /* from the generation's start to its worker-ready */
+} forksafe_host_ready_worker;
+
 /* An event that occurred in SELF, the calling process. */
 typedef struct forksafe_host_occurrence {
     int version;       /* FORKSAFE_HOST_API_VERSION */
@@ -78,6 +90,11 @@ typedef struct forksafe_host_occurrence {
     int child_status_known;
     int child_status;
     const char *child_cause;
+    /* Version 2 on.  generation-ready: the generation's WORKER_COUNT
+     * workers, and the ms since master-start; ignored for other events. */
+    const forksafe_host_ready_worker *workers;
+    int worker_count;
+    long long elapsed_ms;
 } forksafe_host_occurrence;
 
 /* Creates a host from CONFIG: loads the settings, subscribes the [forksafe]

@@ -81,6 +81,27 @@ static int has_reason(forksafe_event_type type)
     return type == FORKSAFE_WORKER_EXIT || type == FORKSAFE_MASTER_EXIT;
 }
 
+/* The workers list, as JSON that every writer takes like the settings:
+ * built once per dispatch, in the master. */
+static json_t *workers_json(const forksafe__occurrence *occ)
+{
+    json_t *list = json_array();
+    size_t i;
+
+    if (!list)
+        return NULL;
+    for (i = 0; i < occ->worker_count; i++) {
+        const forksafe__ready_worker *worker = &occ->workers[i];
+        json_t *entry = json_pack("{s:i, s:I, s:I}", "id", worker->id, "pid",
+                                  (json_int_t)worker->pid, "ms", (json_int_t)worker->ms);
+        if (!entry || json_array_append_new(list, entry) != 0) {
+            json_decref(list);
+            return NULL;
+        }
+    }
+    return list;
+}
+
 void *forksafe__payload_write(const forksafe__payload_writer *w, const forksafe__context *ctx,
                               const forksafe__occurrence *occ, double time)
 {
@@ -108,6 +129,14 @@ void *forksafe__payload_write(const forksafe__payload_writer *w, const forksafe_
     if (has_reason(occ->type) && occ->reason &&
         set(w, payload, "reason", w->string(w, occ->reason)))
         goto fail;
+    if (occ->type == FORKSAFE_GENERATION_READY) {
+        json_t *workers = workers_json(occ);
+        int failed = !workers || set(w, payload, "workers", w->shared(w, workers)) ||
+                     set(w, payload, "elapsed_ms", w->integer(w, occ->elapsed_ms));
+        json_decref(workers);
+        if (failed)
+            goto fail;
+    }
     if (occ->type == FORKSAFE_PRE_FORK && occ->hazards) {
         /* Built once per fork, in the master: any writer takes it as
          * JSON, as it takes the settings. */

@@ -72,6 +72,13 @@ typedef struct forksafe__process {
     int respawn; /* times this slot was respawned */
 } forksafe__process;
 
+/* One worker of a generation, as generation-ready lists it. */
+typedef struct forksafe__ready_worker {
+    int id;
+    pid_t pid;
+    long long ms; /* from the generation's start to its worker-ready */
+} forksafe__ready_worker;
+
 /* What the host knows about one occurrence of an event.  The words, in
  * names and comments: an event occurs, the occurrence is dispatched, and
  * each matching handler runs. */
@@ -87,6 +94,11 @@ typedef struct forksafe__occurrence {
     /* pre-fork: what the child is about to inherit (lib/hazard_watch.c),
      * for the payload; NULL when not looked for. */
     const struct forksafe__hazard_list *hazards;
+    /* generation-ready: the generation's workers (borrowed), and the ms
+     * since master-start. */
+    const forksafe__ready_worker *workers;
+    size_t worker_count;
+    long long elapsed_ms;
 } forksafe__occurrence;
 
 /* -------------------------------------------------------------- backends */

@@ -164,6 +164,12 @@ static int allow_line(forksafe_host *host, const char *text, const char *source,
     return forksafe__hazard_watch_allow(&host->hazards, text, source, 0, err);
 }
 
+/* The config is the same in every version; the occurrence grew. */
+static int host_version_known(int version)
+{
+    return version >= FORKSAFE_HOST_API_OLDEST && version <= FORKSAFE_HOST_API_VERSION;
+}
+
 FORKSAFE_EXPORT forksafe_host *forksafe_host_new(const forksafe_host_config *config, char *error,
                                                  size_t error_size)
 {
@@ -173,10 +179,11 @@ FORKSAFE_EXPORT forksafe_host *forksafe_host_new(const forksafe_host_config *con
 
     if (error && error_size)
         error[0] = '\0';
-    if (!config || config->version != FORKSAFE_HOST_API_VERSION) {
+    if (!config || !host_version_known(config->version)) {
         forksafe__error_set(&err, "forksafe", 0,
-                            "this libforksafe speaks host API version %d, the caller %d",
-                            FORKSAFE_HOST_API_VERSION, config ? config->version : 0);
+                            "this libforksafe speaks host API versions %d to %d, the caller %d",
+                            FORKSAFE_HOST_API_OLDEST, FORKSAFE_HOST_API_VERSION,
+                            config ? config->version : 0);
         rc = FORKSAFE__EINVAL;
         goto fail;
     }
@@ -261,10 +268,11 @@ FORKSAFE_EXPORT int forksafe_host_dispatch(forksafe_host *host,
 {
     forksafe__occurrence occ;
     forksafe__process child;
-    int type;
+    forksafe__ready_worker *workers = NULL;
+    int type, rc;
 
-    if (!host || !occurrence || occurrence->version != FORKSAFE_HOST_API_VERSION ||
-        !occurrence->event || (type = forksafe_event_type_from_name(occurrence->event)) < 0)
+    if (!host || !occurrence || !host_version_known(occurrence->version) || !occurrence->event ||
+        (type = forksafe_event_type_from_name(occurrence->event)) < 0)
         return -1;
     memset(&occ, 0, sizeof(occ));
     if (host_process(&occurrence->self, &occ.self) != 0)
@@ -285,8 +293,26 @@ FORKSAFE_EXPORT int forksafe_host_dispatch(forksafe_host *host,
         occ.child_status = occurrence->child_status;
         occ.child_cause = occurrence->child_cause;
     }
-    return forksafe__hazards_dispatch_pre_fork(&host->hazards, &host->context, &occ,
-                                               &host->hazards_found);
+    /* A version 1 struct ends before the generation-ready fields. */
+    if (occurrence->version >= 2 && occ.type == FORKSAFE_GENERATION_READY) {
+        int i, count = occurrence->worker_count;
+        if (count < 0 || (count > 0 && !occurrence->workers))
+            return -1;
+        if (count > 0 && !(workers = forksafe__calloc((size_t)count, sizeof(*workers))))
+            return -1;
+        for (i = 0; i < count; i++) {
+            workers[i].id = occurrence->workers[i].id;
+            workers[i].pid = occurrence->workers[i].pid;
+            workers[i].ms = occurrence->workers[i].ms;
+        }
+        occ.workers = workers;
+        occ.worker_count = (size_t)count;
+        occ.elapsed_ms = occurrence->elapsed_ms;
+    }
+    rc = forksafe__hazards_dispatch_pre_fork(&host->hazards, &host->context, &occ,
+                                             &host->hazards_found);
+    forksafe__free(workers);
+    return rc;
 }
 
 FORKSAFE_EXPORT int forksafe_host_hazards(const forksafe_host *host)

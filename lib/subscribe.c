@@ -47,7 +47,8 @@ static uint32_t event_kinds(int event)
         return CHILD_KINDS;
     case FORKSAFE_WORKER_READY:
         return KIND_BIT(FORKSAFE__WORKER);
-    default: /* master-start, pre-fork, post-fork-parent, child-death, master-exit */
+    default: /* master-start, pre-fork, post-fork-parent, child-death, master-exit,
+              generation-ready */
         return KIND_BIT(FORKSAFE__MASTER);
     }
 }

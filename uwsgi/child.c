@@ -118,6 +118,7 @@ void glue_worker_ready(void)
         return;
     }
     glue_event_occurs(FORKSAFE_WORKER_READY, NULL, 0, 0, NULL, NULL, 0);
+    glue_generation_worker_ready();
     mark_ready(glue_slot_index(FORKSAFE__WORKER, glue.self.id));
 }
 

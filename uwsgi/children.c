@@ -232,6 +232,7 @@ void glue_scan_children(void)
         }
         watch_if_ready(slot, i);
     }
+    glue_generation_scan();
 }
 
 /* In a new child: the master's pidfds are not its own to watch.  The

@@ -6,9 +6,12 @@
  *
  *   plugin.c       the plugin structs, uWSGI's hooks -> every file below
  *   child.c        inside a worker, mule or spooler  -> reasons, children, signals,
- *                                                       stats_server, occurrence, wake
+ *                                                       stats_server, occurrence, wake,
+ *                                                       generation
  *   reasons.c      why the master ends a child       -> children, compat
- *   children.c     the master's children             -> signals, occurrence, compat, wake
+ *   children.c     the master's children             -> signals, occurrence, compat, wake,
+ *                                                       generation
+ *   generation.c   generation-ready                  -> occurrence, wake
  *   signals.c      stop and reload signals           -> instance
  *   stats_server.c the forksafe-stats and -metrics    -> config, metrics
  *                  sockets
@@ -40,6 +43,9 @@ extern struct uwsgi_plugin forksafe_plugin;
 
 /* ---------------------------------------------------------------- types */
 
+/* Why the master ended a child (reasons.c writes it to the child's slot). */
+enum end_reason { END_NONE, END_SHUTDOWN, END_RELOAD, END_CHEAPER, END_RECYCLE };
+
 /* Written by a child, read by the master: lives in MAP_SHARED memory. */
 struct forksafe_child_shared {
     volatile pid_t pid;
@@ -53,6 +59,10 @@ struct forksafe_child_shared {
     /* Its start is over (a worker: worker-ready ran; a mule or spooler:
      * post-fork ran): from then on its death wakes the master. */
     volatile int ready;
+    /* The worker whose pid ready_pid is reached worker-ready at ready_ns
+     * (monotonic), for generation-ready (generation.c). */
+    long long ready_ns;
+    pid_t ready_pid;
 };
 
 /* What the master remembers of one child slot. */
@@ -216,6 +226,24 @@ void glue_hook_emperor_messages(void);
  * and master-exit.  EXITING: the process is ending anyway. */
 void glue_event_occurs(forksafe_event_type type, const forksafe__process *child, int status_known,
                        int status, const char *cause, const char *reason, int exiting);
+
+/* generation-ready occurs in the master: the generation's COUNT WORKERS,
+ * ELAPSED_MS since master-start. */
+void glue_generation_ready_occurs(const forksafe__ready_worker *workers, size_t count,
+                                  long long elapsed_ms);
+
+/* -------------------------------------------------------- generation.c */
+
+/* master-start: the first generation begins. */
+void glue_generation_begin(void);
+
+/* In a worker, once its worker-ready handlers ran: it is ready. */
+void glue_generation_worker_ready(void);
+
+/* In the master, at the end of each scan of its children: a reload that
+ * replaces every worker begins a generation, and a generation whose
+ * workers are all ready is announced. */
+void glue_generation_scan(void);
 
 /* ----------------------------------------------------------- signals.c */
 

@@ -49,10 +49,10 @@ static void apply_policy(int result, forksafe_event_type type, int exiting)
         exit(1);
 }
 
-void glue_event_occurs(forksafe_event_type type, const forksafe__process *child, int status_known,
-                       int status, const char *cause, const char *reason, int exiting)
+/* OCC, filled in with what the caller knows, is completed and dispatched. */
+static void occurs(forksafe__occurrence *occ, int exiting)
 {
-    forksafe__occurrence occ;
+    forksafe_event_type type = occ->type;
     int result;
 
     glue.hazards_found = 0;
@@ -68,20 +68,41 @@ void glue_event_occurs(forksafe_event_type type, const forksafe__process *child,
         return;
     }
     fill_self();
+    occ->self = glue.self;
+    occ->generation = (int)uwsgi.reloads;
+    glue.dispatching++;
+    /* Always: dispatch counts the occurrence even when nobody listens, and
+     * runs pyramid_forksafe's listeners after the subscriptions. */
+    result =
+        forksafe__hazards_dispatch_pre_fork(&glue.hazards, &glue.context, occ, &glue.hazards_found);
+    glue.dispatching--;
+    apply_policy(result, type, exiting);
+}
+
+void glue_event_occurs(forksafe_event_type type, const forksafe__process *child, int status_known,
+                       int status, const char *cause, const char *reason, int exiting)
+{
+    forksafe__occurrence occ;
+
     memset(&occ, 0, sizeof(occ));
     occ.type = type;
-    occ.self = glue.self;
     occ.child = child;
     occ.child_status_known = status_known;
     occ.child_status = status;
     occ.child_cause = cause;
     occ.reason = reason;
-    occ.generation = (int)uwsgi.reloads;
-    glue.dispatching++;
-    /* Always: dispatch counts the occurrence even when nobody listens, and
-     * runs pyramid_forksafe's listeners after the subscriptions. */
-    result = forksafe__hazards_dispatch_pre_fork(&glue.hazards, &glue.context, &occ,
-                                                 &glue.hazards_found);
-    glue.dispatching--;
-    apply_policy(result, type, exiting);
+    occurs(&occ, exiting);
+}
+
+void glue_generation_ready_occurs(const forksafe__ready_worker *workers, size_t count,
+                                  long long elapsed_ms)
+{
+    forksafe__occurrence occ;
+
+    memset(&occ, 0, sizeof(occ));
+    occ.type = FORKSAFE_GENERATION_READY;
+    occ.workers = workers;
+    occ.worker_count = count;
+    occ.elapsed_ms = elapsed_ms;
+    occurs(&occ, 0);
 }

@@ -3,7 +3,7 @@
  * and where each event is caught.  Only uwsgi/ knows uWSGI (glue.h says
  * which of its files does what).
  *
- * It turns uWSGI's scattered hooks into the eight forksafe events and hands
+ * It turns uWSGI's scattered hooks into the nine forksafe events and hands
  * them to lib/ for dispatch (occurrence.c).  How each event is caught
  * (uWSGI 2.0.21), and in which file:
  *
@@ -44,6 +44,9 @@
  *                     completing worker-exit.
  *   master-exit       master_cleanup, here (shutdown, and before a reload's
  *                     exec).
+ *   generation-ready  the same scan (generation.c), once every worker of
+ *                     the generation recorded in its shared slot that it
+ *                     reached worker-ready.
  *
  * Settings travel once, at init: config.c finds the file (forksafe-settings,
  * the python plugin's paste option, or the ini's [app:main]), lib/ parses
@@ -365,6 +368,7 @@ static void forksafe_master_fixup(int in_child)
     glue_catch_startup_signals();
     glue_watch_master_kills();
     glue_register_exit_hook();
+    glue_generation_begin();
     glue_event_occurs(FORKSAFE_MASTER_START, NULL, 0, 0, NULL, NULL, 0);
 }
 

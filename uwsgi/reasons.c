@@ -20,7 +20,6 @@
  * slot, from the master's own state at that moment, before the signal
  * leaves.  It is exact because the writer is the decider, and the worker
  * reads it only after the signal has arrived. */
-enum end_reason { END_NONE, END_SHUTDOWN, END_RELOAD, END_CHEAPER, END_RECYCLE };
 static const char *const end_reason_names[] = {NULL, "shutdown", "reload", "cheaper", "recycle"};
 
 /* Reloads that set no instance-wide flag: FIFO w/W, touch-workers-reload,

@@ -13,6 +13,7 @@ from ._celery_main import EXITED
 from ._celery_main import FATAL
 from ._celery_main import OK
 from ._celery_main import RELOADING
+from ._generation import wake
 from ._celery_main import RUNNING
 from ._celery_main import STOPPING
 
@@ -85,7 +86,13 @@ class PoolChild(object):
         if self.ready_sent or self.kind != "worker":
             return
         self.ready_sent = True
-        self.child_policy("worker-ready", self.fire("worker-ready"))
+        result = self.fire("worker-ready")
+        self.child_policy("worker-ready", result)
+        # a fatal failure stops the worker: this child is not ready
+        if result < FATAL and self.ready_board is not None and self.index is not None:
+            self.ready_board.mark(self.id, os.getpid())
+            if self.ready_pipe is not None:
+                wake(self.ready_pipe[1])
 
     def child_exit(self, exitcode):
         """worker_process_shutdown: worker-exit with its reason."""

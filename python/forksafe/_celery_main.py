@@ -10,6 +10,10 @@ import traceback
 
 from . import adapter
 from ._celery_own import own_rules
+from ._generation import Generation
+from ._generation import ReadyBoard
+from ._generation import drain
+from ._generation import exited
 from ._celery_own import refresh_main_thread_id
 from .adapter import CHEAPER
 from .adapter import EXITED
@@ -135,6 +139,11 @@ class MainProcess(object):
         self.restart_event = None
         self.pool_hooked = False
         self.index = None
+        # generation-ready: the children's marks, the main process's
+        # bookkeeping, and the pipe a child wakes the event loop with.
+        self.ready_board = None
+        self.gen = Generation()
+        self.ready_pipe = None
 
     # ---- start-up, in the main process
 
@@ -155,6 +164,10 @@ class MainProcess(object):
         self.open_host()
         self.shared = SharedState()
         self.shared.set_state(RUNNING)
+        self.ready_board = ReadyBoard(adapter.SLOTS + 1)
+        self.ready_pipe = os.pipe()
+        for fd in self.ready_pipe:
+            os.set_blocking(fd, False)
         try:
             self.attach_registry()
         except Exception:
@@ -162,6 +175,7 @@ class MainProcess(object):
             self._say("cannot attach the Pyramid registry:\n%s" % traceback.format_exc().rstrip())
             raise SystemExit(1)
         atexit.register(self._at_exit)
+        self.gen.master_started()
         result = self.fire("master-start")
         if result >= EXIT:
             self._say("on-error=%s: the worker does not start after a failed master-start "
@@ -234,17 +248,17 @@ class MainProcess(object):
 
     # ---- delivery
 
-    def fire(self, event, child=None, reason=None):
+    def fire(self, event, child=None, reason=None, **extra):
         """Dispatches EVENT in this process: the core's subscriptions, then
-        the ``_forksafe`` listeners (the registry among them).  Returns the
-        strongest policy code."""
+        the ``_forksafe`` listeners (the registry among them).  EXTRA: the
+        generation-ready fields.  Returns the strongest policy code."""
         with self.lock:
             if self.host is None:
                 return OK
             try:
                 return self.host.dispatch(
                     event, self.kind, self.id, respawn=self.respawn,
-                    generation=self.generation, child=child, reason=reason)
+                    generation=self.generation, child=child, reason=reason, **extra)
             except ValueError as exc:  # an unknown event or kind: a bug here
                 self._say("%s: %s" % (event, exc))
                 return OK
@@ -307,6 +321,36 @@ class MainProcess(object):
         self.master_policy("pre-fork", self.fire("pre-fork", child=child))
         self.refuse_hazards(index)
         return respawn
+
+    def watch_readiness(self, hub, pool):
+        """Under the event loop: a pool child that marked itself ready
+        wakes the main process through the pipe, whose read end the hub
+        watches, and the generation is looked at there and then."""
+        if self.ready_pipe is None:
+            return
+
+        def woken(*_args):
+            drain(self.ready_pipe[0])
+            self.check_generation(pool)
+
+        hub.add_reader(self.ready_pipe[0], woken)
+
+    def check_generation(self, pool):
+        """generation-ready, once every live pool process of the generation
+        (as many as the pool wants) has reached worker-ready."""
+        if self.host is None or self.ready_board is None or not self.is_master():
+            return
+        if self.shared is not None and self.shared.state()[0] == STOPPING:
+            return
+        members = [(process.index + 1, process.pid) for process in list(pool._pool)
+                   if process.pid and getattr(process, "index", None) is not None
+                   and not exited(process.pid)]
+        done = self.gen.complete(self.ready_board, members,
+                                 getattr(pool, "_processes", None) or len(members))
+        if done is not None:
+            workers, elapsed_ms = done
+            self.master_policy("generation-ready", self.fire(
+                "generation-ready", workers=workers, elapsed_ms=elapsed_ms))
 
     def refuse_hazards(self, index):
         """hazards = "fail", after a pre-fork that found hazards no rule

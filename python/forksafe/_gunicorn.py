@@ -9,6 +9,8 @@ import traceback
 
 from . import adapter
 from . import host as fs_host
+from ._generation import Generation
+from ._generation import ReadyBoard
 
 #: registry.pyramid_forksafe["environment"] under gunicorn, as in 0.2.
 ENVIRONMENT = "gunicorn"
@@ -48,6 +50,11 @@ class _State(object):
         # forksafe_hazards = "fail" found a hazard while workers ran: the
         # arbiter stops, and a worker forked from here on exits at once.
         self.hazard_refused = False
+        # generation-ready: the workers' marks, the arbiter's bookkeeping,
+        # and the arbiter's wake-up pipe (inherited by every worker).
+        self.ready = None
+        self.gen = Generation()
+        self.wake_fd = None
 
 
 _state = _State()
@@ -68,7 +75,7 @@ def _is_arbiter(server):
 
 
 def _wrap_arbiter(server):
-    """Wraps four methods of this arbiter instance (see the module doc)."""
+    """Wraps five methods of this arbiter instance (see the module doc)."""
     if getattr(server, "_forksafe_wrapped", False):
         return
     server._forksafe_wrapped = True
@@ -76,8 +83,11 @@ def _wrap_arbiter(server):
     reap_workers = server.reap_workers
     kill_worker = server.kill_worker
     stop = server.stop
+    manage_workers = getattr(server, "manage_workers", None)
 
     def forksafe_spawn_worker():
+        # the pipe a ready worker wakes the arbiter with (made after on_starting)
+        _state.wake_fd = server.PIPE[1] if getattr(server, "PIPE", None) else None
         pid = spawn_worker()
         # Only the arbiter gets here: the child leaves with SystemExit.
         _guard(_post_fork_parent, server, pid)
@@ -97,7 +107,17 @@ def _wrap_arbiter(server):
         _state.stopping = True
         return stop(*args, **kwargs)
 
+    def forksafe_manage_workers():
+        result = manage_workers()
+        # Every turn of the arbiter's loop, after its spawns: a worker
+        # that reached worker-ready woke the loop up.
+        if os.getpid() == server.pid:
+            _guard(_check_generation, server)
+        return result
+
     server.spawn_worker = forksafe_spawn_worker
+    if manage_workers is not None:
+        server.manage_workers = forksafe_manage_workers
     server.reap_workers = forksafe_reap_workers
     server.kill_worker = forksafe_kill_worker
     server.stop = forksafe_stop
@@ -114,6 +134,34 @@ def _post_fork_parent(server, pid):
         "respawn": getattr(worker, "_forksafe_respawn", 0),
     }
     _fire(server, "post-fork-parent", child=child, apps=[server.app])
+
+
+def _check_generation(server):
+    """generation-ready, once every worker forked in this generation is
+    alive and ready, and there are as many as gunicorn wants."""
+    if _state.host is None or _state.ready is None or _state.stopping:
+        return
+    members = [(_worker_id(w), pid) for pid, w in list(server.WORKERS.items())
+               if getattr(w, "_forksafe_generation", None) == _state.generation
+               and pid not in _state.statuses]
+    done = _state.gen.complete(_state.ready, members, server.num_workers)
+    if done is not None:
+        workers, elapsed_ms = done
+        _fire(server, "generation-ready", apps=[server.app],
+              extra={"workers": workers, "elapsed_ms": elapsed_ms})
+
+
+def _mark_ready(worker):
+    """In a worker whose worker-ready handlers ran: marked, and the
+    arbiter's loop woken up to look."""
+    if _state.ready is None:
+        return
+    _state.ready.mark(_worker_id(worker), os.getpid())
+    if _state.wake_fd is not None:
+        try:
+            os.write(_state.wake_fd, b".")
+        except OSError:
+            pass  # full (the arbiter wakes anyway) or gone
 
 
 def _peek_dead_workers(server):
@@ -222,6 +270,11 @@ def _exit_reason(worker):
 def _shared_init():
     if _state.shared is None:
         _state.shared = adapter.SharedState(MAX_WORKER_ID + 1)
+    if _state.ready is None:
+        _state.ready = ReadyBoard(MAX_WORKER_ID + 1)
+    # The generation counts from here (master-start, right after, says it
+    # again; with 0.2's hooks alone forksafe starts later and misses it).
+    _state.gen.master_started()
 
 
 def _shared_set_fatal():
@@ -288,12 +341,12 @@ def _identity(worker=None):
     return "master", 0, 0
 
 
-def _fire(owner, event, worker=None, child=None, reason=None, apps=()):
+def _fire(owner, event, worker=None, child=None, reason=None, apps=(), extra=None):
     """Dispatches EVENT in this process (the core's subscriptions, then the
     ``_forksafe`` listeners, which APPS' registries join), then acts on the
     policy.  A dispatch started while another runs (a SIGCHLD hook in the
     middle of one) waits for it."""
-    _state.pending.append((event, worker, child, reason, list(apps)))
+    _state.pending.append((event, worker, child, reason, list(apps), extra or {}))
     if _state.busy:
         return
     _state.busy = True
@@ -306,11 +359,12 @@ def _fire(owner, event, worker=None, child=None, reason=None, apps=()):
         _state.busy = False
 
 
-def _dispatch(event, worker, child, reason, apps):
+def _dispatch(event, worker, child, reason, apps, extra):
     kind, wid, respawn = _identity(worker)
     _connect(apps)
     return _state.host.dispatch(event, kind, wid, respawn=respawn,
-                                generation=_state.generation, child=child, reason=reason)
+                                generation=_state.generation, child=child, reason=reason,
+                                **extra)
 
 
 def _connect(apps):

@@ -48,7 +48,19 @@ child-death        main    ``Pool._join_exited_workers`` (the pool reaping
 master-exit        main    ``worker_shutdown`` signal (warm shutdown), or
                            at interpreter exit after a cold shutdown, which
                            sends no ``worker_shutdown``
+generation-ready   main    every pool process of the generation (as many
+                           as the pool wants, alive) passed worker-ready:
+                           each marks a shared page and wakes the event
+                           loop through a pipe (without the event loop,
+                           the pool's rounds of ``_join_exited_workers``
+                           look)
 ================== ======= ==================================================
+
+A generation is the pool processes of one master-start (the worker's
+start, again after a SIGHUP restart) or of a ``pool_restart``, which
+replaces every pool process under the same main process (``generation``
+stays).  A pool process replaced for ``--max-tasks-per-child``,
+``--max-memory-per-child`` or a crash is a respawn: no new generation.
 
 pre-fork, post-fork-parent, worker-ready and child-death come from a
 bootstep that :func:`install` adds to ``app.steps["worker"]``.  It runs
@@ -216,6 +228,15 @@ class PoolHooks(object):
                 for process in before:
                     if id(process) not in remaining:
                         adapter.process_gone(process)
+                if not shutdown:
+                    # without the event loop, the pool's own rounds look
+                    adapter.check_generation(self)
+
+    def register_with_event_loop(self, hub):  # AsynPool only
+        result = super().register_with_event_loop(hub)  # pylint: disable=no-member
+        if self.forksafe is not None and self.forksafe.is_master():
+            self.forksafe.watch_readiness(hub, self)
+        return result
 
     def _on_hard_timeout(self, job):  # AsynPool only
         adapter = self.forksafe
@@ -237,6 +258,8 @@ class PoolHooks(object):
     def restart(self):
         if self.forksafe is not None:
             self.forksafe.set_state(RELOADING)
+            # pool_restart replaces every pool process: a new generation
+            self.forksafe.gen.replacing_every_worker()
         return super().restart()
 
 

@@ -56,6 +56,8 @@ gunicorn hook          runs in   forksafe event
 ``on_reload``          arbiter   ``master-exit`` (reload), then the settings
                                  are read again, then ``master-start``
 ``on_exit``            arbiter   ``master-exit`` (shutdown)
+(``manage_workers``)   arbiter   ``generation-ready``: the workers forked
+                                 since master-start all past worker-ready
 =====================  ========  ============================================
 
 Fork hazards (the uWSGI options ``forksafe-hazards`` and
@@ -71,14 +73,15 @@ status 1 and forks nothing; once workers run, a hazard that appears later
 stops gunicorn (status 1), and the worker being forked exits at once.
 
 gunicorn has no hook in the arbiter after a fork (``post_fork`` runs in the
-child).  ``on_starting`` therefore wraps four methods of the arbiter
+child).  ``on_starting`` therefore wraps five methods of the arbiter
 *instance* (not the class): ``spawn_worker`` (post-fork-parent right after
 ``os.fork()`` returns the child's pid), ``reap_workers`` (peeks at dead
 workers with ``waitid(WNOWAIT)`` before gunicorn reaps them, so child-death
 has the wait status), ``kill_worker`` and ``stop`` (the worker-exit
 ``reason``: ``shutdown``, ``reload``, ``cheaper``, ``harakiri`` for
 gunicorn's worker timeout; a worker that ends by itself says
-``max-requests`` or ``exit``).
+``max-requests`` or ``exit``) and ``manage_workers`` (generation-ready; a
+ready worker wakes the arbiter through gunicorn's own pipe).
 
 Workers get forksafe ids like uWSGI's: a worker takes the lowest id no live
 worker has, and ``respawn`` counts the earlier forks of that id.  After a
@@ -115,6 +118,7 @@ from ._gunicorn import _guard
 from ._gunicorn import _in_arbiter
 from ._gunicorn import _processes
 from ._gunicorn import _is_arbiter
+from ._gunicorn import _mark_ready
 from ._gunicorn import _refuse_hazards
 from ._gunicorn import _refused_worker_exits
 from ._gunicorn import _replay_post_fork
@@ -344,6 +348,7 @@ def _post_worker_init(worker):
     # registry hears that post-fork now, before worker-ready.
     _replay_post_fork(apps)
     _fire(worker, "worker-ready", worker=worker, apps=apps)
+    _mark_ready(worker)
 
 
 def _worker_exit(server, worker):
@@ -435,6 +440,7 @@ def _start(server, lazily):
 
 def _master_start(server):
     _state.master_started = True
+    _state.gen.master_started()
     _fire(server, "master-start", apps=[server.app])
 
 

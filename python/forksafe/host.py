@@ -53,7 +53,7 @@ REASON_EVENTS = ("worker-exit", "master-exit")
 
 #: FORKSAFE_HOST_API_VERSION of include/forksafe_host.h that the structs
 #: below mirror; a library of another version refuses them.
-HOST_API_VERSION = 1
+HOST_API_VERSION = 2
 
 ENVIRONMENT_VARIABLE = "FORKSAFE_LIBRARY"
 LIBRARY_NAMES = ("libforksafe.so", "libforksafe.so.0")
@@ -156,6 +156,12 @@ class _Process(ctypes.Structure):
     ]
 
 
+class _ReadyWorker(ctypes.Structure):
+    """struct forksafe_host_ready_worker."""
+
+    _fields_ = [("id", ctypes.c_int), ("pid", ctypes.c_int), ("ms", ctypes.c_longlong)]
+
+
 class _Occurrence(ctypes.Structure):
     """struct forksafe_host_occurrence."""
 
@@ -169,6 +175,9 @@ class _Occurrence(ctypes.Structure):
         ("child_status_known", ctypes.c_int),
         ("child_status", ctypes.c_int),
         ("child_cause", ctypes.c_char_p),
+        ("workers", ctypes.POINTER(_ReadyWorker)),
+        ("worker_count", ctypes.c_int),
+        ("elapsed_ms", ctypes.c_longlong),
     ]
 
 
@@ -365,6 +374,8 @@ class Host(object):
         reason=None,
         pid=0,
         ppid=0,
+        workers=None,
+        elapsed_ms=0,
     ):
         """Runs the subscriptions of EVENT in this process, a KIND
         ("master", "worker", ...) with ID (0 for the master).  PID and PPID
@@ -372,6 +383,7 @@ class Host(object):
         a mapping with ``kind``, ``id``, and optionally ``pid`` (0: not
         known yet), ``respawn``, ``status`` (a waitpid status; absent: not
         known) and ``cause``.  REASON for worker-exit and master-exit.
+        generation-ready: WORKERS ({id, pid, ms}), ELAPSED_MS.
 
         Returns :data:`OK` (0), or 1 + the strongest failing policy
         (:data:`LOG`, :data:`EXIT`, :data:`FATAL`) for the caller to act on.
@@ -399,6 +411,10 @@ class Host(object):
                 occurrence.child_status_known = 1
                 occurrence.child_status = int(child["status"])
             occurrence.child_cause = _bytes(child.get("cause"))
+        if workers is not None:
+            occurrence.workers = (_ReadyWorker * max(len(workers), 1))(
+                *[_ReadyWorker(int(w["id"]), int(w["pid"]), int(w["ms"])) for w in workers])
+            occurrence.worker_count, occurrence.elapsed_ms = len(workers), int(elapsed_ms or 0)
         code = self._lib.forksafe_host_dispatch(self._handle, ctypes.byref(occurrence))
         if code < 0:
             raise ValueError(

@@ -101,7 +101,7 @@ class Recipe(object):
 
 #: every event, in the core's order (include/forksafe.h).
 EVENTS = ("master-start", "pre-fork", "post-fork-parent", "post-fork", "worker-ready",
-          "child-death", "worker-exit", "master-exit")
+          "child-death", "worker-exit", "master-exit", "generation-ready")
 
 
 def _registry():

@@ -31,6 +31,7 @@ ADAPTER_SOURCES = {
         "worker-exit": "containers.gunicorn.worker_exit",
         "child-death": "containers.gunicorn.child_exit",
         "master-exit": "containers.gunicorn.on_exit",
+        "generation-ready": "containers.gunicorn.manage_workers",
     },
     "celery": dict.fromkeys(EVENTS, "containers.celery"),
 }

@@ -1,7 +1,8 @@
 """The fork lifecycle as Pyramid events.
 
 One class per forksafe event name; :data:`EVENTS` maps the names to the
-classes, in the order of a process's life.  Every event has:
+classes, in forksafe's order (a process's life, then generation-ready,
+the instance-wide moment added last).  Every event has:
 
 ``registry``
     the registry of the Pyramid application (settings: ``registry.settings``);
@@ -9,7 +10,8 @@ classes, in the order of a process's life.  Every event has:
     a dict.  Delivered by the forksafe uWSGI plugin it is the plugin's payload
     (``event``, ``container``, ``process`` {kind, id, pid, ppid},
     ``generation``, ``respawn``, ``time``, ``settings``, ``global_settings``,
-    and ``child`` / ``reason`` for the events that have them; see
+    ``child`` / ``reason`` for the events that have them, ``workers`` and
+    ``elapsed_ms`` for generation-ready; see
     ``include/forksafe.h``).  Built in Python (the uwsgidecorators fallback,
     the gunicorn hooks) it has ``event``, ``container``, ``process``, ``time``
     and ``"synthesized": True``.  An event constructed the 0.2 way,
@@ -131,7 +133,17 @@ class ApplicationMasterExit(ForksafeEvent):
     name = "master-exit"
 
 
-#: forksafe event name -> event class, in the order of a process's life.
+@implementer(interfaces.IApplicationGenerationReady)
+class ApplicationGenerationReady(ForksafeEvent):
+    """In the master, once per generation: every worker of it has reached
+    worker-ready.  ``payload["workers"]`` lists them ({id, pid, ms from the
+    generation's start}), ``payload["elapsed_ms"]`` is the time since
+    master-start: register with a load balancer, notify systemd here."""
+
+    name = "generation-ready"
+
+
+#: forksafe event name -> event class, in forksafe's order.
 EVENTS = {
     cls.name: cls
     for cls in (
@@ -143,10 +155,11 @@ EVENTS = {
         ApplicationWorkerExit,
         ApplicationChildDeath,
         ApplicationMasterExit,
+        ApplicationGenerationReady,
     )
 }
 
-#: the event names, in the order of a process's life.
+#: the event names, in forksafe's order.
 EVENT_NAMES = tuple(EVENTS)
 
 
@@ -163,4 +176,5 @@ __all__ = (
     "ApplicationWorkerExit",
     "ApplicationChildDeath",
     "ApplicationMasterExit",
+    "ApplicationGenerationReady",
 )

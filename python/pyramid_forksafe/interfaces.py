@@ -59,6 +59,10 @@ class IApplicationMasterExit(IForksafeEvent):
     """master-exit: in the master, on shutdown and before a reload."""
 
 
+class IApplicationGenerationReady(IForksafeEvent):
+    """generation-ready: in the master, every worker of a generation is ready."""
+
+
 __all__ = (
     "IForksafeEvent",
     "IApplicationMasterStart",
@@ -70,4 +74,5 @@ __all__ = (
     "IApplicationWorkerExit",
     "IApplicationChildDeath",
     "IApplicationMasterExit",
+    "IApplicationGenerationReady",
 )

@@ -9,6 +9,7 @@ from forksafe_support import REPO_ROOT, make_config, payload
 from zope.interface.verify import verifyObject
 
 import pyramid_forksafe
+import pyramid_forksafe.core
 from pyramid_forksafe import events, interfaces
 
 FORKSAFE_NAMES = (
@@ -20,6 +21,7 @@ FORKSAFE_NAMES = (
     "worker-exit",
     "child-death",
     "master-exit",
+    "generation-ready",
 )
 
 CLASSES = {
@@ -31,6 +33,7 @@ CLASSES = {
     "worker-exit": ("ApplicationWorkerExit", "IApplicationWorkerExit"),
     "child-death": ("ApplicationChildDeath", "IApplicationChildDeath"),
     "master-exit": ("ApplicationMasterExit", "IApplicationMasterExit"),
+    "generation-ready": ("ApplicationGenerationReady", "IApplicationGenerationReady"),
 }
 
 
@@ -139,6 +142,20 @@ class TestEveryEvent(unittest.TestCase):
         replayed = events.ApplicationPostFork(self.registry, payload("post-fork"), replayed=True)
         self.assertTrue(replayed.replayed)
         self.assertIn("replayed", repr(replayed))
+
+    def test_generation_ready_carries_the_workers(self):
+        sent = payload("generation-ready", kind="master", id=0)
+        sent["workers"] = [{"id": 1, "pid": 101, "ms": 40}, {"id": 2, "pid": 102, "ms": 55}]
+        sent["elapsed_ms"] = 70
+        config = make_config(include=None)
+        heard = []
+        config.add_subscriber(heard.append, interfaces.IApplicationGenerationReady)
+        config.commit()
+        event = pyramid_forksafe.core.dispatch(config.registry, sent)
+        self.assertEqual(heard, [event])
+        self.assertIsInstance(event, events.ApplicationGenerationReady)
+        self.assertEqual([w["pid"] for w in event.payload["workers"]], [101, 102])
+        self.assertEqual(event.payload["elapsed_ms"], 70)
 
     def test_payload_of_another_event_is_refused(self):
         with self.assertRaises(ValueError):

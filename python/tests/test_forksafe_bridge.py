@@ -32,6 +32,8 @@ LIFE_OF_A_WORKER = [
             child={"kind": "worker", "id": 1, "pid": 4243, "respawn": 0,
                    "status": 9, "signal": 9, "cause": "signal"}),
     payload("master-exit", kind="master", id=0, reason="shutdown"),
+    payload("generation-ready", kind="master", id=0, elapsed_ms=12,
+            workers=[{"id": 1, "pid": 4243, "ms": 10}]),
 ]
 
 

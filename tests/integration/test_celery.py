@@ -8,6 +8,7 @@ Events are recorded three ways: the native `event_log` handler (`*` in
 the pool children, and the subscribers of the Pyramid application of the
 same ini (registry="bootstrap")."""
 
+import gc
 import glob
 import json
 import os
@@ -159,6 +160,10 @@ class Worker(ServerProcess):
         return self.wait_events(lambda es: len([e for e in es if e["event"] == "worker-ready"])
                                 >= count, "%d worker-ready" % count)
 
+    def wait_generation_ready(self, count=1):
+        return self.wait_events(lambda es: len([e for e in es if e["event"] == "generation-ready"])
+                                >= count, "%d generation-ready" % count)
+
     def wait_consumer_ready(self, count=1):
         """Celery's "NAME ready." log line, COUNT times in the log (one per
         start: a SIGHUP restart appends to the same log): the consumer runs
@@ -255,6 +260,7 @@ class TestLifecycle(CeleryCase):
     def test_every_event_every_handler_kind_and_pyramid(self):
         w = self.worker()
         w.wait_ready(2)
+        w.wait_generation_ready(1)
         pool = [e["process"]["pid"] for e in w.events("post-fork")]
         self.assertEqual(len(pool), 2)
 
@@ -289,6 +295,7 @@ class TestLifecycle(CeleryCase):
         self.assertEqual(main_names, [
             "master-start",
             "pre-fork", "post-fork-parent", "pre-fork", "post-fork-parent",
+            "generation-ready",
             "child-death", "pre-fork", "post-fork-parent",
             "master-exit",
         ], w.log_text()[-3000:])
@@ -314,6 +321,8 @@ class TestLifecycle(CeleryCase):
                 expected.add("hazards")  # forksafe-hazards is warn by default
             if e["event"] in ("worker-exit", "master-exit"):
                 expected.add("reason")
+            if e["event"] == "generation-ready":
+                expected.update(("workers", "elapsed_ms"))
             self.assertEqual(keys, expected, e)
             self.assertEqual(e["container"], "celery")
             self.assertEqual(e["generation"], 0)
@@ -398,7 +407,13 @@ class TestLifecycle(CeleryCase):
         # the restarted consumer runs (its own "ready." line, after the first
         # start's): a SIGTERM before that is a stop during the start-up
         w.wait_consumer_ready(2)
+        w.wait_generation_ready(2)
         self.assertEqual(w.stop(), 0, w.log_text()[-3000:])
+        ready = w.events("generation-ready")
+        self.assertEqual([e["generation"] for e in ready], [0, 1])
+        self.assertEqual(sorted(x["pid"] for x in ready[1]["workers"]),
+                         sorted(e["process"]["pid"] for e in w.events("worker-ready")
+                                if e["generation"] == 1))
         processes = by_pid(w.events())
         main = processes.pop(w.pid)  # execv keeps the pid
         self.assertEqual([(e["event"], e["generation"], e.get("reason")) for e in main
@@ -410,6 +425,67 @@ class TestLifecycle(CeleryCase):
         self.assertEqual(ends, [(0, "worker-exit", "reload")] * 2
                          + [(1, "worker-exit", "shutdown")] * 2)
         self.assertNotIn("child-death", [e["event"] for e in main])
+
+    def assert_generation_ready(self, w, event, generation, pids):
+        """EVENT, a generation-ready of the main process, lists exactly PIDS ({id: pid})."""
+        self.assertEqual(event["process"], {"kind": "master", "id": 0, "pid": w.pid,
+                                            "ppid": os.getpid()})
+        self.assertEqual(event["generation"], generation)
+        self.assertEqual({x["id"]: x["pid"] for x in event["workers"]}, pids)
+        self.assertEqual([x["id"] for x in event["workers"]], sorted(pids))
+        for x in event["workers"]:
+            self.assertEqual(set(x), {"id", "pid", "ms"})
+            self.assertTrue(0 <= x["ms"] <= event["elapsed_ms"], event)
+
+    def test_generation_ready(self):
+        w = self.worker(env={"CELERY_APP_POOL_RESTARTS": "1"})
+        w.wait_generation_ready(1)
+        first = w.events("generation-ready")[0]
+        ready = {e["process"]["id"]: e["process"]["pid"] for e in w.events("worker-ready")}
+        self.assert_generation_ready(w, first, 0, ready)
+        # after every listed child's worker-ready handlers, in the record too
+        names = [e["event"] for e in w.events()]
+        self.assertGreater(names.index("generation-ready"),
+                           max(i for i, n in enumerate(names) if n == "worker-ready"))
+        # the same payload for the Pyramid subscribers
+        pyramid = [r for r in read_jsonl(os.path.join(self.dir, "pyramid.jsonl"))
+                   if r["payload"]["event"] == "generation-ready"]
+        self.assertEqual(pyramid[0]["class"], "ApplicationGenerationReady")
+        self.assertEqual(without_time(pyramid[0]["payload"]), without_time(first))
+        # a child killed and respawned: no new generation (its replacement
+        # woke the main process, which looked)
+        w.wait_consumer_ready()
+        for pid in ready.values():
+            w.wait_child_recorded(pid)
+        os.kill(ready[1], signal.SIGKILL)
+        w.wait_ready(3)
+        # pool_restart replaces every child under the same main process
+        # (each after its next task): generation-ready again, the same
+        # generation, every child new
+        client = self.client()
+        replies = client.control.pool_restart(reply=True, timeout=10)
+        self.assertTrue(replies, "no reply to pool_restart")
+
+        def replaced():
+            # two naps at once: one in each child, each of which then
+            # leaves (billiard restarts a pool process after its task)
+            if len(w.events("generation-ready")) >= 2:
+                return True
+            naps = [client.send_task("celery_app.nap", args=(0.5,)) for _ in range(2)]
+            for nap in naps:
+                nap.get(timeout=30)
+            return False
+        wait_for(replaced, what="every child replaced after pool_restart")
+        gc.collect()  # the naps' results let go of while the broker is up
+        second = w.events("generation-ready")[1]
+        alive = {}
+        for e in w.events("worker-ready")[3:]:
+            alive[e["process"]["id"]] = e["process"]["pid"]
+        self.assert_generation_ready(w, second, 0, alive)
+        before = set(ready.values()) | {w.events("worker-ready")[2]["process"]["pid"]}
+        self.assertTrue(before.isdisjoint(alive.values()))
+        self.assertEqual(w.stop(), 0, w.log_text()[-3000:])
+        self.assertEqual(len(w.events("generation-ready")), 2)
 
     def test_max_tasks_per_child_recycles_with_reason(self):
         w = self.worker(args=["--max-tasks-per-child", "1"])
@@ -473,6 +549,7 @@ class TestPolicyAndErrors(CeleryCase):
             post-fork = on-error=exit python:celery_app:fail_on_first_respawn
             """.replace("{recorder}", RECORDER))
         w.wait_ready(2)
+        w.wait_generation_ready(1)
         w.wait_consumer_ready()
         victim = w.events("post-fork")[0]["process"]
         os.kill(victim["pid"], signal.SIGKILL)
@@ -484,6 +561,7 @@ class TestPolicyAndErrors(CeleryCase):
         self.assertEqual([e["event"] for e in main], [
             "master-start",
             "pre-fork", "post-fork-parent", "pre-fork", "post-fork-parent",
+            "generation-ready",
             "child-death", "pre-fork", "post-fork-parent",  # the SIGKILL
             "pre-fork", "post-fork-parent",  # no child-death: it completed worker-exit
             "master-exit"])

@@ -41,6 +41,7 @@ EXPECTED = {
         "post-fork-parent": None,
         "child-death": None,
         "master-exit": {"reload", "shutdown"},
+        "generation-ready": None,
     },
     "worker": {
         "post-fork": None,

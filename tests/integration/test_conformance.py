@@ -140,8 +140,10 @@ class ConformanceTest(unittest.TestCase):
             # Celery: also its consumer running ("NAME ready."): a pool child
             # dying before that makes Celery give up ("Could not start worker
             # processes"), and a SIGTERM before it is a stop mid-start.
-            return self.forked(2) and (server != "celery"
-                                       or " ready." in self.server_log(log_start))
+            # generation-ready too: every server's generation is complete
+            # before the test goes on
+            return self.forked(2) and self.count("generation-ready") >= 1 and (
+                server != "celery" or " ready." in self.server_log(log_start))
 
         try:
             wait_for(lambda: started() or proc.poll() is not None,

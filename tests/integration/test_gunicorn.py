@@ -212,6 +212,9 @@ class Gunicorn(ServerProcess):
         self.ini = os.path.join(self.dir, "app.ini")
         self.conf = os.path.join(self.dir, "gunicorn.conf.py")
         self.workers = workers
+        # the ini records every event: once the workers are ready, the
+        # arbiter's generation-ready is waited for too
+        self.records_all = ini is INI
         self.proc = None
         values = {"dir": self.dir, "port": self.port, "pidfile": self.pidfile,
                   "workers": workers, "event_log": EVENT_LOG,
@@ -236,6 +239,8 @@ class Gunicorn(ServerProcess):
         self.testcase.addCleanup(self.kill)
         if wait_ready:
             self.wait_events("worker-ready", self.workers)
+            if self.records_all:
+                self.wait_events("generation-ready", 1)
             self.assertPidfile()
         return self
 
@@ -338,7 +343,8 @@ class GunicornLifecycleTest(unittest.TestCase):
         sequences = g.sequences(file)
         arbiter = sequences.pop(g.master_pid)
         self.assertEqual(arbiter[:2], ("master", 0))
-        expected = ["master-start"] + ["pre-fork", "post-fork-parent"] * workers + ["master-exit"]
+        expected = (["master-start"] + ["pre-fork", "post-fork-parent"] * workers
+                    + ["generation-ready", "master-exit"])
         if preloaded:
             self.assertEqual(arbiter[2], expected, g.log_text())
         self.assertEqual(sorted(k for k, _, _ in sequences.values()), ["worker"] * workers)
@@ -353,7 +359,7 @@ class GunicornLifecycleTest(unittest.TestCase):
                 "post-fork,worker-ready python:fsrec:record_config",
                 "worker-ready exec:cat > {dir}/exec-$FORKSAFE_PID.json",
                 # exec: in the arbiter, whose SIGCHLD handler reaps with waitpid(-1)
-                "master-start,pre-fork,post-fork-parent,master-exit "
+                "master-start,pre-fork,post-fork-parent,generation-ready,master-exit "
                 "exec:(cat; echo) >> {dir}/arbiter-exec.jsonl",
             ]
         ''')).start("--preload")
@@ -430,7 +436,7 @@ class GunicornLifecycleTest(unittest.TestCase):
         arbiter = [e for e in g.events("python.jsonl") if e["process"]["pid"] == g.master_pid]
         self.assertEqual([e["event"] for e in arbiter],
                          ["master-start", "pre-fork", "post-fork-parent", "pre-fork",
-                          "post-fork-parent", "master-exit"])
+                          "post-fork-parent", "generation-ready", "master-exit"])
         self.assertFalse(any(e["gapp_imported"] for e in arbiter))
         # and no registry heard them (none exists there)
         pyramid = g.events("pyramid.jsonl")
@@ -499,16 +505,18 @@ class GunicornLifecycleTest(unittest.TestCase):
         os.kill(g.master_pid, signal.SIGHUP)
         g.wait_events("worker-ready", 4)
         g.wait_events("worker-exit", 2, reason="reload")
+        g.wait_events("generation-ready", 2)
         self.assertEqual(g.stop(), 0, g.log_text())
         arbiter = [e for e in g.events() if e["process"]["pid"] == g.master_pid]
         names = [(e["event"], e["generation"], e.get("reason")) for e in arbiter]
-        self.assertEqual(names[:5], [("master-start", 0, None), ("pre-fork", 0, None),
+        self.assertEqual(names[:6], [("master-start", 0, None), ("pre-fork", 0, None),
                                      ("post-fork-parent", 0, None), ("pre-fork", 0, None),
-                                     ("post-fork-parent", 0, None)])
-        self.assertEqual(names[5:7], [("master-exit", 0, "reload"), ("master-start", 1, None)])
+                                     ("post-fork-parent", 0, None),
+                                     ("generation-ready", 0, None)])
+        self.assertEqual(names[6:8], [("master-exit", 0, "reload"), ("master-start", 1, None)])
         self.assertEqual(names[-1], ("master-exit", 1, "shutdown"))
-        self.assertEqual(arbiter[5]["settings"]["test.greeting"], "hello from-default")
-        self.assertEqual(arbiter[6]["settings"]["test.greeting"], "bonjour from-default")
+        self.assertEqual(arbiter[6]["settings"]["test.greeting"], "hello from-default")
+        self.assertEqual(arbiter[7]["settings"]["test.greeting"], "bonjour from-default")
         # the new workers: generation 1, fresh ids while the old ones live
         new = g.events(name="worker-ready", generation=1)
         self.assertEqual(sorted(e["process"]["id"] for e in new), [3, 4])
@@ -518,6 +526,57 @@ class GunicornLifecycleTest(unittest.TestCase):
         self.assertEqual(sorted(e["reason"] for e in g.events(name="worker-exit", generation=1)),
                          ["shutdown", "shutdown"])
         self.assertFalse(g.events(name="child-death"))
+        # generation-ready again, for the new workers only
+        ready = g.events(name="generation-ready")
+        self.assertEqual(len(ready), 2)
+        self.assert_generation_ready(g, ready[1], 1, {e["process"]["id"]: e["process"]["pid"]
+                                                      for e in new})
+
+    def assert_generation_ready(self, g, event, generation, pids):
+        """EVENT, a generation-ready in the arbiter, lists exactly PIDS ({id: pid})."""
+        self.assertEqual(event["process"], {"kind": "master", "id": 0, "pid": g.master_pid,
+                                            "ppid": os.getpid()})
+        self.assertEqual(event["generation"], generation)
+        self.assertNotIn("reason", event)
+        self.assertEqual({w["id"]: w["pid"] for w in event["workers"]}, pids)
+        self.assertEqual([w["id"] for w in event["workers"]], sorted(pids))
+        for w in event["workers"]:
+            self.assertEqual(set(w), {"id", "pid", "ms"})
+            self.assertTrue(0 <= w["ms"] <= event["elapsed_ms"], event)
+
+    def test_generation_ready(self):
+        # every worker's worker-ready waits for the test's word
+        g = Gunicorn(self, with_hooks(ALL_HOOKS, '''
+            forksafe_timeout = 120
+            forksafe_subscribe = [
+                "worker-ready exec:while [ ! -e {dir}/release ]; do sleep 0.05; done",
+            ]
+        '''), workers=3).start("--preload", wait_ready=False)
+        self.addCleanup(lambda: open(os.path.join(g.dir, "release"), "w").close())
+        held = {e["process"]["id"]: e["process"]["pid"] for e in g.wait_events("worker-ready", 3)}
+        # one dies before it is ready: its replacement is waited for
+        os.kill(held[2], signal.SIGKILL)
+        g.wait_events("worker-ready", 4)
+        replacement = g.events(name="worker-ready")[3]["process"]
+        self.assertEqual(replacement["id"], 2)
+        self.assertEqual(g.events(name="generation-ready"), [])
+        open(os.path.join(g.dir, "release"), "w").close()
+        event = g.wait_events("generation-ready", 1)[0]
+        self.assert_generation_ready(g, event, 0, {1: held[1], 2: replacement["pid"],
+                                                   3: held[3]})
+        for file in ("python.jsonl", "pyramid.jsonl"):
+            copy = g.wait_events("generation-ready", 1, file=file)[0]
+            self.assertEqual((copy["workers"], copy["elapsed_ms"]),
+                             (event["workers"], event["elapsed_ms"]), file)
+        self.assertEqual(g.events("pyramid.jsonl", "generation-ready")[0]["class"],
+                         "ApplicationGenerationReady")
+        # a respawn is no new generation: the killed worker's replacement
+        # is ready (the arbiter was woken and looked) and nothing more came
+        os.kill(held[1], signal.SIGKILL)
+        g.wait_events("worker-ready", 5)
+        g.wait_events("post-fork-parent", 5)
+        self.assertEqual(g.stop(), 0, g.log_text())
+        self.assertEqual(len(g.events(name="generation-ready")), 1)
 
     def test_worker_timeout_is_harakiri(self):
         # --timeout 5: an idle sync worker tells the arbiter it lives every
@@ -614,7 +673,8 @@ class GunicornLifecycleTest(unittest.TestCase):
         sequences = g.sequences()
         arbiter = sequences.pop(g.master_pid)
         # the first fork's post-fork-parent happens before the arbiter is wrapped
-        self.assertEqual(arbiter[2], ["pre-fork", "pre-fork", "post-fork-parent"])
+        self.assertEqual(arbiter[2], ["pre-fork", "pre-fork", "post-fork-parent",
+                                      "generation-ready"])
         for _, _, names in sequences.values():
             self.assertEqual(names, ["post-fork", "worker-ready"])
 
@@ -723,7 +783,7 @@ class GunicornPostgresTest(unittest.TestCase):
         names = collections.Counter(e["event"] for e in server.events())
         self.assertEqual(names, {"master-start": 1, "pre-fork": 4, "post-fork-parent": 4,
                                  "post-fork": 4, "worker-ready": 4, "worker-exit": 4,
-                                 "master-exit": 1})
+                                 "generation-ready": 1, "master-exit": 1})
 
     def test_the_recipe_holds_for_a_respawned_worker(self):
         # a worker SIGKILLed after it served: the arbiter forks its

@@ -85,15 +85,18 @@ class LifecycleTest(IntegrationCase):
     def test_preloaded_app_full_life(self):
         u = self.start()
         u.get("/")
+        wait_for(lambda: u.events("generation-ready"), what="generation-ready")
         self.assertEqual(u.stop(), 0)
         master = self.master_events(u)
         self.assertEqual([e["event"] for e in master],
                          ["master-start", "pre-fork", "post-fork-parent", "pre-fork",
-                          "post-fork-parent", "master-exit"])
+                          "post-fork-parent", "generation-ready", "master-exit"])
         self.assertEqual([child_of(e) for e in master[1:5]],
                          [("worker", 1), ("worker", 1), ("worker", 2), ("worker", 2)])
         self.assertNotIn("pid", master[1]["child"])
-        self.assertEqual(master[5]["reason"], "shutdown")
+        self.assertEqual([(w["id"], w["pid"]) for w in master[5]["workers"]],
+                         [child_of(e)[1:] + (e["child"]["pid"],) for e in master[2:5:2]])
+        self.assertEqual(master[6]["reason"], "shutdown")
         worker_pids = {e["child"]["id"]: e["child"]["pid"] for e in master
                        if e["event"] == "post-fork-parent"}
         for wid in (1, 2):

@@ -82,8 +82,9 @@ forksafe-subscribe = post-fork kind=worker exec:/bin/sh -c 'echo "quoted \\\\ te
         # Which handler failed: by subscription.
         prometheus.wait_value('forksafe_subscription_failures_total{handler="exec:/bin/false"}', 2)
         # The recorder (*): master-start, 3 pre-forks, 3 post-fork-parents,
-        # 3 post-forks, 2 worker-readys.
-        prometheus.wait_value('forksafe_subscription_runs_total{index="1"}', 1 + 3 + 3 + 3 + 2)
+        # 3 post-forks, 2 worker-readys, generation-ready.
+        prometheus.wait_value('forksafe_subscription_runs_total{index="1"}',
+                              1 + 3 + 3 + 3 + 2 + 1)
 
         # Every process, by the pid that its own events name.
         ready = {e["process"]["id"]: e["process"]["pid"] for e in u.events("worker-ready")}

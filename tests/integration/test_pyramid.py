@@ -48,6 +48,7 @@ class PyramidTest(IntegrationCase):
         u = self.make()
         u.start()
         self.wait_workers(u)
+        wait_for(lambda: u.events("generation-ready"), what="generation-ready")
         self.assertTrue(u.get("/").isdigit())
         self.assertEqual(u.stop(), 0, u.log_text()[-3000:])
         pyramid = self.pyramid_events(u)
@@ -64,7 +65,7 @@ class PyramidTest(IntegrationCase):
         self.assertEqual(classes, {"ApplicationMasterStart", "ApplicationPreFork",
                                    "ApplicationPostFork", "ApplicationPostForkParent",
                                    "ApplicationPostWorkerInit", "ApplicationWorkerExit",
-                                   "ApplicationMasterExit"})
+                                   "ApplicationMasterExit", "ApplicationGenerationReady"})
         self.assertTrue(all(e["payload"]["settings"]["title"] == "paste app" for e in pyramid))
         self.assertTrue(all(e["title"] == "paste app" for e in pyramid))
         self.assertFalse(any(e["replayed"] for e in pyramid))

@@ -367,6 +367,49 @@ START_TEST(payload_reason_only_for_exits)
 }
 END_TEST
 
+START_TEST(payload_generation_ready_lists_the_workers)
+{
+    forksafe__ready_worker workers[] = {{1, 501, 0}, {2, 502, 1234}};
+    json_t *payload, *list;
+    forksafe__error err = {0};
+
+    ck_assert_int_eq(forksafe__context_seal(&ctx, &err), 0);
+    set_occurrence(FORKSAFE_GENERATION_READY, FORKSAFE__MASTER, 0);
+    occ.workers = workers;
+    occ.worker_count = 2;
+    occ.elapsed_ms = 1500;
+    occ.reason = "reload"; /* not an event with a reason: ignored */
+    payload = forksafe__payload_new(&ctx, &occ);
+    ck_assert_ptr_nonnull(payload);
+    ck_assert_uint_eq(json_object_size(payload), 10);
+    ck_assert_str_eq(json_string_value(get(payload, "event")), "generation-ready");
+    ck_assert_int_eq(json_integer_value(get(payload, "elapsed_ms")), 1500);
+    list = get(payload, "workers");
+    ck_assert(json_is_array(list));
+    ck_assert_uint_eq(json_array_size(list), 2);
+    ck_assert_uint_eq(json_object_size(json_array_get(list, 1)), 3);
+    ck_assert_int_eq(json_integer_value(get(json_array_get(list, 0), "id")), 1);
+    ck_assert_int_eq(json_integer_value(get(json_array_get(list, 0), "pid")), 501);
+    ck_assert_int_eq(json_integer_value(get(json_array_get(list, 0), "ms")), 0);
+    ck_assert_int_eq(json_integer_value(get(json_array_get(list, 1), "ms")), 1234);
+    ck_assert_ptr_null(json_object_get(payload, "reason"));
+    json_decref(payload);
+
+    /* Other events never carry the list, whatever the occurrence holds. */
+    occ.type = FORKSAFE_MASTER_START;
+    payload = forksafe__payload_new(&ctx, &occ);
+    ck_assert_ptr_null(json_object_get(payload, "workers"));
+    ck_assert_ptr_null(json_object_get(payload, "elapsed_ms"));
+    json_decref(payload);
+
+    occ.type = FORKSAFE_GENERATION_READY;
+    occ.worker_count = 0;
+    payload = forksafe__payload_new(&ctx, &occ);
+    ck_assert_uint_eq(json_array_size(get(payload, "workers")), 0);
+    json_decref(payload);
+}
+END_TEST
+
 START_TEST(settings_are_shared_not_rebuilt)
 {
     forksafe__error err = {0};
@@ -984,6 +1027,7 @@ Suite *unit_suite(void)
     tcase_add_test(payload, payload_child_death);
     tcase_add_test(payload, payload_pre_fork_child_has_no_pid);
     tcase_add_test(payload, payload_reason_only_for_exits);
+    tcase_add_test(payload, payload_generation_ready_lists_the_workers);
     tcase_add_test(payload, settings_are_shared_not_rebuilt);
     tcase_add_test(payload, no_settings_means_empty_objects);
     tcase_add_test(payload, one_payload_per_dispatch);

@@ -91,7 +91,10 @@ static int host_dispatch(forksafe_host *host, const char *event, const char *kin
                                            child_kind ? &child : NULL,
                                            child_status_known,
                                            child_status,
-                                           cause};
+                                           cause,
+                                           NULL,
+                                           0,
+                                           0};
 
     return forksafe_host_dispatch(host, &occurrence);
 }
@@ -279,7 +282,7 @@ START_TEST(another_api_version_is_refused)
     forksafe_host *host;
 
     ck_assert_ptr_null(forksafe_host_new(&config, error, sizeof(error)));
-    ck_assert_ptr_nonnull(strstr(error, "host API version 1, the caller 2"));
+    ck_assert_ptr_nonnull(strstr(error, "host API versions 1 to 2, the caller 3"));
     ck_assert_ptr_null(forksafe_host_new(NULL, error, sizeof(error)));
     config.version = FORKSAFE_HOST_API_VERSION;
     host = forksafe_host_new(&config, error, sizeof(error));
@@ -291,6 +294,63 @@ START_TEST(another_api_version_is_refused)
     occurrence.version = FORKSAFE_HOST_API_VERSION;
     ck_assert_int_eq(forksafe_host_dispatch(host, &occurrence), 0);
     ck_assert_int_eq(forksafe_host_dispatch(host, NULL), -1);
+    forksafe_host_free(host);
+}
+END_TEST
+
+/* forksafe_host_occurrence as version 1 of the host API had it. */
+struct host_occurrence_v1 {
+    int version;
+    const char *event;
+    forksafe_host_process self;
+    int generation;
+    const char *reason;
+    const forksafe_host_process *child;
+    int child_status_known;
+    int child_status;
+    const char *child_cause;
+};
+
+/* generation-ready's workers and elapsed_ms travel in a version 2
+ * occurrence; a version 1 caller, whose struct ends before them, is still
+ * served (its generation-ready has an empty list). */
+START_TEST(generation_ready_carries_its_workers)
+{
+    char error[512], subscriptions[512], *out;
+    forksafe_host_ready_worker workers[2] = {{1, 4001, 120}, {2, 4002, 345}};
+    forksafe_host_occurrence occurrence = {0};
+    forksafe_host *host;
+    struct host_occurrence_v1 old = {
+        1, "generation-ready", {"master", 0, 0, 0, 0}, 4, NULL, NULL, 0, 0, NULL};
+
+    write_file("placeholder", "");
+    snprintf(subscriptions, sizeof(subscriptions), "generation-ready exec:cat > %s/ready.json\n",
+             directory);
+    host = host_new("gunicorn", NULL, subscriptions, NULL, NULL, 5, 0, error, sizeof(error));
+    ck_assert_msg(host != NULL, "%s", error);
+    occurrence.version = FORKSAFE_HOST_API_VERSION;
+    occurrence.event = "generation-ready";
+    occurrence.self.kind = "master";
+    occurrence.generation = 3;
+    occurrence.workers = workers;
+    occurrence.worker_count = 2;
+    occurrence.elapsed_ms = 2500;
+    ck_assert_int_eq(forksafe_host_dispatch(host, &occurrence), 0);
+    out = read_file("ready.json");
+    ck_assert_ptr_nonnull(out);
+    ck_assert_ptr_nonnull(strstr(out, "\"event\":\"generation-ready\""));
+    ck_assert_ptr_nonnull(strstr(out, "\"generation\":3"));
+    ck_assert_ptr_nonnull(strstr(out, "\"workers\":[{\"id\":1,\"pid\":4001,\"ms\":120},"
+                                      "{\"id\":2,\"pid\":4002,\"ms\":345}]"));
+    ck_assert_ptr_nonnull(strstr(out, "\"elapsed_ms\":2500"));
+    free(out);
+    occurrence.worker_count = -1;
+    ck_assert_int_eq(forksafe_host_dispatch(host, &occurrence), -1);
+    ck_assert_int_eq(forksafe_host_dispatch(host, (const forksafe_host_occurrence *)&old), 0);
+    out = read_file("ready.json");
+    ck_assert_ptr_nonnull(strstr(out, "\"generation\":4"));
+    ck_assert_ptr_nonnull(strstr(out, "\"workers\":[],\"elapsed_ms\":0"));
+    free(out);
     forksafe_host_free(host);
 }
 END_TEST
@@ -342,6 +402,7 @@ Suite *unit_suite(void)
     tcase_add_test(tc, a_host_logger_gets_every_line);
     tcase_add_test(tc, errors_name_source_and_line);
     tcase_add_test(tc, another_api_version_is_refused);
+    tcase_add_test(tc, generation_ready_carries_its_workers);
     tcase_add_test(tc, metrics_text_of_a_host);
     suite_add_tcase(suite, tc);
     return suite;

@@ -74,7 +74,7 @@ START_TEST(star_means_every_event_the_filter_allows)
     ck_assert_uint_eq(ctx.subscriptions[1].events,
                       EV(FORKSAFE_MASTER_START) | EV(FORKSAFE_PRE_FORK) |
                           EV(FORKSAFE_POST_FORK_PARENT) | EV(FORKSAFE_CHILD_DEATH) |
-                          EV(FORKSAFE_MASTER_EXIT));
+                          EV(FORKSAFE_MASTER_EXIT) | EV(FORKSAFE_GENERATION_READY));
     ck_assert_int_eq(forksafe__subscribe(&ctx, "* id=1 exec:true", "a", 3, &err), 0);
     ck_assert_uint_eq(ctx.subscriptions[2].events, EV(FORKSAFE_POST_FORK) |
                                                        EV(FORKSAFE_WORKER_READY) |
@@ -249,7 +249,8 @@ static const struct {
     {"Master_Start exec:x", "src:5: unknown event 'Master_Start' (did you mean 'master-start'?)"},
     {"banana exec:x",
      "src:5: unknown event 'banana'; events are master-start, pre-fork, post-fork, "
-     "post-fork-parent, worker-ready, worker-exit, child-death, master-exit, or * for all"},
+     "post-fork-parent, worker-ready, worker-exit, child-death, master-exit, generation-ready, "
+     "or * for all"},
     {"post-fork,,worker-ready exec:x", "src:5: empty event name in 'post-fork,,worker-ready'"},
     {"post-fork, exec:x", "src:5: empty event name in 'post-fork,'"},
     {"post-fork foo:bar",
@@ -303,6 +304,9 @@ static const struct {
     {"post-fork,master-exit kind=worker exec:x",
      "src:5: master-exit only runs in the master, so it can never run in workers as filtered "
      "here"},
+    {"generation-ready kind=worker exec:x",
+     "src:5: generation-ready only runs in the master, so it can never run in workers as "
+     "filtered here"},
     {"child-death id=3 exec:x",
      "src:5: child-death only runs in the master, whose id is 0, so id=3 never matches it"},
     {"post-fork kind=master id=1 exec:x",

@@ -8,7 +8,7 @@ main process (registry="bootstrap") and hears every event.  Extra
 subscriptions: $CELERY_APP_SUBSCRIBE, one per line; install()'s hazards
 and hazard_allow: $CELERY_APP_HAZARDS and $CELERY_APP_HAZARD_ALLOW (one rule
 per line); task modules the worker imports: $CELERY_APP_IMPORTS
-(comma-separated).
+(comma-separated); $CELERY_APP_POOL_RESTARTS=1 allows ``pool_restart``.
 """
 import os
 import time
@@ -23,6 +23,7 @@ app.conf.update(
     worker_hijack_root_logger=False,
     result_expires=None,
     imports=[name for name in os.environ.get("CELERY_APP_IMPORTS", "").split(",") if name],
+    worker_pool_restarts=os.environ.get("CELERY_APP_POOL_RESTARTS") == "1",
 )
 
 forksafe = install(
