@@ -34,11 +34,23 @@ int64_t forksafe__realtime_ns(void)
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+double forksafe__ns_to_seconds(int64_t ns)
+{
+    int64_t per_second = 1000000000;
+
+    /* A new child comes here as it starts (a handler run's timing, the
+     * event's time): 1e9 as a double constant would be read from .rodata,
+     * a page it touches for nothing else (a fault per spawn); converted
+     * from a register, it is not. */
+    __asm__("" : "+r"(per_second));
+    return (double)ns / (double)per_second;
+}
+
 double forksafe__realtime_seconds(void)
 {
     struct timespec ts = now(CLOCK_REALTIME);
 
     /* Seconds and nanoseconds apart: one int64 of nanoseconds has more
      * digits than a double keeps. */
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+    return (double)ts.tv_sec + forksafe__ns_to_seconds(ts.tv_nsec);
 }

@@ -77,11 +77,18 @@ static int run_handler(forksafe__context *ctx, const forksafe__subscription *sub
     start = forksafe__monotonic_ns();
     rc = sub->backend->run(ctx, sub->backend->data, sub->handle, ev, why, sizeof(why));
     duration = forksafe__monotonic_ns() - start;
-    ms = (double)duration / 1e6;
+    /* The reason only for a failure: forksafe__strerror's table is in
+     * .rodata, a page a new child would read for nothing else. */
     forksafe__stats_handler_ran(ctx, ev->occ, (int)sub->index, rc,
-                                why[0] ? why : forksafe__strerror(rc), duration);
-    if (rc == 0 && !ctx->verbose && (ctx->timeout <= 0 || ms <= ctx->timeout * 1e3))
+                                rc == 0  ? NULL
+                                : why[0] ? why
+                                         : forksafe__strerror(rc),
+                                duration);
+    /* No double constant on this path: see forksafe__ns_to_seconds. */
+    if (rc == 0 && !ctx->verbose &&
+        (ctx->timeout <= 0 || forksafe__ns_to_seconds(duration) <= ctx->timeout))
         return 0;
+    ms = (double)duration / 1e6;
     describe_process(&ev->occ->self, where, sizeof(where));
     if (rc != 0)
         forksafe__log(ctx, FORKSAFE__LOG_ERROR, "handler '%s' failed on %s in %s: %s", sub->name,

@@ -47,6 +47,8 @@ int64_t forksafe__realtime_ns(void);
 
 /* Seconds since the epoch on the wall clock, as the payload's "time". */
 double forksafe__realtime_seconds(void);
+/* NS nanoseconds in seconds (no constant read from .rodata: see clock.c). */
+double forksafe__ns_to_seconds(int64_t ns);
 
 /* ---------------------------------------------------------------- process */
 
@@ -234,12 +236,17 @@ typedef struct forksafe__subscription_stats {
 
 #define FORKSAFE__SUBSCRIPTION_STATS 256
 
+/* Laid out for a new child's first writes (a write to a page of a shared
+ * mapping is a fault in the child): what it writes as it starts, after the
+ * host's room (the slots), comes first and fits on the room's page with it:
+ * the sequence, the per-event counters and the first subscriptions' slots.
+ * The rest of the 6 KiB of subscription slots follows, then the ring. */
 typedef struct forksafe__stats {
+    uint64_t next_sequence;
+    uint32_t history_capacity;
     forksafe__event_stats events[FORKSAFE_EVENT_COUNT];
     forksafe__hazard_stats hazards;
     forksafe__subscription_stats subscriptions[FORKSAFE__SUBSCRIPTION_STATS];
-    uint64_t next_sequence;
-    uint32_t history_capacity;
     forksafe__run_record history[];
 } forksafe__stats;
 

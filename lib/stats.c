@@ -82,7 +82,10 @@ static void raise_to(int64_t *target, int64_t value)
 /* The histogram bucket a run of DURATION_US falls in. */
 static int duration_bucket(int64_t duration_us)
 {
-    static const int64_t bounds[] = FORKSAFE__DURATION_BOUNDS_US;
+    /* Never written: on the page of what a new child writes as it starts
+     * (forksafe_base.h) rather than in .rodata, where a child that runs
+     * one handler would read a page for this table alone (a fault). */
+    FORKSAFE__CHILD_WRITES static int64_t bounds[] = FORKSAFE__DURATION_BOUNDS_US;
     int i;
 
     for (i = 0; i < (int)(sizeof(bounds) / sizeof(bounds[0])); i++) {

@@ -158,13 +158,18 @@ void glue_release_child_fork_guard(void)
         kill(getpid(), deferred);
 }
 
+static void defer_in_worker(int signum)
+{
+    struct sigaction ours;
+
+    memset(&ours, 0, sizeof(ours));
+    ours.sa_handler = defer_worker_signal;
+    sigemptyset(&ours.sa_mask);
+    sigaction(signum, &ours, NULL);
+}
+
 void glue_post_uwsgi_fork(int in_child)
 {
-    /* The signals uwsgi_worker_run() gives handlers of its own; SIGQUIT
-     * keeps what uWSGI leaves a worker. */
-    static const int deferred[] = {SIGINT, SIGTERM, SIGHUP};
-    size_t i;
-
     worker_fork_in_progress = 0;
     if (!in_child) {
         worker_deferred_signal = 0;
@@ -172,13 +177,12 @@ void glue_post_uwsgi_fork(int in_child)
     }
     if (!fork_signals_blocked)
         return;
-    for (i = 0; i < sizeof(deferred) / sizeof(deferred[0]); i++) {
-        struct sigaction ours;
-        memset(&ours, 0, sizeof(ours));
-        ours.sa_handler = defer_worker_signal;
-        sigemptyset(&ours.sa_mask);
-        sigaction(deferred[i], &ours, NULL);
-    }
+    /* The signals uwsgi_worker_run() gives handlers of its own; SIGQUIT
+     * keeps what uWSGI leaves a worker.  Immediates, not a table: a table
+     * in .rodata is a page only a new child reads (a fault per spawn). */
+    defer_in_worker(SIGINT);
+    defer_in_worker(SIGTERM);
+    defer_in_worker(SIGHUP);
     glue_unblock_fork_signals();
 }
 
