@@ -20,21 +20,21 @@ static struct timespec now(clockid_t clock)
     return ts;
 }
 
-int64_t forksafe__monotonic_ns(void)
+FORKSAFE__CHILD_RUNS int64_t forksafe__monotonic_ns(void)
 {
     struct timespec ts = now(CLOCK_MONOTONIC);
 
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-int64_t forksafe__realtime_ns(void)
+FORKSAFE__CHILD_RUNS int64_t forksafe__realtime_ns(void)
 {
     struct timespec ts = now(CLOCK_REALTIME);
 
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-double forksafe__ns_to_seconds(int64_t ns)
+FORKSAFE__CHILD_RUNS double forksafe__ns_to_seconds(int64_t ns)
 {
     int64_t per_second = 1000000000;
 
@@ -46,7 +46,7 @@ double forksafe__ns_to_seconds(int64_t ns)
     return (double)ns / (double)per_second;
 }
 
-double forksafe__realtime_seconds(void)
+FORKSAFE__CHILD_RUNS double forksafe__realtime_seconds(void)
 {
     struct timespec ts = now(CLOCK_REALTIME);
 

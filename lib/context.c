@@ -226,7 +226,8 @@ int forksafe__context_seal(forksafe__context *ctx, forksafe__error *err)
 
 /* ------------------------------------------------------------------ policy */
 
-int forksafe__subscription_policy(const forksafe__context *ctx, const forksafe__subscription *sub)
+FORKSAFE__CHILD_RUNS int forksafe__subscription_policy(const forksafe__context *ctx,
+                                                       const forksafe__subscription *sub)
 {
     return sub->on_error == FORKSAFE__ON_ERROR_INHERIT ? ctx->on_error : sub->on_error;
 }

@@ -138,7 +138,7 @@ static int run_listeners(forksafe__context *ctx, const forksafe__occurrence *occ
     return failed ? forksafe__subscription_policy(ctx, &listeners->subscription) + 1 : 0;
 }
 
-int forksafe__dispatch(forksafe__context *ctx, const forksafe__occurrence *occ)
+FORKSAFE__CHILD_RUNS int forksafe__dispatch(forksafe__context *ctx, const forksafe__occurrence *occ)
 {
     forksafe_event ev = {ctx, occ, NULL, NULL, NULL, 0};
     int64_t start = 0;

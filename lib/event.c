@@ -234,7 +234,7 @@ FORKSAFE_EXPORT int forksafe_event_process_id(const forksafe_event *ev)
     return ev->occ->self.id;
 }
 
-FORKSAFE_EXPORT pid_t forksafe_event_pid(const forksafe_event *ev)
+FORKSAFE__CHILD_RUNS FORKSAFE_EXPORT pid_t forksafe_event_pid(const forksafe_event *ev)
 {
     return ev->occ->self.pid;
 }

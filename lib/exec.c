@@ -434,7 +434,7 @@ static int await_exit(pid_t pid, double deadline)
  * is running, so that whoever outlives it can kill what it left. */
 FORKSAFE__CHILD_WRITES static volatile pid_t *running_command;
 
-void forksafe__exec_track(volatile pid_t *slot)
+FORKSAFE__CHILD_RUNS void forksafe__exec_track(volatile pid_t *slot)
 {
     running_command = slot;
     if (slot)

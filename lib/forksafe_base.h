@@ -27,6 +27,14 @@
  * data, nor for what only the master writes. */
 #define FORKSAFE__CHILD_WRITES __attribute__((section("forksafe_child_writes")))
 
+/* Code a new child runs from its fork to its first request (the child
+ * half of a fork, post-fork, worker-ready): in the linker's own
+ * .text.hot.* input sections, which its default script puts together at
+ * the start of .text, so the child's first instructions there fault one
+ * 64 KiB fault-around window of forksafe's code in, not one per part of
+ * .text the files' functions landed in (bench/spawn_faults.py). */
+#define FORKSAFE__CHILD_RUNS __attribute__((section(".text.hot.forksafe_child")))
+
 /* ------------------------------------------------------------------ errors */
 
 #define FORKSAFE__ERRORS(X)                     \

@@ -66,8 +66,8 @@ static int new_handle(void *library, void *symbol, void **handle)
     return 0;
 }
 
-static int native_run(forksafe__context *ctx, void *data, void *handle, const forksafe_event *ev,
-                      char *why, size_t why_size)
+FORKSAFE__CHILD_RUNS static int native_run(forksafe__context *ctx, void *data, void *handle,
+                                           const forksafe_event *ev, char *why, size_t why_size)
 {
     native_handle *native = handle;
     int rc;

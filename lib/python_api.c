@@ -52,12 +52,12 @@ static int resolve_api(void)
     return 0;
 }
 
-int forksafe__python_available(void)
+FORKSAFE__CHILD_RUNS int forksafe__python_available(void)
 {
     return resolve_api() == 0 && py.Py_IsInitialized();
 }
 
-const forksafe__python_api *forksafe__python(void)
+FORKSAFE__CHILD_RUNS const forksafe__python_api *forksafe__python(void)
 {
     return &py;
 }

@@ -63,8 +63,8 @@ static int surely_unheard(void)
 
 /* ------------------------------------------------------------ listeners */
 
-static int listeners_open(forksafe__context *ctx, const forksafe_event *ev,
-                          forksafe__listener_round *round)
+FORKSAFE__CHILD_RUNS static int listeners_open(forksafe__context *ctx, const forksafe_event *ev,
+                                               forksafe__listener_round *round)
 {
     const forksafe__python_api *py;
     const forksafe__occurrence *occ = ev->occ;

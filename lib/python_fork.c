@@ -68,7 +68,7 @@ void forksafe__python_after_fork_parent(void)
     py->PyGILState_Release(gil_state);
 }
 
-void forksafe__python_after_fork_child(void)
+FORKSAFE__CHILD_RUNS void forksafe__python_after_fork_child(void)
 {
     const forksafe__python_api *py = forksafe__python();
 

@@ -49,7 +49,7 @@ void *forksafe__stats_room(const forksafe__context *ctx)
     return (char *)ctx->stats - ctx->stats_room;
 }
 
-void forksafe__stats_occurred(forksafe__context *ctx, forksafe_event_type type)
+FORKSAFE__CHILD_RUNS void forksafe__stats_occurred(forksafe__context *ctx, forksafe_event_type type)
 {
     if (!ctx->stats || (int)type < 0 || type >= FORKSAFE_EVENT_COUNT)
         return;
@@ -95,8 +95,10 @@ static int duration_bucket(int64_t duration_us)
     return FORKSAFE__DURATION_BUCKETS - 1;
 }
 
-void forksafe__stats_handler_ran(forksafe__context *ctx, const forksafe__occurrence *occ,
-                                 int subscription, int result, const char *why, int64_t duration_ns)
+FORKSAFE__CHILD_RUNS void forksafe__stats_handler_ran(forksafe__context *ctx,
+                                                      const forksafe__occurrence *occ,
+                                                      int subscription, int result, const char *why,
+                                                      int64_t duration_ns)
 {
     forksafe__stats *stats = ctx->stats;
     forksafe__event_stats *counters;

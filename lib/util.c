@@ -131,7 +131,7 @@ char *forksafe__strdup(const char *s)
     return forksafe__strndup(s, strlen(s));
 }
 
-void forksafe__free(void *ptr)
+FORKSAFE__CHILD_RUNS void forksafe__free(void *ptr)
 {
     free(ptr);
 }
@@ -149,7 +149,7 @@ static const char *const event_names[] = {
 #undef FORKSAFE__EVENT_NAME
 };
 
-FORKSAFE_EXPORT const char *forksafe_event_type_name(forksafe_event_type type)
+FORKSAFE__CHILD_RUNS FORKSAFE_EXPORT const char *forksafe_event_type_name(forksafe_event_type type)
 {
     if ((int)type < 0 || type >= FORKSAFE_EVENT_COUNT)
         return NULL;

@@ -25,7 +25,7 @@ static int my_spooler_id(void)
 
 /* Which child this process is, from the ids uWSGI sets in it before any
  * post_fork hook runs; 0 for none (the master, a daemon, a hook command). */
-static int child_identity(int *kind, int *id)
+FORKSAFE__CHILD_RUNS static int child_identity(int *kind, int *id)
 {
     if (uwsgi.muleid > 0) {
         *kind = FORKSAFE__MULE;
@@ -90,14 +90,14 @@ static void start_child(void)
         mark_ready(index);
 }
 
-void glue_child_post_fork(void)
+FORKSAFE__CHILD_RUNS void glue_child_post_fork(void)
 {
     start_child();
     /* A mule or spooler: uWSGI's handlers are in place now. */
     glue_release_child_fork_guard();
 }
 
-void glue_worker_ready(void)
+FORKSAFE__CHILD_RUNS void glue_worker_ready(void)
 {
     int deferred = glue_take_worker_deferred_signal();
 
@@ -187,7 +187,7 @@ static void report_early_crash(void)
     glue.children_shared[index].pid = getpid();
 }
 
-void glue_child_atexit(void)
+FORKSAFE__CHILD_RUNS void glue_child_atexit(void)
 {
     static pid_t ran_in;
     int index, crash;

@@ -74,7 +74,7 @@ void glue_setup_child_tracking(void)
     }
 }
 
-int glue_slot_index(int kind, int id)
+FORKSAFE__CHILD_RUNS int glue_slot_index(int kind, int id)
 {
     switch (kind) {
     case FORKSAFE__WORKER:
@@ -238,7 +238,7 @@ void glue_scan_children(void)
 /* In a new child: the master's pidfds are not its own to watch.  The
  * slots are only read: a child never scans, and a write would copy the
  * master's page of them into every new child. */
-void glue_drop_death_watches(void)
+FORKSAFE__CHILD_RUNS void glue_drop_death_watches(void)
 {
     int i;
 

@@ -52,7 +52,7 @@ void glue_generation_begin(void)
         memset(gen.reload_seen, 0, (size_t)uwsgi.numproc * sizeof(pid_t));
 }
 
-void glue_generation_worker_ready(void)
+FORKSAFE__CHILD_RUNS void glue_generation_worker_ready(void)
 {
     struct forksafe_child_shared *shared;
 

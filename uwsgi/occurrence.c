@@ -50,7 +50,7 @@ static void apply_policy(int result, forksafe_event_type type, int exiting)
 }
 
 /* OCC, filled in with what the caller knows, is completed and dispatched. */
-static void occurs(forksafe__occurrence *occ, int exiting)
+FORKSAFE__CHILD_RUNS static void occurs(forksafe__occurrence *occ, int exiting)
 {
     forksafe_event_type type = occ->type;
     int result;
@@ -79,8 +79,10 @@ static void occurs(forksafe__occurrence *occ, int exiting)
     apply_policy(result, type, exiting);
 }
 
-void glue_event_occurs(forksafe_event_type type, const forksafe__process *child, int status_known,
-                       int status, const char *cause, const char *reason, int exiting)
+FORKSAFE__CHILD_RUNS void glue_event_occurs(forksafe_event_type type,
+                                            const forksafe__process *child, int status_known,
+                                            int status, const char *cause, const char *reason,
+                                            int exiting)
 {
     forksafe__occurrence occ;
 

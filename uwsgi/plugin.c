@@ -353,7 +353,7 @@ static void forksafe_preinit_apps(void)
 
 /* ------------------------------------------------------------ the master */
 
-static void forksafe_master_fixup(int in_child)
+FORKSAFE__CHILD_RUNS static void forksafe_master_fixup(int in_child)
 {
     if (in_child || !glue.context_ready)
         return;

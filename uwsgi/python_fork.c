@@ -114,7 +114,7 @@ static void say_subinterpreters_once(void)
               "have them\n");
 }
 
-static pid_t wrapped_fork(void)
+FORKSAFE__CHILD_RUNS static pid_t wrapped_fork(void)
 {
     int python = 0;
     pid_t pid;

@@ -154,7 +154,7 @@ void glue_watch_master_kills(void)
 }
 
 /* The reason the master wrote for this very process, or NULL. */
-const char *glue_reason_from_master(void)
+FORKSAFE__CHILD_RUNS const char *glue_reason_from_master(void)
 {
     int index = glue_slot_index(glue.self.kind, glue.self.id);
 

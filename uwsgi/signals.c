@@ -104,7 +104,7 @@ void glue_guard_worker_fork(void)
     worker_deferred_signal = signal_for_workers();
 }
 
-int glue_take_worker_deferred_signal(void)
+FORKSAFE__CHILD_RUNS int glue_take_worker_deferred_signal(void)
 {
     int deferred = worker_deferred_signal;
 
@@ -116,7 +116,7 @@ int glue_take_worker_deferred_signal(void)
  * blocked after the last worker's fork (until the first master cycle):
  * they must not keep the master's mask (a daemon would even keep it
  * across exec). */
-void glue_atfork_child(void)
+FORKSAFE__CHILD_RUNS void glue_atfork_child(void)
 {
     if (fork_signals_blocked && !worker_fork_in_progress && !child_fork_in_progress)
         glue_unblock_fork_signals();
@@ -145,7 +145,7 @@ void glue_atfork_parent(void)
     child_fork_in_progress = 0;
 }
 
-void glue_release_child_fork_guard(void)
+FORKSAFE__CHILD_RUNS void glue_release_child_fork_guard(void)
 {
     int deferred = child_deferred_signal;
 
@@ -168,7 +168,7 @@ static void defer_in_worker(int signum)
     sigaction(signum, &ours, NULL);
 }
 
-void glue_post_uwsgi_fork(int in_child)
+FORKSAFE__CHILD_RUNS void glue_post_uwsgi_fork(int in_child)
 {
     worker_fork_in_progress = 0;
     if (!in_child) {

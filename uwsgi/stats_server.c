@@ -276,7 +276,7 @@ void glue_start_stats_server(void)
     stats_thread_started = 1;
 }
 
-void glue_close_stats_socket(void)
+FORKSAFE__CHILD_RUNS void glue_close_stats_socket(void)
 {
     if (stats_fd >= 0) {
         close(stats_fd);

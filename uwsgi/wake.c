@@ -43,7 +43,7 @@ void glue_wake_setup(void)
 }
 
 /* Async-signal-safe.  A full counter (EAGAIN) already wakes the master. */
-void glue_wake_master(void)
+FORKSAFE__CHILD_RUNS void glue_wake_master(void)
 {
     uint64_t one = 1;
     int saved = errno;
