@@ -27,7 +27,7 @@ ROW_ORDER = ["debian12", "debian13", "sid"]
 ROW_LABELS = {"debian12": "Debian 12 (bookworm)", "debian13": "Debian 13 (trixie)",
               "sid": "Debian sid"}
 EVENTS = ["master-start", "pre-fork", "post-fork", "post-fork-parent", "worker-ready",
-          "worker-exit", "child-death", "master-exit"]
+          "worker-exit", "child-death", "master-exit", "generation-ready"]
 KINDS = ["master", "worker", "mule", "spooler"]
 MODES = ["preloaded", "lazy-apps"]
 
