@@ -114,28 +114,18 @@ static void subscribe(const char *format, ...) __attribute__((format(printf, 1, 
 
 static void subscribe(const char *format, ...)
 {
-    forksafe__error err = {0};
-    char text[1024], message[1200];
+    char text[1024];
     va_list ap;
 
     va_start(ap, format);
     vsnprintf(text, sizeof(text), format, ap);
     va_end(ap);
-    if (forksafe__subscribe(&ctx, text, "test", 1, &err) != 0) {
-        forksafe__error_format(&err, message, sizeof(message));
-        ck_abort_msg("%s", message);
-    }
+    unit_subscribe(&ctx, text, "test", 1);
 }
 
 static void seal(void)
 {
-    forksafe__error err = {0};
-    char message[1200];
-
-    if (forksafe__context_seal(&ctx, &err) != 0) {
-        forksafe__error_format(&err, message, sizeof(message));
-        ck_abort_msg("%s", message);
-    }
+    unit_seal(&ctx);
 }
 
 /* Reads PATH into a new string; "" if it does not exist. */

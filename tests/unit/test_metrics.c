@@ -49,24 +49,12 @@ static void quiet(void *data, int level, const char *message)
 
 static void subscribe(const char *text)
 {
-    forksafe__error err = {0};
-    char message[1200];
-
-    if (forksafe__subscribe(&ctx, text, "metrics \"x\".ini", 3, &err) != 0) {
-        forksafe__error_format(&err, message, sizeof(message));
-        ck_abort_msg("%s", message);
-    }
+    unit_subscribe(&ctx, text, "metrics \"x\".ini", 3);
 }
 
 static void seal(void)
 {
-    forksafe__error err = {0};
-    char message[1200];
-
-    if (forksafe__context_seal(&ctx, &err) != 0) {
-        forksafe__error_format(&err, message, sizeof(message));
-        ck_abort_msg("%s", message);
-    }
+    unit_seal(&ctx);
 }
 
 static void dispatch(forksafe_event_type type, int kind, int id)
