@@ -23,6 +23,17 @@ def pids_of(events):
     return {e["process"]["id"]: e["process"]["pid"] for e in events}
 
 
+def fifo_command(u, command):
+    """Writes COMMAND to U's master FIFO (master-fifo = {dir}/fifo)."""
+    path = os.path.join(u.dir, "fifo")
+    wait_for(lambda: os.path.exists(path), what="the fifo")
+    fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+    try:
+        os.write(fd, command)
+    finally:
+        os.close(fd)
+
+
 class GenerationReady(IntegrationCase):
 
     def start(self, extra="", ready=2):
@@ -34,6 +45,11 @@ class GenerationReady(IntegrationCase):
         wait_for(lambda: len(u.events("generation-ready")) >= count,
                  what="%d generation-ready" % count)
         return u.events("generation-ready")
+
+    def assert_all_new(self, first, second):
+        """No worker of generation-ready SECOND was one of FIRST's."""
+        self.assertFalse({w["pid"] for w in first["workers"]}
+                         & {w["pid"] for w in second["workers"]})
 
     def assert_ready_payload(self, u, event, generation, pids):
         """EVENT lists exactly PIDS ({id: pid}), in the master, with sane ms."""
@@ -83,27 +99,20 @@ class GenerationReady(IntegrationCase):
         new_ready = [e for e in u.events("worker-ready") if e["generation"] == 1]
         self.assertEqual(len(new_ready), 2)
         self.assert_ready_payload(u, second, 1, pids_of(new_ready))
-        self.assertFalse({w["pid"] for w in first["workers"]} & {w["pid"]
-                                                                   for w in second["workers"]})
+        self.assert_all_new(first, second)
         self.assertEqual(u.stop(), 0)
         self.assertEqual(len(u.events("generation-ready")), 2)
 
     def test_chain_reload_replaces_every_worker(self):
         u = self.start("master-fifo = {dir}/fifo\n")
         first = self.wait_generations(u, 1)[0]
-        wait_for(lambda: os.path.exists(os.path.join(u.dir, "fifo")), what="the fifo")
-        fd = os.open(os.path.join(u.dir, "fifo"), os.O_WRONLY | os.O_NONBLOCK)
-        try:
-            os.write(fd, b"c")
-        finally:
-            os.close(fd)
+        fifo_command(u, b"c")
         second = self.wait_generations(u, 2)[1]
         ready = u.events("worker-ready")
         self.assertEqual(len(ready), 4, "generation-ready before the chain ended")
         # the same master: uWSGI's reload count, every payload's generation, stays
         self.assert_ready_payload(u, second, 0, pids_of(ready[2:]))
-        self.assertFalse({w["pid"] for w in first["workers"]} & {w["pid"]
-                                                                   for w in second["workers"]})
+        self.assert_all_new(first, second)
         self.assertGreaterEqual(second["elapsed_ms"], first["elapsed_ms"])
         self.assertEqual(u.stop(), 0)
         self.assertEqual(len(u.events("generation-ready")), 2)
@@ -112,18 +121,12 @@ class GenerationReady(IntegrationCase):
         # FIFO `w`: every worker told to leave, the master stays
         u = self.start("master-fifo = {dir}/fifo\n")
         first = self.wait_generations(u, 1)[0]
-        wait_for(lambda: os.path.exists(os.path.join(u.dir, "fifo")), what="the fifo")
-        fd = os.open(os.path.join(u.dir, "fifo"), os.O_WRONLY | os.O_NONBLOCK)
-        try:
-            os.write(fd, b"w")
-        finally:
-            os.close(fd)
+        fifo_command(u, b"w")
         second = self.wait_generations(u, 2)[1]
         ready = u.events("worker-ready")
         self.assertEqual(len(ready), 4)
         self.assert_ready_payload(u, second, 0, pids_of(ready[2:]))
-        self.assertFalse({w["pid"] for w in first["workers"]} & {w["pid"]
-                                                                   for w in second["workers"]})
+        self.assert_all_new(first, second)
         self.assertEqual(u.stop(), 0)
         self.assertEqual(len(u.events("generation-ready")), 2)
 
@@ -150,8 +153,7 @@ class GenerationReady(IntegrationCase):
         ready = u.events("worker-ready")
         self.assertEqual(len(ready), 4)
         self.assert_ready_payload(u, second, 0, pids_of(ready[2:]))
-        self.assertFalse({w["pid"] for w in first["workers"]} & {w["pid"]
-                                                                   for w in second["workers"]})
+        self.assert_all_new(first, second)
         self.assertEqual(u.stop(), 0)
         self.assertEqual(len(u.events("generation-ready")), 2)
 
