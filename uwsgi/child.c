@@ -48,9 +48,15 @@ FORKSAFE__CHILD_RUNS static int child_identity(int *kind, int *id)
 /* The master learns at once that this child's start is over. */
 static void mark_ready(int index)
 {
+    struct forksafe_child_shared *shared;
+
     if (index < 0)
         return;
-    glue.children_shared[index].ready = 1;
+    shared = &glue.children_shared[index];
+    /* The time first, the pid last: the master takes the time only from
+     * a slot whose pid is this child's. */
+    __atomic_store_n(&shared->ready_ns, forksafe__monotonic_ns(), __ATOMIC_RELAXED);
+    __atomic_store_n(&shared->ready_pid, getpid(), __ATOMIC_RELEASE);
     glue_wake_master();
 }
 
@@ -81,7 +87,6 @@ static void start_child(void)
     if (index >= 0) {
         glue.children_shared[index].exit_state = 0;
         glue.children_shared[index].crash_signal = 0;
-        glue.children_shared[index].ready = 0;
         glue.children_shared[index].pid = getpid();
         forksafe__exec_track(&glue.children_shared[index].command);
     }
@@ -118,7 +123,6 @@ FORKSAFE__CHILD_RUNS void glue_worker_ready(void)
         return;
     }
     glue_event_occurs(FORKSAFE_WORKER_READY, NULL, 0, 0, NULL, NULL, 0);
-    glue_generation_worker_ready();
     mark_ready(glue_slot_index(FORKSAFE__WORKER, glue.self.id));
 }
 

@@ -179,7 +179,8 @@ static void watch_if_ready(struct forksafe_child_slot *slot, int index)
     const struct forksafe_child_shared *shared = &glue.children_shared[index];
 
     if (!glue.fast_respawn || slot->death_fd >= 0 || slot->death_reported || slot->known_pid <= 0 ||
-        shared->pid != slot->known_pid || !shared->ready)
+        shared->pid != slot->known_pid ||
+        __atomic_load_n(&shared->ready_pid, __ATOMIC_ACQUIRE) != slot->known_pid)
         return;
     slot->death_fd = glue_watch_death(slot->known_pid);
 }

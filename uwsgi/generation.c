@@ -1,7 +1,7 @@
 /*
- * generation.c - generation-ready: each worker records in its shared slot
- * that it reached worker-ready, and the master's scan dispatches
- * generation-ready once every worker of the generation has.
+ * generation.c - generation-ready: the master's scan dispatches it once
+ * every worker of the generation has recorded in its shared slot (child.c)
+ * that it reached worker-ready.
  *
  * A generation is the set of workers a master start (the first, or the one
  * after a graceful reload's exec: payloads' "generation", uWSGI's reload
@@ -50,22 +50,6 @@ void glue_generation_begin(void)
     gen.lazy_reload_ns = 0;
     if (gen.reload_seen)
         memset(gen.reload_seen, 0, (size_t)uwsgi.numproc * sizeof(pid_t));
-}
-
-FORKSAFE__CHILD_RUNS void glue_generation_worker_ready(void)
-{
-    struct forksafe_child_shared *shared;
-
-    if (!glue.children_shared || glue.self.kind != FORKSAFE__WORKER || glue.self.id < 1 ||
-        glue.self.id > uwsgi.numproc)
-        return;
-    shared = worker_shared(glue.self.id);
-    /* The time first, the pid last: the master takes the time only from
-     * a slot whose pid is this worker's. */
-    __atomic_store_n(&shared->ready_ns, forksafe__monotonic_ns(), __ATOMIC_RELAXED);
-    __atomic_store_n(&shared->ready_pid, getpid(), __ATOMIC_RELEASE);
-    /* The master's scan runs now, not at its next cycle (up to a second). */
-    glue_wake_master();
 }
 
 static void begin_again(void)

@@ -6,12 +6,11 @@
  *
  *   plugin.c       the plugin structs, uWSGI's hooks -> every file below
  *   child.c        inside a worker, mule or spooler  -> reasons, children, signals,
- *                                                       stats_server, occurrence, wake,
- *                                                       generation
+ *                                                       stats_server, occurrence, wake
  *   reasons.c      why the master ends a child       -> children, compat
  *   children.c     the master's children             -> signals, occurrence, compat, wake,
  *                                                       generation
- *   generation.c   generation-ready                  -> occurrence, wake
+ *   generation.c   generation-ready                  -> occurrence
  *   signals.c      stop and reload signals           -> instance
  *   stats_server.c the forksafe-stats and -metrics    -> config, metrics
  *                  sockets
@@ -56,11 +55,10 @@ struct forksafe_child_shared {
      * reasons.c); only for the process whose pid is end_pid. */
     volatile int end_reason;
     volatile pid_t end_pid;
-    /* Its start is over (a worker: worker-ready ran; a mule or spooler:
-     * post-fork ran): from then on its death wakes the master. */
-    volatile int ready;
-    /* The worker whose pid ready_pid is reached worker-ready at ready_ns
-     * (monotonic), for generation-ready (generation.c). */
+    /* The child whose pid is ready_pid finished starting at ready_ns
+     * (monotonic; a worker: worker-ready ran; a mule or spooler: post-fork
+     * ran): from then on its death wakes the master (children.c), and a
+     * worker counts towards generation-ready (generation.c). */
     long long ready_ns;
     pid_t ready_pid;
 };
@@ -236,9 +234,6 @@ void glue_generation_ready_occurs(const forksafe__ready_worker *workers, size_t 
 
 /* master-start: the first generation begins. */
 void glue_generation_begin(void);
-
-/* In a worker, once its worker-ready handlers ran: it is ready. */
-void glue_generation_worker_ready(void);
 
 /* In the master, at the end of each scan of its children: a reload that
  * replaces every worker begins a generation, and a generation whose
